@@ -1,0 +1,3 @@
+from fashionlab.cli import main
+
+raise SystemExit(main())
