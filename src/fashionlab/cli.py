@@ -1,0 +1,260 @@
+"""Command-line front end. Each subcommand is a small function; errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from fashionlab.errors import ConfigError, FashionlabError
+
+# (flag, type, help) for every TrainConfig option settable from the command line.
+TRAIN_FLAGS: list[tuple[str, type, str]] = [
+    ("--model", str, "architecture (see `fashionlab models`)"),
+    ("--recipe", str, "named recipe (see `fashionlab recipes`); flags override its values"),
+    ("--epochs", int, "number of epochs"),
+    ("--batch-size", int, "images per optimizer step"),
+    ("--lr", float, "(peak) learning rate"),
+    ("--optimizer", str, "adam | adamw | sgd"),
+    ("--momentum", float, "SGD momentum (Nesterov)"),
+    ("--weight-decay", float, "decoupled for adamw, L2 for adam/sgd; never on biases/norms"),
+    ("--scheduler", str, "none | plateau | cosine | onecycle"),
+    ("--warmup-epochs", float, "linear warmup before cosine decay"),
+    ("--label-smoothing", float, "cross-entropy label smoothing"),
+    ("--augment", str, "comma list of flip,rotate,crop,erase, or none"),
+    ("--rotate-degrees", float, "max rotation for `rotate`"),
+    ("--crop-pad", int, "max translation in pixels for `crop`"),
+    ("--erase-prob", float, "probability of random erasing per image"),
+    ("--dropout", float, "dropout rate (model default if unset)"),
+    ("--val-fraction", float, "stratified validation fraction of the 60k training images"),
+    ("--train-subset", int, "train on a stratified subset of N images"),
+    ("--patience", int, "early stopping after N epochs without validation improvement"),
+    ("--ema", float, "EMA decay of weights for evaluation (0 disables)"),
+    ("--grad-clip", float, "max gradient norm (0 disables)"),
+    ("--seed", int, "random seed (split, init, order, augmentation)"),
+    ("--device", str, "auto | cpu | cuda | mps"),
+    ("--precision", str, "auto | fp32 | bf16 | fp16"),
+    ("--checkpoint-every-steps", int, "also save last.pt every N steps (0: each epoch only)"),
+    ("--on-nan", str, "stop | skip: what a non-finite loss does"),
+    ("--data-dir", str, "folder with the four IDX files"),
+    ("--out", str, "run folder (default runs/<model>-<timestamp>)"),
+]
+BOOL_FLAGS = [
+    ("--tta", "flip test-time augmentation at evaluation"),
+    ("--channels-last", "channels-last memory format"),
+    ("--compile", "torch.compile the model"),
+    ("--deterministic", "deterministic algorithms (also sets the CUDA flags)"),
+    ("--sync-bn", "synchronized batch norm under torchrun"),
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    for flag, typ, help_ in TRAIN_FLAGS:
+        p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=help_)
+    for flag, help_ in BOOL_FLAGS:
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
+    p.add_argument("--config", dest="config_file", default=None, help="YAML or JSON file of these options")
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    from fashionlab.config import FIELD_NAMES
+
+    return {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
+
+
+def resolve_train_config(args: argparse.Namespace):
+    """defaults < recipe (explicit, or the model's own) < --config file < flags."""
+    from fashionlab.config import build_config, read_config_file
+    from fashionlab.recipes import RECIPES, recipe_overrides
+
+    flags = given_options(args)
+    file_layer = read_config_file(args.config_file) if args.config_file else {}
+    recipe = flags.get("recipe") or file_layer.get("recipe")
+    model = flags.get("model") or file_layer.get("model")
+    if recipe is None and model in RECIPES:
+        recipe = model
+    recipe_layer = recipe_overrides(recipe) if recipe else {}
+    return build_config(recipe_layer, file_layer, flags)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fashionlab.train import resume_config, train
+
+    if args.resume:
+        cfg = resume_config(Path(args.resume), given_options(args))
+    else:
+        cfg = resolve_train_config(args)
+    command = "fashionlab " + shlex.join(sys.argv[1:])
+    train(cfg, command=command, resume=bool(args.resume), verbose=not args.quiet)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fashionlab.evaluate import evaluate_run
+
+    run = Path(args.run)
+    if not (run / "config.json").exists():
+        raise FashionlabError(f"{run} is not a run folder (no config.json)")
+    evaluate_run(run, args.checkpoint, device=args.device)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fashionlab.models import DESCRIPTIONS, MODELS, build_model, count_params, forward_mflops
+
+    table = Table("model", "params", "MFLOPs/image", "description")
+    for name in MODELS:
+        m = build_model(name)
+        table.add_row(name, f"{count_params(m):,}", f"{forward_mflops(m):.1f}", DESCRIPTIONS[name])
+    Console().print(table)
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fashionlab.recipes import RECIPES
+
+    table = Table("recipe", "model", "epochs", "settings", "about")
+    for name, r in RECIPES.items():
+        rest = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("about", "model", "epochs"))
+        table.add_row(name, r["model"], str(r["epochs"]), rest, r["about"])
+    Console().print(table)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from fashionlab.data import load_fashion_mnist, stratified_split
+    from fashionlab.data.inspect import save_grid, summarize
+
+    if args.locate:
+        from fashionlab.data import locate
+
+        src = locate(args.data_dir, download=False, progress=False)
+        print(f"{src.path} ({src.origin})")
+        return 0
+    ds = load_fashion_mnist(args.data_dir, download=not args.no_download)
+    if not 0 <= args.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    train_idx, val_idx = stratified_split(ds.train_y, args.val_fraction, args.seed)
+    print_data_summary(summarize(ds, train_idx, val_idx))
+    if args.grid:
+        save_grid(ds, args.grid)
+        print(f"sample grid -> {args.grid}")
+    return 0
+
+
+def print_data_summary(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"source: {s['source']} ({s['origin']})")
+    console.print(f"train pixel mean {s['mean']:.4f}  std {s['std']:.4f}")
+    splits = list(s["counts"].keys())
+    table = Table("class", *splits)
+    for cls in s["classes"]:
+        table.add_row(cls, *(str(s["counts"][sp][cls]) for sp in splits))
+    table.add_row("total", *(str(sum(s["counts"][sp].values())) for sp in splits), style="bold")
+    console.print(table)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fashionlab.report import cmd_compare as compare
+
+    return compare(args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fashionlab.pipeline import run_pipeline
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    run_pipeline(models, seeds=args.seeds, quick=args.quick, out=args.out, data_dir=args.data_dir,
+                 device=args.device, command="fashionlab " + shlex.join(sys.argv[1:]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fashionlab import __version__
+
+    parser = Parser(prog="fashionlab", description="Train, evaluate and compare CNNs on Fashion-MNIST.")
+    parser.add_argument("--version", action="version", version=f"fashionlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("data", help="locate/verify the dataset, print statistics, write a sample grid")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--grid", default=None, metavar="FILE", help="write a sample grid PNG")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    p.add_argument("--locate", action="store_true", help="print where the data is (no download) and exit")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("models", help="list models with parameters and forward MFLOPs per image")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("recipes", help="list named recipes")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("train", help="train a model into a run folder, then evaluate it on the test set")
+    add_train_flags(p)
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a stopped run from last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run folder's checkpoint on the test set")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda", "mps"))
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="compare run folders: report.html, summary.md, summary.json")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, metavar="REPORT_DIR", help="default reports/compare-<timestamp>")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("run", help="the main job: train each model, evaluate, write the comparison report")
+    p.add_argument("--models", default="cnn1,cnn2", help="comma list of models (default cnn1,cnn2)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per model (default 1)")
+    p.add_argument("--quick", action="store_true", help="a short recipe: the whole job in a few minutes on a CPU")
+    p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FashionlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - never a traceback for users; the debug switch shows it
+        if os.environ.get("FASHIONLAB_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"error: unexpected {type(e).__name__}: {first} (set FASHIONLAB_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""Test-set evaluation of a run folder: metrics, report, confusion matrix, curves, predictions."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fashionlab import CLASSES
+from fashionlab.device import autocast, resolve_device, resolve_precision
+from fashionlab.errors import RunError
+from fashionlab.models import MODELS, build_model, count_params, forward_mflops
+from fashionlab.runio import atomic_save_figure, atomic_write_bytes, atomic_write_json, atomic_write_text, \
+    load_checkpoint, read_json
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x_uint8: torch.Tensor, mean: float, std: float, *, device,
+                   precision: str = "fp32", tta: bool = False, channels_last: bool = True,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """Logits (float32, on the CPU) for uint8 images [N, 28, 28]; with tta, averaged with the mirror image."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x_uint8), batch_size):
+        x = (x_uint8[i:i + batch_size].to(device).unsqueeze(1).float().div_(255) - mean) / std
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        out.append(logits.cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
+def load_run_model(run_dir: Path, checkpoint: str = "best", device=None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as; refuse unknown or mismatched models."""
+    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+    ckpt = load_checkpoint(path)
+    name, cfg = ckpt["model_name"], ckpt.get("config", {})
+    if name not in MODELS:
+        raise RunError(f"{path} holds unknown model {name!r}; this fashionlab knows {', '.join(sorted(MODELS))}")
+    if cfg.get("model", name) != name:
+        raise RunError(f"{path} is inconsistent: weights of {name!r} but config says {cfg.get('model')!r}")
+    model = build_model(name, dropout=cfg.get("dropout"), **cfg.get("extra", {}))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise RunError(f"{path} does not match model {name!r}: {str(e).splitlines()[0]}") from None
+    model.to(device or "cpu").eval()
+    if cfg.get("channels_last", True):
+        model.to(memory_format=torch.channels_last)
+    return model, ckpt
+
+
+def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, device=None,
+                 verbose: bool = True) -> dict[str, Any]:
+    """Evaluate a run's checkpoint once on the untouched test set and write the test artefacts."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    if data is None:
+        from fashionlab.data import load_fashion_mnist
+
+        data = load_fashion_mnist(config.get("data_dir") or config["data"]["source"], download=False,
+                                  progress=verbose)
+    device = torch.device(device) if device is not None else resolve_device(config.get("device", "auto"))
+    model, ckpt = load_run_model(run_dir, checkpoint, device)
+    norm = ckpt["normalize"]
+    precision = resolve_precision(config.get("precision", "auto"), device)
+    logits = predict_logits(model, data.test_x, norm["mean"], norm["std"], device=device, precision=precision,
+                            tta=config.get("tta", False), channels_last=config.get("channels_last", True))
+    y = data.test_y.cpu()
+    probs = F.softmax(logits, 1)
+    pred = probs.argmax(1).numpy()
+    metrics = test_metrics(y.numpy(), pred, config, ckpt, model, run_dir, data.test_sha256, checkpoint)
+    metrics["test_loss"] = F.cross_entropy(logits, y).item()
+    write_outputs(run_dir, y.numpy(), pred, probs.numpy(), metrics)
+    if verbose:
+        print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+              f"({checkpoint} checkpoint, epoch {metrics['best_epoch']}) -> {run_dir}")
+    return metrics
+
+
+def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, model: nn.Module, run_dir: Path,
+                 test_sha256: str, checkpoint: str) -> dict[str, Any]:
+    from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+    rep = classification_report(y, pred, labels=range(10), target_names=CLASSES, output_dict=True, zero_division=0)
+    rows = read_metrics(run_dir)
+    return {
+        "model": config["model"], "recipe": config.get("recipe"), "seed": config.get("seed"),
+        "accuracy": float((pred == y).mean()),
+        "macro_f1": float(f1_score(y, pred, labels=range(10), average="macro", zero_division=0)),
+        "per_class": {c: {"precision": rep[c]["precision"], "recall": rep[c]["recall"], "f1": rep[c]["f1-score"],
+                          "support": int(rep[c]["support"])} for c in CLASSES},
+        "confusion_matrix": confusion_matrix(y, pred, labels=range(10)).tolist(),
+        "n_test": int(len(y)),
+        "checkpoint": checkpoint,
+        "best_epoch": int(ckpt.get("epoch", 0)),
+        "epochs_run": len(rows),
+        "params": count_params(model),
+        "mflops": round(forward_mflops(model.to("cpu").float()), 3),
+        "train_seconds": round(sum(float(r["seconds"]) for r in rows), 2),
+        "tta": bool(config.get("tta", False)),
+        "test_sha256": test_sha256,
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_outputs(run_dir: Path, y: np.ndarray, pred: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
+    import io
+
+    from sklearn.metrics import classification_report
+
+    atomic_write_json(run_dir / "test_metrics.json", metrics)
+    report = classification_report(y, pred, labels=range(10), target_names=CLASSES, digits=4, zero_division=0)
+    atomic_write_text(run_dir / "classification_report.txt", report)
+    for name, arr in (("test_predictions.npy", pred.astype(np.int64)), ("test_probs.npy", probs.astype(np.float32))):
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        atomic_write_bytes(run_dir / name, buf.getvalue())
+    plot_confusion(run_dir / "confusion_matrix.png", np.array(metrics["confusion_matrix"]), metrics["model"])
+    plot_curves(run_dir / "curves.png", read_metrics(run_dir), metrics["model"])
+
+
+def plot_confusion(path: Path, cm: np.ndarray, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
+    for ax, mat, label, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalized (recall)", ".2f")):
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(10):
+            for j in range(10):
+                ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_xticks(range(10), CLASSES, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(10), CLASSES, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{title}: {label}")
+    fig.tight_layout()
+    atomic_save_figure(path, fig)
+    plt.close(fig)
+
+
+def plot_curves(path: Path, rows: list[dict[str, str]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(r["epoch"]) for r in rows]
+    col = {k: [float(r[k]) for r in rows] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, kind in zip(axes, ("loss", "acc")):
+        ax.plot(epochs, col[f"train_{kind}"], "--o", ms=3, label="train")
+        ax.plot(epochs, col[f"val_{kind}"], "-o", ms=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if kind == "acc" else "cross-entropy loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{title}: training curves")
+    fig.tight_layout()
+    atomic_save_figure(path, fig)
+    plt.close(fig)

@@ -1,0 +1,36 @@
+"""The two seed designs: CNN_1 (simple baseline) and CNN_2 (deeper, batch norm, dropout)."""
+
+from torch import nn
+
+from fashionlab.models import register
+
+
+@register("cnn1", "CNN_1: 2 conv layers (32, 64) + max-pooling + 1 fully connected layer")
+def cnn1(width: int = 32) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * width * 7 * 7, 10),
+    )
+
+
+def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
+    # No conv bias: batch norm's shift makes it redundant.
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+@register("cnn2", "CNN_2: 6 conv layers with batch norm in 3 stages, dropout, 2 fully connected layers")
+def cnn2(width: int = 32, dropout: float = 0.3, hidden: int = 256) -> nn.Module:
+    w1, w2, w3 = width, 2 * width, 4 * width
+    # Dropout grows with depth: early features are generic, late ones overfit.
+    return nn.Sequential(
+        *conv_bn(1, w1), *conv_bn(w1, w1), nn.MaxPool2d(2), nn.Dropout(dropout / 3),      # 14x14
+        *conv_bn(w1, w2), *conv_bn(w2, w2), nn.MaxPool2d(2), nn.Dropout(2 * dropout / 3),  # 7x7
+        *conv_bn(w2, w3), *conv_bn(w3, w3), nn.MaxPool2d(2),                               # 3x3
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(w3 * 3 * 3, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, 10),
+    )

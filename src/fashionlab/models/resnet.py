@@ -1,0 +1,115 @@
+"""Stronger models sized for 28x28x1: a fast residual net, wide ResNets and a ResNet-18."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class FastBlock(nn.Module):
+    """Pool first (early downsampling: 4x fewer FLOPs for the convs), then a residual conv pair."""
+
+    def __init__(self, c_in: int, c_out: int, pool: bool = True):
+        super().__init__()
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.conv1 = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+        self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+
+    def forward(self, x):
+        x = self.conv1(self.pool(x))
+        return x + self.conv2(x)
+
+
+class FastNet(nn.Module):
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.0):
+        super().__init__()
+        stem = widths[0]
+        self.stem = nn.Sequential(nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.GELU())
+        self.blocks = nn.Sequential(*[FastBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        # Global max pooling: position-invariant and free of parameters.
+        self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1], 10))
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
+class PreActBlock(nn.Module):
+    """Wide-ResNet block (Zagoruyko & Komodakis 2016): BN-ReLU-conv twice, dropout between."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float):
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.drop = nn.Dropout(dropout)
+        self.relu = nn.ReLU(inplace=False)
+        self.shortcut = None if (c_in == c_out and stride == 1) else nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+
+    def forward(self, x):
+        o = self.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(o)
+        o = self.conv2(self.drop(self.relu(self.bn2(self.conv1(o)))))
+        return o + skip
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth: int = 16, widen: int = 4, dropout: float = 0.0):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError("WRN depth must be 6n+4")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        layers: list[nn.Module] = [nn.Conv2d(1, widths[0], 3, padding=1, bias=False)]
+        for stage, stride in zip(range(3), (1, 2, 2)):  # 28 -> 28 -> 14 -> 7
+            for i in range(n):
+                c_in = widths[stage] if i == 0 else widths[stage + 1]
+                layers.append(PreActBlock(c_in, widths[stage + 1], stride if i == 0 else 1, dropout))
+        layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[3], 10)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
+        )
+        self.skip = nn.Identity() if (c_in == c_out and stride == 1) else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(self.body(x) + self.skip(x))
+
+
+def resnet18_small(dropout: float = 0.0) -> nn.Module:
+    # CIFAR-style stem (3x3, stride 1, no max-pool): 28x28 is too small for ImageNet's 7x7/2 + pool.
+    widths, layers, c = (64, 128, 256, 512), [], 64
+    for i, w in enumerate(widths):
+        for j in range(2):
+            layers.append(BasicBlock(c, w, 2 if (i > 0 and j == 0) else 1))
+            c = w
+    return nn.Sequential(
+        nn.Conv2d(1, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), *layers,
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(512, 10),
+    )
+
+
+def _register() -> None:
+    from fashionlab.models import register
+
+    register("fastnet", "residual net for time-to-accuracy: early downsampling, 3 residual stages, global max-pool")(
+        lambda widths=(32, 64, 128, 256), dropout=0.0: FastNet(tuple(widths), dropout))
+    register("wrn16-4", "Wide ResNet 16-4 (pre-activation, 3 stages)")(
+        lambda dropout=0.0: WideResNet(16, 4, dropout))
+    register("wrn28-10", "Wide ResNet 28-10 (pre-activation, 3 stages)")(
+        lambda dropout=0.3: WideResNet(28, 10, dropout))
+    register("wrn40-4", "Wide ResNet 40-4 (pre-activation, 3 stages)")(
+        lambda dropout=0.0: WideResNet(40, 4, dropout))
+    register("resnet18", "ResNet-18 with a 3x3 stride-1 stem for 28x28 inputs")(resnet18_small)
+
+
+_register()

@@ -1,0 +1,44 @@
+"""Named recipes: a model plus every hyperparameter that matters, one declarative entry each.
+
+`--model NAME` without `--recipe` uses the recipe of the same name when there is one, so the
+defaults of each model live here and nowhere else. Command-line flags still override any key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fashionlab.errors import ConfigError
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "cnn1": dict(
+        about="CNN_1 baseline: Adam, plateau LR on validation accuracy, no augmentation",
+        model="cnn1", epochs=10, batch_size=128, lr=1e-3, optimizer="adam", scheduler="plateau",
+        augment="none",
+    ),
+    "cnn2": dict(
+        about="CNN_2: AdamW + one-cycle, label smoothing, flip/crop/erase augmentation",
+        model="cnn2", epochs=30, batch_size=128, lr=3e-3, optimizer="adamw", weight_decay=5e-4,
+        scheduler="onecycle", label_smoothing=0.1, augment="flip,crop,erase", crop_pad=2, erase_prob=0.5,
+    ),
+    "fast": dict(
+        about="time-to-accuracy: fastnet, bf16 + channels-last, one-cycle, label smoothing, flip TTA",
+        model="fastnet", epochs=6, batch_size=256, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
+        scheduler="onecycle", label_smoothing=0.1, augment="flip,crop", crop_pad=2, tta=True,
+        val_fraction=0.1,
+    ),
+    "sota": dict(
+        about="accuracy at the top: WRN-28-10, SGD-nesterov + cosine with warmup, random erasing, EMA, TTA",
+        model="wrn28-10", epochs=200, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
+        weight_decay=5e-4, scheduler="cosine", warmup_epochs=2, label_smoothing=0.0,
+        augment="flip,crop,erase", crop_pad=4, erase_prob=0.5, ema=0.999, tta=True,
+    ),
+}
+
+
+def recipe_overrides(name: str) -> dict[str, Any]:
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(sorted(RECIPES))}")
+    values = {k: v for k, v in RECIPES[name].items() if k != "about"}
+    values["recipe"] = name
+    return values

@@ -1,0 +1,536 @@
+"""Training: the whole dataset lives on the device as uint8, batches are indexed and augmented there.
+
+`train(cfg)` reads top to bottom: data, model, optimizer, then the epoch loop, then the test evaluation.
+Everything a resumed run needs (weights, optimizer, scheduler, EMA, every RNG, the epoch's data order and
+partial sums, the metrics so far) goes into checkpoints/last.pt, so a killed run resumes bit-identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fashionlab import __version__
+from fashionlab.config import TrainConfig
+from fashionlab.data import FashionMNIST, load_fashion_mnist, pixel_stats, stratified_split, stratified_subset
+from fashionlab.data.augment import augment
+from fashionlab.device import autocast, resolve_device, resolve_precision
+from fashionlab.errors import ConfigError, FashionlabError, RunError
+from fashionlab.evaluate import evaluate_run, predict_logits
+from fashionlab.models import build_model, count_params
+from fashionlab.runio import (RunLock, atomic_torch_save, atomic_write_json, atomic_write_text, clean_temp_files,
+                              load_checkpoint, read_json)
+
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+class TrainingDiverged(FashionlabError):
+    exit_code = 3
+
+
+class Interrupted(FashionlabError):
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+@dataclass
+class Splits:
+    train_x: torch.Tensor  # uint8 [N, 28, 28] on the device
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    mean: float
+    std: float
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in last.pt so a resumed run continues mid-epoch exactly."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps done in the current epoch
+    global_step: int = 0
+    perm: torch.Tensor | None = None  # this epoch's data order
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    epoch_seconds: float = 0.0
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    nan_skipped: int = 0
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+
+class StopFlag:
+    """SIGINT/SIGTERM only set a flag; the loop finishes the current step, saves, then stops."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def prepare_data(cfg: TrainConfig, ds: FashionMNIST, device: torch.device) -> Splits:
+    train_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
+    if cfg.train_subset is not None:
+        train_idx = train_idx[stratified_subset(ds.train_y[train_idx], cfg.train_subset, cfg.seed)]
+    # Normalization statistics from the training split only: validation and test stay unseen.
+    mean, std = pixel_stats(ds.train_x[train_idx])
+    return Splits(ds.train_x[train_idx].to(device), ds.train_y[train_idx].to(device),
+                  ds.train_x[val_idx].to(device), ds.train_y[val_idx].to(device), mean, std)
+
+
+def make_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, dropout=cfg.dropout, **cfg.extra).to(device)
+    # channels_last lets oneDNN/cuDNN pick their fastest convolution kernels.
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm scales: decaying them only hurts (common practice since ResNet).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """Returns (scheduler or None, whether it steps per batch)."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.scheduler == "plateau":
+        # Halve the LR when validation accuracy stops improving (validation only, never test).
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=2), False
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25), True
+    if cfg.scheduler == "cosine":
+        warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
+    return None, False
+
+
+def make_ema(cfg: TrainConfig, model: nn.Module):
+    if cfg.ema <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    # use_buffers: batch-norm statistics are averaged too, so the EMA model is usable as is.
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    # A trailing batch of one sample would break batch norm; it is dropped (the order changes each epoch).
+    full, rest = divmod(n, batch_size)
+    return max(1, full + (rest > 1))
+
+
+def to_input(x_uint8: torch.Tensor, splits: Splits, cfg: TrainConfig, gen: torch.Generator | None) -> torch.Tensor:
+    x = x_uint8.unsqueeze(1).float().div_(255)
+    if gen is not None:
+        x = augment(x, cfg.augmentations(), gen, rotate_degrees=cfg.rotate_degrees, crop_pad=cfg.crop_pad,
+                    erase_prob=cfg.erase_prob)
+    x = (x - splits.mean) / splits.std
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: FashionMNIST | None = None,
+          verbose: bool = True) -> Path:
+    """Train `cfg` into its run folder, evaluate the best checkpoint on the test set, return the folder."""
+    dist = Dist.from_env()
+    run_dir = Path(cfg.out or default_run_dir(cfg))
+    lock = RunLock(run_dir) if dist.main else contextlib.nullcontext()
+    with lock, StopFlag() as stop, distributed(dist, cfg) as device:
+        if dist.main:
+            check_run_dir(run_dir, resume)
+        log = Logger(verbose and dist.main)
+        ds = data or load_fashion_mnist(cfg.data_dir, progress=verbose)
+        splits = prepare_data(cfg, ds, device)
+        precision = resolve_precision(cfg.precision, device)
+        model = make_model(cfg, device)
+        net = wrap_model(model, cfg, dist, device)
+        opt = make_optimizer(cfg, model)
+        rank_n = len(splits.train_y) // dist.world
+        batch = max(1, cfg.batch_size // dist.world)
+        steps = batches_per_epoch(rank_n, batch)
+        sched, per_step = make_scheduler(cfg, opt, steps)
+        ema = make_ema(cfg, model)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        order_gen = torch.Generator().manual_seed(cfg.seed)  # same data order on every rank
+        aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 1000 * dist.rank)
+        prog = Progress()
+        state = dict(model=model, opt=opt, sched=sched, ema=ema, scaler=scaler, order=order_gen, aug=aug_gen)
+        if dist.main and not (run_dir / "config.json").exists():
+            write_config(run_dir, cfg, ds, splits, command)
+        if resume and (run_dir / "checkpoints" / "last.pt").exists():
+            prog = restore(run_dir / "checkpoints" / "last.pt", state)
+            log(f"resumed {run_dir} at epoch {prog.epoch + 1}, step {prog.step}")
+        log(f"{cfg.model}: {count_params(model):,} params | {len(splits.train_y):,} train / {len(splits.val_y):,} val"
+            f" | {device.type} {precision} | batch {cfg.batch_size} x {steps} steps/epoch")
+
+        while prog.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            if prog.step == 0:
+                prog.perm = torch.randperm(len(splits.train_y), generator=order_gen)
+            idx = prog.perm[dist.rank::dist.world][:rank_n]
+            with log.bar(f"epoch {prog.epoch + 1}/{cfg.epochs}", steps, prog.step) as advance:
+                while prog.step < steps:
+                    b = idx[prog.step * batch:(prog.step + 1) * batch].to(device)
+                    x = to_input(splits.train_x[b], splits, cfg, aug_gen)
+                    y = splits.train_y[b]
+                    loss, correct = train_step(net, opt, scaler, x, y, cfg, precision, device)
+                    if not math.isfinite(loss):
+                        if cfg.on_nan == "stop":
+                            raise diverged(run_dir, prog, opt, loss)
+                        prog.nan_skipped += 1
+                    else:
+                        prog.loss_sum += loss * len(y)
+                        prog.correct += correct
+                        prog.seen += len(y)
+                        if ema is not None:
+                            ema.update_parameters(model)
+                    prog.step += 1
+                    prog.global_step += 1
+                    if sched is not None and per_step:
+                        sched.step()
+                    advance()
+                    if stop.signum is not None or due(cfg, prog):
+                        prog.epoch_seconds += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        if dist.main:
+                            save_last(run_dir, state, prog, cfg, splits)
+                        if stop.signum is not None:
+                            raise interrupted(run_dir, prog, stop.signum)
+            prog.epoch_seconds += time.perf_counter() - t0
+            end_epoch(run_dir, cfg, dist, state, prog, splits, precision, device, log)
+            if cfg.patience is not None and prog.bad_epochs >= cfg.patience:
+                log(f"early stop: no validation improvement for {cfg.patience} epochs")
+                break
+
+        if dist.main:
+            evaluate_run(run_dir, "best", data=ds, device=device, verbose=verbose)
+    return run_dir
+
+
+def train_step(net, opt, scaler, x, y, cfg: TrainConfig, precision: str, device) -> tuple[float, int]:
+    with autocast(device, precision):
+        logits = net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    value = loss.item()
+    if not math.isfinite(value):
+        return value, 0  # no update from a non-finite loss
+    scaler.scale(loss).backward()
+    if cfg.grad_clip > 0:
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    return value, int((logits.argmax(1) == y).sum())
+
+
+def end_epoch(run_dir: Path, cfg: TrainConfig, dist: Dist, state: dict, prog: Progress, splits: Splits,
+              precision: str, device, log) -> None:
+    """Validate, step the plateau scheduler, log the row, update best.pt, then last.pt (in that order)."""
+    t0 = time.perf_counter()
+    loss_sum, correct, seen = all_reduce(dist, device, prog.loss_sum, prog.correct, prog.seen)
+    eval_model = state["ema"].module if state["ema"] is not None else state["model"]
+    val_loss, val_acc = validate(eval_model, splits, cfg, precision, device)
+    lr = state["opt"].param_groups[0]["lr"]
+    if state["sched"] is not None and cfg.scheduler == "plateau":
+        state["sched"].step(val_acc)
+    prog.epoch += 1
+    seconds = prog.epoch_seconds + time.perf_counter() - t0
+    row = dict(epoch=prog.epoch, train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1),
+               val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=seconds)
+    prog.rows.append(row)
+    improved = math.isnan(val_acc) or val_acc > prog.best_val_acc
+    if improved:
+        prog.best_val_acc, prog.best_epoch, prog.bad_epochs = val_acc, prog.epoch, 0
+    else:
+        prog.bad_epochs += 1
+    prog.step, prog.perm, prog.loss_sum, prog.correct, prog.seen, prog.epoch_seconds = 0, None, 0.0, 0, 0, 0.0
+    log.epoch(row, improved, prog.nan_skipped)
+    if dist.main:
+        if improved:
+            save_best(run_dir, eval_model, cfg, splits, prog)
+        write_metrics(run_dir, prog.rows)
+        save_last(run_dir, state, prog, cfg, splits)
+
+
+def validate(model: nn.Module, splits: Splits, cfg: TrainConfig, precision: str, device) -> tuple[float, float]:
+    if len(splits.val_y) == 0:
+        return float("nan"), float("nan")
+    logits = predict_logits(model, splits.val_x, splits.mean, splits.std, device=device, precision=precision,
+                            tta=cfg.tta, channels_last=cfg.channels_last)
+    y = splits.val_y.cpu()
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def due(cfg: TrainConfig, prog: Progress) -> bool:
+    n = cfg.checkpoint_every_steps
+    return n > 0 and prog.global_step % n == 0
+
+
+# ---------------------------------------------------------------------------------------------- run folder
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    clean_temp_files(run_dir)
+    has_run = (run_dir / "config.json").exists()
+    if resume and not has_run:
+        raise RunError(f"nothing to resume: {run_dir} has no config.json")
+    if not resume and has_run:
+        raise RunError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it or choose another --out")
+    if not resume and any(p.name != ".lock" for p in run_dir.iterdir()):
+        raise RunError(f"{run_dir} is not empty; choose another --out")
+
+
+def write_config(run_dir: Path, cfg: TrainConfig, ds: FashionMNIST, splits: Splits, command: str) -> None:
+    src = ds.source
+    info = cfg.to_dict() | {
+        "data": {"source": str(src.path), "origin": src.origin, "sha256": dict(src.sha256),
+                 "test_sha256": ds.test_sha256, "normalize": {"mean": splits.mean, "std": splits.std},
+                 "n_train": len(splits.train_y), "n_val": len(splits.val_y)},
+        "versions": {"fashionlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": sys.version.split()[0]},
+        "command": command,
+    }
+    atomic_write_json(run_dir / "config.json", info)
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (r[k] if k == "epoch" else f"{r[k]:.6g}") for k in METRIC_COLUMNS})
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+
+
+def checkpoint_base(model: nn.Module, cfg: TrainConfig, splits: Splits) -> dict[str, Any]:
+    return {"model": model.state_dict(), "model_name": cfg.model, "config": cfg.to_dict(),
+            "normalize": {"mean": splits.mean, "std": splits.std}}
+
+
+def save_best(run_dir: Path, eval_model: nn.Module, cfg: TrainConfig, splits: Splits, prog: Progress) -> None:
+    ckpt = checkpoint_base(eval_model, cfg, splits) | {"epoch": prog.epoch, "val_acc": prog.best_val_acc}
+    atomic_torch_save(run_dir / "checkpoints" / "best.pt", ckpt)
+
+
+def save_last(run_dir: Path, state: dict, prog: Progress, cfg: TrainConfig, splits: Splits) -> None:
+    ema, sched = state["ema"], state["sched"]
+    ckpt = checkpoint_base(state["model"], cfg, splits) | {
+        "epoch": prog.epoch,
+        "optimizer": state["opt"].state_dict(),
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "ema": ema.state_dict() if ema is not None else None,
+        "scaler": state["scaler"].state_dict(),
+        "progress": asdict(prog),
+        "rng": {"torch": torch.get_rng_state(), "order": state["order"].get_state(),
+                "aug": state["aug"].get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": list(random.getstate()[1]),
+                "numpy": numpy_rng_state()},
+    }
+    atomic_torch_save(run_dir / "checkpoints" / "last.pt", ckpt)
+
+
+def numpy_rng_state() -> list:
+    # As plain lists: weights_only loading accepts builtins and tensors, not numpy arrays.
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return [keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def restore(path: Path, state: dict) -> Progress:
+    ckpt = load_checkpoint(path)
+    state["model"].load_state_dict(ckpt["model"])
+    state["opt"].load_state_dict(ckpt["optimizer"])
+    if state["sched"] is not None and ckpt["scheduler"] is not None:
+        state["sched"].load_state_dict(ckpt["scheduler"])
+    if state["ema"] is not None and ckpt["ema"] is not None:
+        state["ema"].load_state_dict(ckpt["ema"])
+    state["scaler"].load_state_dict(ckpt["scaler"])
+    rng = ckpt["rng"]
+    torch.set_rng_state(rng["torch"])
+    state["order"].set_state(rng["order"])
+    state["aug"].set_state(rng["aug"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    random.setstate((3, tuple(rng["python"]), None))
+    keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    return Progress(**ckpt["progress"])
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
+    """The saved config of a run; only options that cannot change its results may be overridden."""
+    from fashionlab.config import build_config, normalize_keys
+
+    allowed = {"epochs", "patience", "device", "checkpoint_every_steps", "out", "data_dir"}
+    changed = sorted(k for k in overrides if k not in allowed)
+    if changed:
+        raise ConfigError(f"--resume continues with the run's saved options; cannot change {', '.join(changed)}")
+    saved = read_json(run_dir / "config.json")
+    keys = {k: v for k, v in saved.items() if k not in ("data", "versions", "command")}
+    return build_config(normalize_keys(keys, str(run_dir / "config.json")), overrides, {"out": str(run_dir)})
+
+
+def diverged(run_dir: Path, prog: Progress, opt, loss: float) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"loss became {loss} at epoch {prog.epoch + 1}, step {prog.step + 1} (lr {opt.param_groups[0]['lr']:.3g}); "
+        f"stopped. The last good checkpoint is {run_dir / 'checkpoints' / 'last.pt'}; lower --lr, add --grad-clip, "
+        "or pass --on-nan skip")
+
+
+def interrupted(run_dir: Path, prog: Progress, signum: int) -> Interrupted:
+    name = signal.Signals(signum).name
+    return Interrupted(f"{name} at epoch {prog.epoch + 1}, step {prog.step}: state saved; "
+                       f"resume with: fashionlab train --resume {run_dir}", signum)
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+
+
+@contextlib.contextmanager
+def distributed(dist: Dist, cfg: TrainConfig):
+    """Device selection, determinism flags, and (under torchrun) the process group."""
+    device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if dist.world == 1:
+        yield device
+        return
+    import torch.distributed as td
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device
+    finally:
+        td.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, cfg: TrainConfig, dist: Dist, device) -> nn.Module:
+    net = model
+    if dist.world > 1:
+        if cfg.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    return net
+
+
+def all_reduce(dist: Dist, device, *values: float) -> list[float]:
+    if dist.world == 1:
+        return list(values)
+    import torch.distributed as td
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    td.all_reduce(t)
+    return t.tolist()
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+class Logger:
+    """A rich progress bar per epoch and a one-line summary after it; silent when not verbose."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+        if verbose:
+            from rich.console import Console
+
+            self.console = Console(stderr=True, soft_wrap=True)
+
+    def __call__(self, msg: str) -> None:
+        if self.verbose:
+            self.console.print(msg, highlight=False)
+
+    @contextlib.contextmanager
+    def bar(self, label: str, total: int, done: int):
+        if not self.verbose:
+            yield lambda: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=self.console, transient=True) as p:
+            task = p.add_task(label, total=total, completed=done)
+            yield lambda: p.advance(task)
+
+    def epoch(self, r: dict, improved: bool, nan_skipped: int) -> None:
+        mark = " *" if improved else ""
+        skipped = f" | {nan_skipped} non-finite batches skipped" if nan_skipped else ""
+        self(f"epoch {r['epoch']:>3} | train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f} | "
+             f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}{mark} | lr {r['lr']:.2e} | "
+             f"{r['seconds']:.1f}s{skipped}")
