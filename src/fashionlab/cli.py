@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from fashionlab import CLASSES
 from fashionlab.errors import ConfigError, FashionlabError
 
 # (flag, type, help) for every TrainConfig option settable from the command line.
@@ -163,12 +164,12 @@ def print_data_summary(s: dict) -> None:
 
     console = Console()
     console.print(f"source: {s['source']} ({s['origin']})")
-    console.print(f"train pixel mean {s['mean']:.4f}  std {s['std']:.4f}")
-    splits = list(s["counts"].keys())
+    console.print(f"train-split pixel mean {s['pixel_mean']:.4f}  std {s['pixel_std']:.4f}")
+    splits = s["splits"]
     table = Table("class", *splits)
-    for cls in s["classes"]:
-        table.add_row(cls, *(str(s["counts"][sp][cls]) for sp in splits))
-    table.add_row("total", *(str(sum(s["counts"][sp].values())) for sp in splits), style="bold")
+    for cls in CLASSES:
+        table.add_row(cls, *(str(splits[sp]["per_class"][cls]) for sp in splits))
+    table.add_row("total", *(str(splits[sp]["count"]) for sp in splits), style="bold")
     console.print(table)
 
 

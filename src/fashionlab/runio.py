@@ -32,7 +32,8 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise RunError(f"cannot write {path}: {os.strerror(e.errno or errno.EIO)}; the previous file is intact") from None
+            reason = os.strerror(e.errno or errno.EIO)
+            raise RunError(f"cannot write {path}: {reason}; the previous file is intact") from None
         raise
 
 

@@ -34,8 +34,15 @@ from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.evaluate import evaluate_run, predict_logits
 from fashionlab.models import build_model, count_params
-from fashionlab.runio import (RunLock, atomic_torch_save, atomic_write_json, atomic_write_text, clean_temp_files,
-                              load_checkpoint, read_json)
+from fashionlab.runio import (
+    RunLock,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    clean_temp_files,
+    load_checkpoint,
+    read_json,
+)
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
@@ -76,6 +83,7 @@ class Progress:
     best_epoch: int = 0
     bad_epochs: int = 0
     nan_skipped: int = 0
+    lr: float = 0.0  # the LR of the latest optimizer step (what the epoch row reports)
     rows: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -250,6 +258,7 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
                             ema.update_parameters(model)
                     prog.step += 1
                     prog.global_step += 1
+                    prog.lr = opt.param_groups[0]["lr"]
                     if sched is not None and per_step:
                         sched.step()
                     advance()
@@ -295,7 +304,7 @@ def end_epoch(run_dir: Path, cfg: TrainConfig, dist: Dist, state: dict, prog: Pr
     loss_sum, correct, seen = all_reduce(dist, device, prog.loss_sum, prog.correct, prog.seen)
     eval_model = state["ema"].module if state["ema"] is not None else state["model"]
     val_loss, val_acc = validate(eval_model, splits, cfg, precision, device)
-    lr = state["opt"].param_groups[0]["lr"]
+    lr = prog.lr
     if state["sched"] is not None and cfg.scheduler == "plateau":
         state["sched"].step(val_acc)
     prog.epoch += 1
@@ -431,6 +440,8 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     from fashionlab.config import build_config, normalize_keys
 
     allowed = {"epochs", "patience", "device", "checkpoint_every_steps", "out", "data_dir"}
+    if not (run_dir / "config.json").is_file():
+        raise RunError(f"nothing to resume: {run_dir} has no config.json")
     changed = sorted(k for k in overrides if k not in allowed)
     if changed:
         raise ConfigError(f"--resume continues with the run's saved options; cannot change {', '.join(changed)}")
@@ -440,10 +451,11 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
 
 
 def diverged(run_dir: Path, prog: Progress, opt, loss: float) -> TrainingDiverged:
+    last = run_dir / "checkpoints" / "last.pt"
+    kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was saved before it"
     return TrainingDiverged(
         f"loss became {loss} at epoch {prog.epoch + 1}, step {prog.step + 1} (lr {opt.param_groups[0]['lr']:.3g}); "
-        f"stopped. The last good checkpoint is {run_dir / 'checkpoints' / 'last.pt'}; lower --lr, add --grad-clip, "
-        "or pass --on-nan skip")
+        f"stopped, {kept}. Lower --lr, add --grad-clip, or pass --on-nan skip")
 
 
 def interrupted(run_dir: Path, prog: Progress, signum: int) -> Interrupted:

@@ -63,7 +63,8 @@ class WideResNet(nn.Module):
             for i in range(n):
                 c_in = widths[stage] if i == 0 else widths[stage + 1]
                 layers.append(PreActBlock(c_in, widths[stage + 1], stride if i == 0 else 1, dropout))
-        layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[3], 10)]
+        layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                   nn.Linear(widths[3], 10)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):

@@ -1,0 +1,109 @@
+"""The command line: bad input is one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fashionlab.cli import main
+
+
+def fashionlab(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fashionlab", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0, proc.stdout
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error:"), err
+    for n in needles:
+        assert n in err, err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--model", "cnn1", "--epochs", "-3"], "--epochs must be >= 1"),
+    (["train", "--model", "cnn1", "--val-fraction", "1.5"], "--val-fraction must be in [0, 1)"),
+    (["train", "--model", "cnn1", "--epochs", "ten"], "invalid int value"),
+    (["train", "--model", "cnn1", "--augment", "flip,spin"], "unknown augmentation 'spin'"),
+    (["train", "--model", "cnn1", "--optimizer", "lion"], "--optimizer must be one of"),
+    (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
+    (["train", "--model", "cnn1", "--config", "/nonexistent.yaml"], "cannot read config file"),
+    (["train", "--resume", "/nonexistent-run"], "nothing to resume"),
+    (["evaluate", "/nonexistent-run"], "not a run folder"),
+    (["compare", "/nonexistent-a", "/nonexistent-b"], "nonexistent-a"),
+    (["run", "--models", "cnn1,nope"], "unknown model or recipe 'nope'"),
+    (["bogus"], "invalid choice"),
+])
+def test_bad_input_is_one_line(args, needle, capsys):
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own errors exit from inside the parser
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert "Traceback" not in err and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_missing_data_dir_is_one_line(tmp_path):
+    proc = fashionlab("train", "--model", "cnn1", "--epochs", "1", "--data-dir", str(tmp_path / "missing"),
+                      "--out", str(tmp_path / "run"))
+    assert_one_line_error(proc, "missing")
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_corrupt_idx_is_one_line(tmp_path, synthetic_data_dir):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in synthetic_data_dir.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    victim = bad / "train-images-idx3-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:500])
+    proc = fashionlab("train", "--model", "cnn1", "--epochs", "1", "--data-dir", str(bad), "--out",
+                      str(tmp_path / "run"), env={"FASHIONLAB_SKIP_VERIFY": "1"})
+    assert_one_line_error(proc, "train-images-idx3-ubyte.gz")
+    assert victim.stat().st_size == 500  # the user's file is left as it was
+
+
+def test_config_file_and_flag_precedence(tmp_path, synthetic_env):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("model: cnn1\nepochs: 3\nbatch-size: 64\nlr: 0.01\naugment: none\n")
+    proc = fashionlab("train", "--config", str(conf), "--epochs", "1", "--device", "cpu", "--quiet",
+                      "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["epochs"], saved["batch_size"], saved["lr"], saved["augment"]) == (1, 64, 0.01, "none")
+    assert saved["recipe"] == "cnn1"  # the model's own recipe supplies the other defaults
+    assert saved["command"].startswith("fashionlab train --config")
+
+
+def test_train_then_evaluate_last(tmp_path, synthetic_env):
+    run = tmp_path / "run"
+    proc = fashionlab("train", "--model", "cnn2", "--epochs", "1", "--batch-size", "64", "--device", "cpu",
+                      "--quiet", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr
+    proc = fashionlab("evaluate", str(run), "--checkpoint", "last")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "test_metrics.json").read_text())["checkpoint"] == "last"
+
+
+def test_models_lists_params_and_mflops():
+    proc = fashionlab("models")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("cnn1", "cnn2", "fastnet", "wrn16-4", "resnet18"):
+        assert name in proc.stdout
+
+
+def test_data_command_summary_and_grid(tmp_path, synthetic_env):
+    grid = tmp_path / "grid.png"
+    proc = fashionlab("data", "--grid", str(grid))
+    assert proc.returncode == 0, proc.stderr
+    assert "$FASHIONLAB_DATA" in proc.stdout and "Ankle boot" in proc.stdout
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,201 @@
+"""Training on synthetic data: the run folder, determinism, resume, NaN guard, locking, test isolation."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fashionlab.config import build_config
+from fashionlab.data import load_fashion_mnist
+from fashionlab.errors import ConfigError, RunError
+from fashionlab.runio import load_checkpoint
+from fashionlab.train import TrainingDiverged, train
+
+RUN_FILES = ["config.json", "metrics.csv", "checkpoints/best.pt", "checkpoints/last.pt", "test_metrics.json",
+             "classification_report.txt", "confusion_matrix.png", "curves.png", "test_predictions.npy",
+             "test_probs.npy"]
+
+
+@pytest.fixture
+def data(synthetic_data_dir):
+    return load_fashion_mnist(synthetic_data_dir, verify=False, progress=False)
+
+
+def cfg(tmp_path, name="run", **kw):
+    base = dict(model="cnn1", epochs=2, batch_size=32, lr=2e-3, val_fraction=0.2, augment="flip,rotate,crop,erase",
+                out=str(tmp_path / name), device="cpu")
+    return build_config(base | kw)
+
+
+def metrics_without_seconds(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def test_run_folder_is_complete(tmp_path, data):
+    run = train(cfg(tmp_path), data=data, verbose=False)
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    rows = metrics_without_seconds(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    with open(run / "metrics.csv") as f:
+        assert f.readline().strip() == "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds"
+    m = json.loads((run / "test_metrics.json").read_text())
+    for key in ("model", "recipe", "seed", "accuracy", "macro_f1", "per_class", "confusion_matrix", "n_test"):
+        assert key in m
+    preds = np.load(run / "test_predictions.npy")
+    assert preds.shape == (m["n_test"],) == (200,)
+    cm = np.array(m["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 200 and np.trace(cm) / 200 == pytest.approx(m["accuracy"])
+    assert (preds == data.test_y.numpy()).mean() == pytest.approx(m["accuracy"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["test_sha256"] == data.test_sha256 == m["test_sha256"]
+    assert config["versions"]["torch"] == torch.__version__
+
+
+def test_learns_the_synthetic_task(tmp_path, data):
+    run = train(cfg(tmp_path, epochs=4, augment="none"), data=data, verbose=False)
+    # 10 classes: chance is 10%; the class is a bright bar's row, which a CNN finds quickly.
+    assert json.loads((run / "test_metrics.json").read_text())["accuracy"] > 0.5
+
+
+def test_same_seed_same_metrics_different_seed_differs(tmp_path, data):
+    a = train(cfg(tmp_path, "a"), data=data, verbose=False)
+    b = train(cfg(tmp_path, "b"), data=data, verbose=False)
+    c = train(cfg(tmp_path, "c", seed=1), data=data, verbose=False)
+    assert metrics_without_seconds(a) == metrics_without_seconds(b)
+    assert metrics_without_seconds(a) != metrics_without_seconds(c)
+    ma, mb = (json.loads((r / "test_metrics.json").read_text()) for r in (a, b))
+    assert ma["accuracy"] == mb["accuracy"] and ma["confusion_matrix"] == mb["confusion_matrix"]
+
+
+def test_test_set_never_used_during_training(tmp_path, data, monkeypatch):
+    """Model selection and LR schedules see validation data only: the test tensors are read only by the
+    final evaluation, after the last epoch."""
+    import fashionlab.evaluate as evaluate
+    import fashionlab.train as train_mod
+
+    events = []
+    real_end_epoch, real_eval = train_mod.end_epoch, train_mod.evaluate_run
+    monkeypatch.setattr(train_mod, "end_epoch", lambda *a, **k: (events.append("epoch"), real_end_epoch(*a, **k)))
+    monkeypatch.setattr(train_mod, "evaluate_run", lambda *a, **k: (events.append("test"), real_eval(*a, **k)))
+    seen = []
+    real_predict = evaluate.predict_logits
+
+    def spy(model, x, *a, **k):
+        seen.append(x)
+        return real_predict(model, x, *a, **k)
+
+    monkeypatch.setattr(train_mod, "predict_logits", spy)
+    train(cfg(tmp_path, scheduler="plateau"), data=data, verbose=False)
+    assert events == ["epoch", "epoch", "test"]
+    test_ptr = data.test_x.data_ptr()
+    assert seen and all(x.data_ptr() != test_ptr and x.shape[0] == 120 for x in seen)  # 20% of 600 = val
+
+
+def test_refuses_existing_run_and_concurrent_writer(tmp_path, data):
+    from fashionlab.runio import RunLock
+
+    run = train(cfg(tmp_path, epochs=1), data=data, verbose=False)
+    with pytest.raises(RunError, match="already holds a run"):
+        train(cfg(tmp_path, epochs=1), data=data, verbose=False)
+    busy = tmp_path / "busy"
+    with RunLock(busy), pytest.raises(RunError, match="in use by another training"):
+        train(cfg(tmp_path, "busy", epochs=1), data=data, verbose=False)
+    assert (run / "metrics.csv").exists()
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
+    import fashionlab.train as train_mod
+
+    run = train(cfg(tmp_path, "nan", epochs=1), data=data, verbose=False)
+    good = load_checkpoint(run / "checkpoints" / "last.pt")
+    real_input = train_mod.to_input
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):  # an inf pixel in the 5th batch of epoch 2
+        calls["n"] += 1
+        x = real_input(*a, **k)
+        return x * float("inf") if calls["n"] == 5 else x
+
+    monkeypatch.setattr(train_mod, "to_input", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 2, step 5 \(lr") as info:
+        train(train_mod.resume_config(run, {"epochs": 3}), data=data, verbose=False, resume=True)
+    assert info.value.exit_code != 0 and "last.pt" in str(info.value)
+    after = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert after["epoch"] == good["epoch"] == 1
+    assert all(torch.equal(after["model"][k], good["model"][k]) for k in good["model"])
+
+
+def test_huge_lr_diverges_cleanly(tmp_path, data):
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        train(cfg(tmp_path, "lr", lr=1e30, optimizer="sgd", scheduler="none", epochs=2), data=data, verbose=False)
+
+
+def test_on_nan_skip_counts_and_continues(tmp_path, data, monkeypatch):
+    import fashionlab.train as train_mod
+
+    real_step = train_mod.train_step
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        return (float("nan"), 0) if calls["n"] == 3 else real_step(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_step", flaky)
+    run = train(cfg(tmp_path, on_nan="skip", epochs=1), data=data, verbose=False)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["nan_skipped"] == 1
+
+
+def test_resume_after_interrupt_is_identical(tmp_path, data, monkeypatch):
+    """Stop mid-epoch (as SIGINT would), resume, and match an uninterrupted run exactly."""
+    import fashionlab.train as train_mod
+
+    full = train(cfg(tmp_path, "full", epochs=3, ema=0.9, scheduler="onecycle"), data=data, verbose=False)
+    real_step = train_mod.train_step
+    calls = {"n": 0}
+
+    def interrupt_at_20(*a, **k):
+        calls["n"] += 1
+        out = real_step(*a, **k)
+        if calls["n"] == 20:  # epoch 2 of 3 (15 steps per epoch)
+            import signal
+
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(train_mod, "train_step", interrupt_at_20)
+    c = cfg(tmp_path, "cut", epochs=3, ema=0.9, scheduler="onecycle")
+    with pytest.raises(train_mod.Interrupted, match="resume with: fashionlab train --resume") as info:
+        train(c, data=data, verbose=False)
+    assert info.value.exit_code == 130
+    assert not (tmp_path / "cut" / "test_metrics.json").exists()
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    cut = train(train_mod.resume_config(tmp_path / "cut", {}), data=data, verbose=False, resume=True)
+    assert metrics_without_seconds(full) == metrics_without_seconds(cut)
+    a, b = (json.loads((r / "test_metrics.json").read_text()) for r in (full, cut))
+    assert a["accuracy"] == b["accuracy"] and a["confusion_matrix"] == b["confusion_matrix"]
+
+
+def test_resume_refuses_changed_options(tmp_path, data):
+    from fashionlab.train import resume_config
+
+    run = train(cfg(tmp_path, epochs=1), data=data, verbose=False)
+    with pytest.raises(ConfigError, match="cannot change lr"):
+        resume_config(run, {"lr": 0.1})
+    assert resume_config(run, {"epochs": 5}).epochs == 5
+
+
+@pytest.mark.parametrize("scheduler", ["none", "plateau", "cosine", "onecycle"])
+def test_schedulers_and_optimizers_run(tmp_path, data, scheduler):
+    opt = {"none": "sgd", "plateau": "adam", "cosine": "adamw", "onecycle": "adamw"}[scheduler]
+    run = train(cfg(tmp_path, epochs=2, scheduler=scheduler, optimizer=opt, warmup_epochs=1, label_smoothing=0.1,
+                    train_subset=200, grad_clip=1.0, tta=True), data=data, verbose=False)
+    lrs = [float(r["lr"]) for r in metrics_without_seconds(run)]
+    assert len(lrs) == 2 and all(lr > 0 for lr in lrs), lrs
+    if scheduler in ("cosine", "onecycle"):
+        assert lrs[1] < lrs[0]
