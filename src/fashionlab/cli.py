@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import sys
@@ -49,6 +50,16 @@ BOOL_FLAGS = [
     ("--deterministic", "deterministic algorithms (also sets the CUDA flags)"),
     ("--sync-bn", "synchronized batch norm under torchrun"),
 ]
+
+
+# Commands that live in their own module: each defines add_arguments(parser) and run(args) -> exit code,
+# and keeps heavy imports (onnxruntime, optuna) inside run().
+PLUGIN_COMMANDS = {
+    "predict": ("fashionlab.predict", "classify your own images with a trained run (or an exported .onnx)"),
+    "export": ("fashionlab.export", "export a run's model to ONNX, torch.export (.pt2) or TorchScript"),
+    "lr-find": ("fashionlab.lr_find", "LR range test: plot loss vs learning rate and suggest one"),
+    "tune": ("fashionlab.tune", "Optuna hyperparameter search (scale out: several workers, one storage)"),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -234,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_run)
+    for name, (module, help_) in PLUGIN_COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
     return parser
 
 
