@@ -16,8 +16,14 @@ from fashionlab import CLASSES
 from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.errors import RunError
 from fashionlab.models import MODELS, build_model, count_params, forward_mflops
-from fashionlab.runio import atomic_save_figure, atomic_write_bytes, atomic_write_json, atomic_write_text, \
-    load_checkpoint, read_json
+from fashionlab.runio import (
+    atomic_save_figure,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    read_json,
+)
 
 
 @torch.no_grad()

@@ -202,8 +202,12 @@ def to_input(x_uint8: torch.Tensor, splits: Splits, cfg: TrainConfig, gen: torch
 
 
 def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: FashionMNIST | None = None,
-          verbose: bool = True) -> Path:
-    """Train `cfg` into its run folder, evaluate the best checkpoint on the test set, return the folder."""
+          verbose: bool = True, on_epoch=None, evaluate_test: bool = True) -> Path:
+    """Train `cfg` into its run folder, evaluate the best checkpoint on the test set, return the folder.
+
+    on_epoch(row): called after each epoch with its metrics row (tuners prune from it; it may raise to stop).
+    evaluate_test=False skips the test evaluation (hyperparameter search must never see the test set).
+    """
     dist = Dist.from_env()
     run_dir = Path(cfg.out or default_run_dir(cfg))
     lock = RunLock(run_dir) if dist.main else contextlib.nullcontext()
@@ -271,11 +275,13 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
                             raise interrupted(run_dir, prog, stop.signum)
             prog.epoch_seconds += time.perf_counter() - t0
             end_epoch(run_dir, cfg, dist, state, prog, splits, precision, device, log)
+            if on_epoch is not None:
+                on_epoch(prog.rows[-1])
             if cfg.patience is not None and prog.bad_epochs >= cfg.patience:
                 log(f"early stop: no validation improvement for {cfg.patience} epochs")
                 break
 
-        if dist.main:
+        if dist.main and evaluate_test:
             evaluate_run(run_dir, "best", data=ds, device=device, verbose=verbose)
     return run_dir
 
