@@ -367,7 +367,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
 def write_config(run_dir: Path, cfg: TrainConfig, ds: FashionMNIST, splits: Splits, command: str) -> None:
     src = ds.source
     info = cfg.to_dict() | {
-        "data": {"source": str(src.path), "origin": src.origin, "sha256": dict(src.sha256),
+        "data": {"source": str(Path(src.path).resolve()), "origin": src.origin, "sha256": dict(src.sha256),
                  "test_sha256": ds.test_sha256, "normalize": {"mean": splits.mean, "std": splits.std},
                  "n_train": len(splits.train_y), "n_val": len(splits.val_y)},
         "versions": {"fashionlab": __version__, "torch": torch.__version__, "numpy": np.__version__,

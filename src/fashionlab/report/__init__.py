@@ -1,0 +1,47 @@
+"""`fashionlab compare`: a self-contained HTML report, summary.md and summary.json for several run folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fashionlab.errors import RunError
+from fashionlab.report.compare import build_comparison
+from fashionlab.report.tables import print_summary, to_markdown
+from fashionlab.runio import atomic_write_text
+
+__all__ = ["add_compare_arguments", "cmd_compare", "compare_runs", "print_summary"]
+
+
+def compare_runs(run_dirs: Sequence[Path | str], out_dir: Path | str, *, n_boot: int = 2000, alpha: float = 0.05,
+                 seed: int = 0) -> dict[str, Any]:
+    """Compare evaluated run folders; writes report.html, summary.md and summary.json into `out_dir`
+    (each atomically) and returns the summary (the numbers of summary.json). Bad input raises RunError."""
+    from fashionlab.report.html import render_report  # matplotlib is imported only when a report is made
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a folder")
+    comp = build_comparison(run_dirs, n_boot=n_boot, alpha=alpha, seed=seed)
+    atomic_write_text(out / "summary.json", json.dumps(comp.summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.md", to_markdown(comp.summary))
+    atomic_write_text(out / "report.html", render_report(comp))
+    return comp.summary
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="evaluated run folders")
+    parser.add_argument("--out", type=Path, default=None, metavar="REPORT_DIR",
+                        help="folder for report.html, summary.md, summary.json (default: reports/compare-<timestamp>)")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path("reports") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = compare_runs(args.runs, out)
+    print_summary(summary)
+    print(f"report: {out / 'report.html'}\n        {out / 'summary.md'}\n        {out / 'summary.json'}")
+    return 0

@@ -1,0 +1,343 @@
+"""Load evaluated run folders, group them by model, and compute every number of the report."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashionlab import CLASSES, __version__
+from fashionlab.errors import FashionlabError, RunError
+from fashionlab.runio import read_json
+from fashionlab.stats import bootstrap_ci, mcnemar_exact, mean_sd, paired_bootstrap_diff, verdict
+
+CONVERGENCE_THRESHOLD = 0.90  # validation accuracy for "epochs to reach 90%"
+REQUIRED_METRICS = ("model", "accuracy", "macro_f1", "per_class", "confusion_matrix", "n_test", "test_sha256")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]  # test_metrics.json
+    history: dict[str, np.ndarray]  # metrics.csv, one array per column
+    predictions: np.ndarray  # int64 [n_test]
+    probs: np.ndarray  # float32 [n_test, n_classes]
+
+    @property
+    def model(self) -> str:
+        return str(self.metrics["model"])
+
+    @property
+    def recipe(self) -> str | None:
+        return self.metrics.get("recipe")
+
+    @property
+    def seed(self) -> int:
+        seed = self.metrics.get("seed")
+        return int(seed if seed is not None else self.config.get("seed") or 0)
+
+
+@dataclass
+class Group:
+    """Runs of one model (several seeds), sorted by seed."""
+
+    label: str
+    runs: list[Run]
+
+
+@dataclass
+class TestData:
+    labels: np.ndarray | None = None  # int64 [n_test]
+    images: np.ndarray | None = None  # uint8 [n_test, 28, 28]
+    note: str = ""  # why they are missing
+
+
+@dataclass
+class Comparison:
+    groups: list[Group]
+    data: TestData
+    class_names: list[str]
+    correct: dict[Path, np.ndarray] = field(default_factory=dict)  # per run: bool [n_test], needs labels
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_run(path: Path | str) -> Run:
+    """Read one evaluated run folder; anything missing or inconsistent is a one-line RunError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run folder {path} not found")
+    if not (path / "config.json").is_file():
+        raise RunError(f"{path} is not a run folder (no config.json)")
+    evaluate = f"run `fashionlab evaluate {path}` first"
+    for name in ("test_metrics.json", "test_predictions.npy", "test_probs.npy"):
+        if not (path / name).is_file():
+            raise RunError(f"{path} has no {name}: {evaluate}")
+    config, metrics = read_json(path / "config.json"), read_json(path / "test_metrics.json")
+    missing = [key for key in REQUIRED_METRICS if key not in metrics]
+    if missing:
+        raise RunError(f"{path}/test_metrics.json lacks {', '.join(missing)}: {evaluate} again")
+    n = int(metrics["n_test"])
+    predictions = _load_npy(path / "test_predictions.npy").astype(np.int64, copy=False)
+    probs = _load_npy(path / "test_probs.npy")
+    n_classes = len(metrics["confusion_matrix"])
+    if predictions.shape != (n,) or probs.shape != (n, n_classes):
+        raise RunError(
+            f"{path}: test_predictions.npy {predictions.shape} / test_probs.npy {probs.shape} do not match "
+            f"n_test={n}: {evaluate} again"
+        )
+    return Run(path, config, metrics, _load_history(path / "metrics.csv"), predictions, probs)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {path}: {e}") from None
+
+
+def _load_history(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise RunError(f"{path} not found: the run folder is incomplete")
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        return {col: np.array([float(r[col]) for r in rows]) for col in HISTORY_COLUMNS}
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunError(f"{path}: malformed metrics.csv ({type(e).__name__}: {e})") from None
+
+
+def load_test_data(runs: Sequence[Run]) -> TestData:
+    """The test images and labels the runs were evaluated on, from the data source in their config.json."""
+    try:
+        from fashionlab.data import load_fashion_mnist
+    except ImportError as e:
+        return TestData(note=f"the data package cannot be imported ({e})")
+    expected = runs[0].metrics["test_sha256"]
+    sources = dict.fromkeys(str(r.config["data"]["source"]) for r in runs if r.config.get("data", {}).get("source"))
+    problems = []
+    for source in sources:
+        try:
+            ds = load_fashion_mnist(source, download=False, progress=False)
+        except (FashionlabError, OSError, ValueError) as e:
+            problems.append(f"{source}: {e}")
+            continue
+        if ds.test_sha256 != expected:
+            problems.append(f"{source}: holds a different test set than the runs were evaluated on")
+            continue
+        return TestData(labels=ds.test_y.numpy().astype(np.int64), images=ds.test_x.numpy())
+    return TestData(note="; ".join(problems) or "no run records its data source in config.json")
+
+
+# ---------------------------------------------------------------- grouping
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Group runs by (model, recipe), in command-line order; runs of one group are its seeds.
+
+    Two runs of one group with the same seed are not replicates: each becomes a group of its own.
+    Labels are the model name, with the recipe, then the folder name or path, added where needed to be unique.
+    """
+    by_key: dict[tuple[str, str | None], list[Run]] = defaultdict(list)
+    for run in runs:
+        by_key[(run.model, run.recipe)].append(run)
+    members: list[list[Run]] = []
+    for group in by_key.values():
+        seeds = [r.seed for r in group]
+        members += [group] if len(set(seeds)) == len(seeds) else [[r] for r in group]
+    labels = [rs[0].model for rs in members]
+    for detail in (lambda r: r.recipe or "no recipe", lambda r: r.path.name, lambda r: str(r.path)):
+        clashing = {label for label in labels if labels.count(label) > 1}
+        labels = [f"{rs[0].model} ({detail(rs[0])})" if label in clashing else label
+                  for label, rs in zip(labels, members)]
+    return [Group(label, sorted(rs, key=lambda r: r.seed)) for label, rs in zip(labels, members)]
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def build_comparison(
+    run_dirs: Sequence[Path | str], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> Comparison:
+    """Load, check and group the runs, and compute the summary (sections 1 and 2 of the report)."""
+    if not run_dirs:
+        raise RunError("no run folders given")
+    paths = [Path(p) for p in run_dirs]
+    resolved = [p.resolve() for p in paths]
+    for i, p in enumerate(resolved):
+        if p in resolved[:i]:
+            raise RunError(f"run folder {paths[i]} is given twice")
+    runs = [load_run(p) for p in paths]
+    first = runs[0]
+    for run in runs[1:]:
+        if run.metrics["test_sha256"] != first.metrics["test_sha256"]:
+            raise RunError(
+                f"{run.path} and {first.path} were evaluated on different test data (test_sha256 "
+                f"{run.metrics['test_sha256'][:12]}... vs {first.metrics['test_sha256'][:12]}...); "
+                "evaluate them on the same data to compare them"
+            )
+    groups = group_runs(runs)
+    data = load_test_data(runs)
+    n_classes = len(first.metrics["confusion_matrix"])
+    names = list(CLASSES) if n_classes == len(CLASSES) else [str(i) for i in range(n_classes)]
+    comp = Comparison(groups, data, names)
+    if data.labels is not None:
+        comp.correct = {r.path: r.predictions == data.labels for r in runs}
+    comp.summary = _summarise(comp, n_boot, alpha, seed)
+    return comp
+
+
+def _summarise(comp: Comparison, n_boot: int, alpha: float, seed: int) -> dict[str, Any]:
+    first = comp.groups[0].runs[0]
+    return {
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "fashionlab": __version__,
+        "test_sha256": first.metrics["test_sha256"],
+        "n_test": int(first.metrics["n_test"]),
+        "alpha": alpha,
+        "n_boot": n_boot,
+        "convergence_threshold": CONVERGENCE_THRESHOLD,
+        "labels_available": comp.data.labels is not None,
+        "labels_note": comp.data.note,
+        "models": [_model_summary(g, comp, n_boot, alpha, seed) for g in comp.groups],
+        "comparisons": [
+            _pair_summary(a, b, comp.correct, n_boot, alpha, seed) for a, b in itertools.combinations(comp.groups, 2)
+        ] if comp.correct else [],
+    }
+
+
+def _stat(values: Sequence[float | None]) -> dict[str, Any]:
+    """mean ± sample sd over the present values; `n` counts them."""
+    present = [float(v) for v in values if v is not None]
+    mean, sd = mean_sd(present) if present else (None, None)
+    return {"mean": mean, "sd": sd, "n": len(present), "values": list(values)}
+
+
+def _correct_matrix(group: Group, correct: dict[Path, np.ndarray]) -> np.ndarray | None:
+    if correct:
+        return np.stack([correct[r.path] for r in group.runs])
+    if len(group.runs) == 1:  # without labels one run's CI still follows from its count of correct answers
+        run = group.runs[0]
+        n_right = int(np.trace(np.asarray(run.metrics["confusion_matrix"])))
+        return (np.arange(int(run.metrics["n_test"])) < n_right)[None]
+    return None
+
+
+def _model_summary(group: Group, comp: Comparison, n_boot: int, alpha: float, seed: int) -> dict[str, Any]:
+    runs = group.runs
+    matrix = _correct_matrix(group, comp.correct)
+    accuracy = [float(m.mean()) for m in matrix] if comp.correct else [float(r.metrics["accuracy"]) for r in runs]
+    ci = list(bootstrap_ci(matrix, n_boot, alpha, seed)) if matrix is not None else None
+
+    def metric(key: str) -> list[float | None]:
+        return [r.metrics.get(key) for r in runs]
+
+    return {
+        "label": group.label,
+        "model": runs[0].model,
+        "recipe": runs[0].recipe,
+        "runs": [str(r.path) for r in runs],
+        "seeds": [r.seed for r in runs],
+        "accuracy": _stat(accuracy) | {"ci": ci},
+        "macro_f1": _stat(metric("macro_f1")),
+        "params": _stat(metric("params")),
+        "mflops": _stat(metric("mflops")),
+        "train_seconds": _stat(metric("train_seconds")),
+        "best_epoch": _stat(metric("best_epoch")),
+        "train_val_gap": _stat([_final_gap(r) for r in runs]),
+        "epochs_to_threshold": _stat([_epochs_to(r, CONVERGENCE_THRESHOLD) for r in runs]),
+        "hardest_classes": [{"class": c, "f1": f1} for c, f1 in hardest_classes(group, comp.class_names)],
+        "top_confusions": top_confusions(group, comp.class_names),
+    }
+
+
+def _final_gap(run: Run) -> float | None:
+    h = run.history
+    return float(h["train_acc"][-1] - h["val_acc"][-1]) if len(h["epoch"]) else None
+
+
+def _epochs_to(run: Run, threshold: float) -> int | None:
+    reached = np.nonzero(run.history["val_acc"] >= threshold)[0]
+    return int(run.history["epoch"][reached[0]]) if reached.size else None
+
+
+def _pair_summary(
+    a: Group, b: Group, correct: dict[Path, np.ndarray], n_boot: int, alpha: float, seed: int
+) -> dict[str, Any]:
+    """McNemar per seed pair (sorted seeds, zipped) and the paired bootstrap of the mean-accuracy difference."""
+    pairs = []
+    for ra, rb in zip(a.runs, b.runs):
+        m = mcnemar_exact(correct[ra.path], correct[rb.path])
+        pairs.append({"seed_a": ra.seed, "seed_b": rb.seed, "b": m.b, "c": m.c, "p_value": m.p_value,
+                      "significant": m.p_value < alpha})
+    diff, lo, hi = paired_bootstrap_diff(
+        np.stack([correct[r.path] for r in a.runs]), np.stack([correct[r.path] for r in b.runs]), n_boot, alpha, seed
+    )
+    p = max(pr["p_value"] for pr in pairs)  # one pair: its p; several: intersection-union test
+    same_direction = all(np.sign(pr["b"] - pr["c"]) == np.sign(diff) != 0 for pr in pairs)
+    significant = p < alpha and same_direction
+    if p < alpha and not same_direction:
+        text = f"no consistent difference between {a.label} and {b.label}: the seed pairs disagree in direction"
+    else:
+        text = verdict(a.label, b.label, diff, p, alpha)
+    if len(pairs) > 1:
+        n_sig = sum(pr["significant"] for pr in pairs)
+        text += f" — largest p of {len(pairs)} seed pairs, {n_sig}/{len(pairs)} significant"
+    return {"a": a.label, "b": b.label, "diff": diff, "ci": [lo, hi], "p_value": p,
+            "significant": significant, "pairs": pairs, "verdict": text}
+
+
+# ---------------------------------------------------------------- per-class views (sections 4 and 5)
+
+
+def group_confusion(group: Group) -> np.ndarray:
+    """Confusion counts summed over the group's runs (rows = true class)."""
+    return sum(np.asarray(r.metrics["confusion_matrix"], dtype=np.int64) for r in group.runs)
+
+
+def top_confusions(group: Group, class_names: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
+    """The k largest off-diagonal cells: count is per run (mean over seeds), rate is count / class size."""
+    counts = group_confusion(group)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    off = [(i, j) for i in range(len(counts)) for j in range(len(counts)) if i != j and counts[i, j] > 0]
+    off.sort(key=lambda ij: (-counts[ij], ij))
+    return [{"true": class_names[i], "predicted": class_names[j], "count": float(counts[i, j] / len(group.runs)),
+             "rate": float(rates[i, j])} for i, j in off[:k]]
+
+
+def per_class_stats(group: Group, class_names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """metric -> (mean, sd) over the group's runs, one entry per class (NaN where a run lacks the class)."""
+    out = {}
+    for metric in ("precision", "recall", "f1"):
+        table = np.array([[r.metrics["per_class"].get(name, {}).get(metric, np.nan) for name in class_names]
+                          for r in group.runs], dtype=np.float64)
+        sd = table.std(axis=0, ddof=1) if len(table) > 1 else np.zeros(len(class_names))
+        out[metric] = (table.mean(axis=0), sd)
+    return out
+
+
+def hardest_classes(group: Group, class_names: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
+    """The k classes with the lowest (mean) F1."""
+    f1 = per_class_stats(group, class_names)["f1"][0]
+    order = [i for i in np.argsort(f1, kind="stable") if np.isfinite(f1[i])]
+    return [(class_names[i], float(f1[i])) for i in order[:k]]
+
+
+def worst_mistakes(run: Run, labels: np.ndarray, k: int = 16) -> list[dict[str, Any]]:
+    """The run's k most confident mistakes: index, true and predicted class, confidence."""
+    wrong = np.nonzero(run.predictions != labels)[0]
+    confidence = run.probs[wrong, run.predictions[wrong]]
+    order = wrong[np.argsort(-confidence, kind="stable")][:k]
+    return [{"index": int(i), "true": int(labels[i]), "predicted": int(run.predictions[i]),
+             "confidence": float(run.probs[i, run.predictions[i]])} for i in order]

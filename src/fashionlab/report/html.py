@@ -1,0 +1,280 @@
+"""report.html: one self-contained page (inline CSS, PNG data URIs, a tiny inline self-check script)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Collection, Iterable, Sequence
+from html import escape
+from typing import Any
+
+from fashionlab.report import figures
+from fashionlab.report.compare import Comparison, Group, hardest_classes, top_confusions, worst_mistakes
+from fashionlab.report.tables import (
+    NUMERIC_SIGNIFICANCE,
+    NUMERIC_SUMMARY,
+    SIGNIFICANCE_HEADER,
+    SUMMARY_HEADER,
+    fmt_count,
+    significance_note,
+    significance_rows,
+    summary_rows,
+)
+
+GALLERY_SIZE = 16
+
+CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg-soft: #f6f8fa; --accent: #0969da; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff; line-height: 1.5;
+       font: 15px/1.5 -apple-system, "Segoe UI", "Helvetica Neue", Arial, "Noto Sans", sans-serif; }
+main { max-width: 1320px; margin: 0 auto; padding: 24px 32px 64px; }
+header { border-bottom: 1px solid var(--line); margin-bottom: 8px; }
+h1 { font-size: 28px; margin: 8px 0 4px; }
+h2 { font-size: 21px; margin: 0 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 16px; margin: 18px 0 8px; }
+.meta, .note, figcaption { color: var(--muted); }
+nav { display: flex; flex-wrap: wrap; gap: 6px 18px; padding: 10px 0 14px; }
+nav a { color: var(--accent); text-decoration: none; }
+nav a:hover { text-decoration: underline; }
+section { margin-top: 36px; }
+table { border-collapse: collapse; margin: 8px 0 12px; font-size: 14px; }
+th, td { border: 1px solid var(--line); padding: 6px 10px; vertical-align: top; text-align: left; }
+th { background: var(--bg-soft); font-weight: 600; }
+tbody tr:nth-child(even) td { background: #fbfcfd; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.scroll { overflow-x: auto; }
+.swatch { display: inline-block; width: 11px; height: 11px; border-radius: 50%; margin-right: 7px;
+          vertical-align: baseline; }
+.sig { font-weight: 600; color: #1a7f37; }
+figure { margin: 12px 0; }
+figure.plot img { max-width: 100%; height: auto; display: block; border: 1px solid var(--line); border-radius: 6px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(330px, 1fr)); gap: 4px 28px; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(112px, 1fr)); gap: 10px; }
+.gallery figure { margin: 0; text-align: center; font-size: 12px; line-height: 1.35; }
+.gallery img { width: 84px; height: 84px; image-rendering: pixelated; border-radius: 4px; }
+.gallery .pred { color: #cf222e; }
+pre { background: var(--bg-soft); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px;
+      overflow-x: auto; font-size: 13px; }
+details summary { cursor: pointer; color: var(--accent); }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0; }
+dt { color: var(--muted); }
+dd { margin: 0; word-break: break-all; }
+"""
+
+# Lets a headless browser (and the tests) check the rendering: every image decoded, no empty section.
+SELF_CHECK = """
+window.addEventListener("load", () => {
+  const imgs = Array.from(document.images);
+  const ok = imgs.filter((i) => i.complete && i.naturalWidth > 0).length;
+  const empty = Array.from(document.querySelectorAll("section"))
+    .filter((s) => s.getBoundingClientRect().height === 0).map((s) => s.id);
+  document.body.dataset.imagesOk = ok + "/" + imgs.length;
+  document.body.dataset.emptySections = empty.join(" ");
+  document.body.dataset.checked = "1";
+});
+"""
+
+SECTIONS = {
+    "summary": "Summary",
+    "significance": "Statistical significance",
+    "curves": "Training curves",
+    "confusion": "Confusion matrices",
+    "per-class": "Per-class precision, recall and F1",
+    "mistakes": "Most confident mistakes",
+    "provenance": "Provenance",
+}
+
+
+def render_report(comp: Comparison) -> str:
+    s = comp.summary
+    cmap = {g.label: c for g, c in zip(comp.groups, figures.colours(len(comp.groups)))}
+    n_runs = sum(len(g.runs) for g in comp.groups)
+    bodies = {
+        "summary": _summary(s, cmap),
+        "significance": _significance(s, cmap),
+        "curves": _curves(comp),
+        "confusion": _confusion(comp, cmap),
+        "per-class": _per_class(comp, cmap),
+        "mistakes": _mistakes(comp, cmap),
+        "provenance": _provenance(comp, cmap),
+    }
+    sections = "\n".join(
+        f'<section id="{sid}">\n<h2>{escape(SECTIONS[sid])}</h2>\n{body}\n</section>' for sid, body in bodies.items()
+    )
+    nav = " ".join(f'<a href="#{sid}">{escape(title)}</a>' for sid, title in SECTIONS.items())
+    labels = ", ".join(g.label for g in comp.groups)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>fashionlab compare: {escape(labels)}</title>
+<style>{CSS}</style>
+</head>
+<body>
+<main>
+<header>
+<h1>Fashion-MNIST model comparison</h1>
+<p class="meta">{_plural(len(comp.groups), "model")} ({_plural(n_runs, "run")})
+ · test set of {s["n_test"]} images, sha256 <code>{escape(s["test_sha256"][:16])}…</code>
+ · generated {escape(s["generated"])} by fashionlab {escape(s["fashionlab"])}</p>
+<nav>{nav}</nav>
+</header>
+{sections}
+</main>
+<script>{SELF_CHECK}</script>
+</body>
+</html>
+"""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _swatch(colour: str) -> str:
+    return f'<span class="swatch" style="background:{colour}"></span>'
+
+
+def _label(group_or_label: Group | str, cmap: dict[str, str]) -> str:
+    """The model label, escaped, after a dot of its colour."""
+    label = group_or_label if isinstance(group_or_label, str) else group_or_label.label
+    return _swatch(cmap[label]) + escape(label)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: Collection[int] = ()) -> str:
+    """A table from already-escaped cells."""
+    cls = [' class="num"' if i in numeric else "" for i in range(len(header))]
+    head = "".join(f"<th{cls[i]}>{escape(h)}</th>" for i, h in enumerate(header))
+    body = "\n".join("<tr>" + "".join(f"<td{cls[i]}>{c}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table></div>'
+
+
+def _figure(png: bytes, alt: str, caption: str) -> str:
+    return (f'<figure class="plot"><img src="{_data_uri(png)}" alt="{escape(alt)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _summary(s: dict[str, Any], cmap: dict[str, str]) -> str:
+    rows = [[_label(row[0], cmap), *map(escape, row[1:])] for row in summary_rows(s)]
+    threshold = round(100 * s["convergence_threshold"])
+    return _table(SUMMARY_HEADER, rows, NUMERIC_SUMMARY) + f"""
+<p class="note">One row per model; with several runs (seeds) each number is the mean ± sample sd over them.
+Test accuracy is recomputed from <code>test_predictions.npy</code> when the test labels can be loaded; its 95% CI is a
+percentile bootstrap over the test images ({s["n_boot"]} resamples; for several seeds, of the seed-mean accuracy,
+resampling the same images for every run). Train − val gap: training minus validation accuracy at the last epoch, in
+accuracy points (large positive values suggest overfitting; training accuracy is measured on augmented batches).
+Epochs to {threshold}% val: the first epoch whose validation accuracy reaches {threshold}%.</p>"""
+
+
+def _significance(s: dict[str, Any], cmap: dict[str, str]) -> str:
+    note = significance_note(s)
+    if note:
+        return f'<p class="note">{escape(note)}</p>'
+    rows = []
+    for row, c in zip(significance_rows(s), s["comparisons"]):
+        verdict = f'<span class="sig">{escape(row[5])}</span>' if c["significant"] else escape(row[5])
+        rows.append([_label(row[0], cmap), _label(row[1], cmap), *map(escape, row[2:5]), verdict])
+    several = any(len(c["pairs"]) > 1 for c in s["comparisons"])
+    multi = """
+<p><b>Several seeds per model.</b> Runs are paired in sorted seed order (the lowest seed of A with the lowest
+seed of B, and so on; runs without a partner enter only the means) and each pair gets McNemar's test: the b / c and p
+columns list the pairs. A difference is declared only if <em>every</em> pair is significant in the same direction,
+an intersection–union test whose p-value is the largest per-pair p (the verdict quotes it). The difference and
+its CI refer to the mean accuracies over seeds, bootstrapping the test images jointly for all runs: this CI covers
+test-set sampling only; the seed-to-seed spread is the ± sd in the summary.</p>""" if several else ""
+    return _table(SIGNIFICANCE_HEADER, rows, NUMERIC_SIGNIFICANCE) + f"""
+<p class="note">Each pair of models is compared on the same {s["n_test"]} test images. <b>McNemar's exact test</b>
+uses only the images on which the two disagree: b = A right and B wrong, c = A wrong and B right. If both models
+were equally accurate, each disagreement would be a fair coin flip, so the two-sided p-value is
+min(1, 2·P(X ≤ min(b, c))) with X ~ Binomial(b + c, ½). The 95% CI of the accuracy difference is a
+<b>paired bootstrap</b> ({s["n_boot"]} resamples of the test images, the same images for both models).
+Significance level α = {s["alpha"]}, without correction for multiple comparisons: among many pairs, about
+one in {round(1 / s["alpha"])} null comparisons comes out significant by chance.</p>{multi}"""
+
+
+def _curves(comp: Comparison) -> str:
+    return _figure(
+        figures.curves_png(comp.groups), "training curves",
+        "Loss and accuracy per epoch (train dashed, validation solid) and the learning rate at the end of each "
+        "epoch; one colour per model, one line per run. From <code>metrics.csv</code>.",
+    )
+
+
+def _confusion(comp: Comparison, cmap: dict[str, str]) -> str:
+    cards = []
+    for g in comp.groups:
+        rows = [[escape(t["true"]) + " → " + escape(t["predicted"]), fmt_count(t["count"]), f"{100 * t['rate']:.1f}%"]
+                for t in top_confusions(g, comp.class_names)]
+        per_run = " (count per run: mean over seeds)" if len(g.runs) > 1 else ""
+        header = [f"Most confused: true → predicted{per_run}", "Count", "Rate"]
+        table = _table(header, rows, {1, 2}) if rows else '<p class="note">No mistakes.</p>'
+        cards.append(f"<div><h3>{_label(g, cmap)}</h3>{table}</div>")
+    return _figure(
+        figures.confusion_png(comp.groups, comp.class_names), "confusion matrices",
+        "Row-normalized confusion matrices: each row is a true class and sums to 1; several runs are summed first.",
+    ) + '<div class="cards">' + "".join(cards) + "</div>" + (
+        '<p class="note">Rate: share of the true class predicted as the other class.</p>')
+
+
+def _per_class(comp: Comparison, cmap: dict[str, str]) -> str:
+    items = []
+    for g in comp.groups:
+        worst = ", ".join(f"{escape(name)} (F1 {f1:.3f})" for name, f1 in hardest_classes(g, comp.class_names))
+        items.append(f"<li>{_label(g, cmap)}: {worst}</li>")
+    return _figure(
+        figures.per_class_png(comp.groups, comp.class_names), "per-class precision, recall and F1",
+        "Per-class precision, recall and F1 from <code>test_metrics.json</code>; one bar per model "
+        "(mean over seeds, error bars = sd). The y-axis may not start at 0.",
+    ) + f"<h3>Hardest classes (lowest F1)</h3><ul>{''.join(items)}</ul>"
+
+
+def _mistakes(comp: Comparison, cmap: dict[str, str]) -> str:
+    data = comp.data
+    if data.images is None or data.labels is None:
+        return f'<p class="note">The test images could not be loaded, so there is no gallery: {escape(data.note)}</p>'
+    names = comp.class_names
+    parts = [f'<p class="note">Misclassified test images, most confident first ({GALLERY_SIZE} per model); '
+             "confidence is the softmax probability of the wrong prediction. With several seeds, the run with "
+             "the lowest seed is shown.</p>"]
+    for g in comp.groups:
+        run = g.runs[0]
+        tiles = []
+        for m in worst_mistakes(run, data.labels, GALLERY_SIZE):
+            true, pred = names[m["true"]], names[m["predicted"]]
+            tiles.append(
+                f'<figure><img src="{_data_uri(figures.thumbnail_png(data.images[m["index"]]))}" '
+                f'alt="test image {m["index"]}: {escape(true)} predicted as {escape(pred)}">'
+                f"<figcaption>#{m['index']}<br>true: {escape(true)}<br>"
+                f'<span class="pred">pred: {escape(pred)}</span><br>{100 * m["confidence"]:.1f}%</figcaption></figure>'
+            )
+        body = f'<div class="gallery">{"".join(tiles)}</div>' if tiles else '<p class="note">No mistakes.</p>'
+        parts.append(f"<h3>{_label(g, cmap)} <small class=\"meta\">seed {run.seed}</small></h3>{body}")
+    return "\n".join(parts)
+
+
+def _provenance(comp: Comparison, cmap: dict[str, str]) -> str:
+    parts = []
+    for g in comp.groups:
+        for run in g.runs:
+            versions = ", ".join(f"{k} {v}" for k, v in run.config.get("versions", {}).items())
+            command = run.config.get("command") or "(not recorded)"
+            tta = " + TTA" if run.metrics.get("tta") else ""
+            parts.append(f"""<h3>{_label(g, cmap)} <small class="meta">seed {run.seed}</small></h3>
+<dl><dt>run folder</dt><dd><code>{escape(str(run.path))}</code></dd>
+<dt>checkpoint</dt><dd>{escape(str(run.metrics.get("checkpoint", "?")))}{tta}</dd>
+<dt>versions</dt><dd>{escape(versions) or "(not recorded)"}</dd></dl>
+<pre><code>{escape(str(command))}</code></pre>
+<details><summary>config.json</summary><pre><code>{escape(json.dumps(run.config, indent=2))}</code></pre></details>""")
+    return "\n".join(parts)

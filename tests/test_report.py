@@ -1,0 +1,213 @@
+"""`fashionlab compare` on synthetic run folders: files, numbers, sections, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashionlab.errors import RunError
+from fashionlab.report import add_compare_arguments, cmd_compare, compare_runs, print_summary
+from fashionlab.report.compare import Run, group_runs
+from fashionlab.stats import mcnemar_exact
+from report_fixtures import Dataset, make_dataset, make_run, make_runs, wrong_indices
+
+SECTIONS = ("summary", "significance", "curves", "confusion", "per-class", "mistakes", "provenance")
+
+
+def compare(runs: list[Path], out: Path, **kwargs) -> dict:
+    with pytest.MonkeyPatch.context() as mp:  # synthetic files cannot match the real hashes
+        mp.setenv("FASHIONLAB_SKIP_VERIFY", "1")
+        return compare_runs(runs, out, n_boot=500, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def one_seed(data: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path, dict]:
+    root = tmp_path_factory.mktemp("one-seed")
+    runs = make_runs(root / "runs", data)
+    return runs, root / "report", compare(runs, root / "report")
+
+
+@pytest.fixture(scope="module")
+def two_seeds(data: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path, dict]:
+    root = tmp_path_factory.mktemp("two-seeds")
+    runs = make_runs(root / "runs", data, seeds=(1, 0))  # given unsorted: pairing must sort the seeds
+    return runs, root / "report", compare(runs, root / "report")
+
+
+@pytest.fixture
+def fast_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip matplotlib in tests that are about something else."""
+    from fashionlab.report import figures
+
+    tiny = figures.thumbnail_png(np.zeros((2, 2), np.uint8))
+    for name in ("curves_png", "confusion_png", "per_class_png"):
+        monkeypatch.setattr(figures, name, lambda *args, **kwargs: tiny)
+
+
+def correct(run: Path, data: Dataset) -> np.ndarray:
+    return np.load(run / "test_predictions.npy") == data.labels
+
+
+def test_writes_three_files_with_every_section(one_seed):
+    _, out, summary = one_seed
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "summary.json", "summary.md"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    html = (out / "report.html").read_text()
+    for sid in SECTIONS:
+        assert re.search(rf'<section id="{sid}">\s*<h2>', html), sid
+    assert "http://" not in html and "https://" not in html  # self-contained
+    assert html.count("data:image/png;base64,") == 3 + 2 * 16  # 3 figures + 16 mistakes per model
+    md = (out / "summary.md").read_text()
+    assert "| cnn1 |" in md and "| cnn2 |" in md and "cnn2 is better than cnn1" in md
+
+
+def test_one_seed_numbers(one_seed, data):
+    runs, _, summary = one_seed
+    assert summary["labels_available"] and summary["n_test"] == len(data.labels)
+    cnn1, cnn2 = summary["models"]
+    assert (cnn1["label"], cnn2["label"]) == ("cnn1", "cnn2")
+    for model, run in ((cnn1, runs[0]), (cnn2, runs[1])):
+        acc = correct(run, data).mean()
+        assert model["accuracy"]["mean"] == pytest.approx(acc) and model["accuracy"]["sd"] == 0
+        lo, hi = model["accuracy"]["ci"]
+        assert lo < acc < hi
+        assert model["train_val_gap"]["mean"] == pytest.approx(0.004 * 6, abs=1e-5)  # last row of metrics.csv
+    assert cnn1["accuracy"]["mean"] == pytest.approx(1 - 60 / 300)
+    assert cnn1["params"]["mean"] == 100_000 and cnn2["mflops"]["mean"] == 8.0
+    assert cnn1["epochs_to_threshold"]["values"] == [None]  # plateaus at 88%
+    history = np.loadtxt(runs[1] / "metrics.csv", delimiter=",", skiprows=1)
+    assert cnn2["epochs_to_threshold"]["values"] == [int(history[history[:, 4] >= 0.9][0, 0])] == [5]
+    assert cnn1["hardest_classes"][0]["f1"] <= cnn1["hardest_classes"][1]["f1"]
+    assert len(cnn1["top_confusions"]) == 5
+
+    (pair,) = summary["comparisons"]
+    expected = mcnemar_exact(correct(runs[0], data), correct(runs[1], data))
+    assert (pair["a"], pair["b"]) == ("cnn1", "cnn2")
+    assert pair["pairs"] == [{"seed_a": 0, "seed_b": 0, "b": 10, "c": 50, "p_value": expected.p_value,
+                              "significant": True}]
+    assert pair["p_value"] == expected.p_value and pair["significant"]
+    assert pair["diff"] == pytest.approx(-40 / 300)
+    assert pair["ci"][0] < pair["diff"] < pair["ci"][1] < 0
+    assert pair["verdict"] == "cnn2 is better than cnn1: +13.3 points, p < 0.001"
+
+
+def test_two_seeds_mean_sd_and_pairs(two_seeds, data):
+    runs, out, summary = two_seeds
+    cnn1 = summary["models"][0]
+    assert cnn1["seeds"] == [0, 1]
+    accs = [correct(run, data).mean() for run in runs[:2]][::-1]  # runs were made seed 1, then seed 0
+    assert cnn1["accuracy"]["values"] == pytest.approx(accs)
+    assert cnn1["accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert cnn1["accuracy"]["sd"] == pytest.approx(np.std(accs, ddof=1))
+    assert cnn1["train_seconds"]["values"] == [60.0, 66.0]
+    (pair,) = summary["comparisons"]
+    assert [(p["seed_a"], p["seed_b"]) for p in pair["pairs"]] == [(0, 0), (1, 1)]
+    assert [(p["b"], p["c"]) for p in pair["pairs"]] == [(10, 50), (10, 50)]
+    assert pair["p_value"] == max(p["p_value"] for p in pair["pairs"])
+    mean_diff = np.mean([correct(r, data).mean() for r in runs[:2]]) - np.mean(
+        [correct(r, data).mean() for r in runs[2:]])
+    assert pair["diff"] == pytest.approx(mean_diff)
+    assert pair["verdict"].startswith("cnn2 is better than cnn1") and "2/2 significant" in pair["verdict"]
+    html = (out / "report.html").read_text()
+    assert all(f'<section id="{sid}">' in html for sid in SECTIONS)
+    assert "intersection–union" in html
+
+
+def test_print_summary(one_seed):
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    print_summary(one_seed[2], console)
+    text = console.export_text()
+    assert "cnn1" in text and "not reached" in text and "cnn2 is better than cnn1" in text
+
+
+def test_different_test_data_refused(data, tmp_path):
+    runs = make_runs(tmp_path, data, models=("cnn1",))
+    other = make_run(tmp_path, data, model="cnn2", seed=0, wrong=wrong_indices(300, "cnn2", 0),
+                     test_sha256="0" * 64 + ":" + "1" * 64)
+    with pytest.raises(RunError, match="different test data") as e:
+        compare([*runs, other], tmp_path / "out")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_or_unevaluated_run_refused(data, tmp_path):
+    (run,) = make_runs(tmp_path, data, models=("cnn1",))
+    with pytest.raises(RunError, match="not found"):
+        compare([run, tmp_path / "nope"], tmp_path / "out")
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(RunError, match="not a run folder"):
+        compare([run, tmp_path / "bare"], tmp_path / "out")
+    (run / "test_metrics.json").unlink()
+    with pytest.raises(RunError, match=r"has no test_metrics.json: run `fashionlab evaluate .*` first"):
+        compare([run], tmp_path / "out")
+    with pytest.raises(RunError, match="given twice"):
+        compare([run, run], tmp_path / "out")
+
+
+def test_without_test_images_the_report_still_renders(data, tmp_path, fast_figures):
+    copy = Dataset(tmp_path / "data", data.labels, data.test_sha256)
+    shutil.copytree(data.path, copy.path)
+    runs = make_runs(tmp_path / "runs", copy)
+    shutil.rmtree(copy.path)
+    summary = compare(runs, tmp_path / "out")
+    assert not summary["labels_available"] and summary["comparisons"] == []
+    assert summary["models"][0]["accuracy"]["mean"] == pytest.approx(0.8)  # from test_metrics.json
+    assert summary["models"][0]["accuracy"]["ci"] is not None  # one run: follows from its count
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "could not be loaded" in html and '<section id="mistakes">' in html
+
+
+def test_labels_same_model_different_recipe_and_escaping(data, tmp_path, fast_figures):
+    wrong = wrong_indices(300, "cnn1", 0)
+    runs = [make_run(tmp_path, data, model="cnn1", seed=0, wrong=wrong, recipe=r) for r in ("fast", "<big>")]
+    summary = compare(runs, tmp_path / "out")
+    assert [m["label"] for m in summary["models"]] == ["cnn1 (fast)", "cnn1 (<big>)"]
+    assert summary["comparisons"][0]["verdict"].startswith("no significant difference")  # identical predictions
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "cnn1 (&lt;big&gt;)" in html and "<big>" not in html
+
+
+def test_group_labels():
+    def run(model: str, recipe: str | None, seed: int, path: str) -> Run:
+        return Run(Path(path), {}, {"model": model, "recipe": recipe, "seed": seed}, {}, np.zeros(0), np.zeros(0))
+
+    def labels(*runs: Run) -> list[tuple[str, list[int]]]:
+        return [(g.label, [r.seed for r in g.runs]) for g in group_runs(runs)]
+
+    assert labels(run("cnn1", None, 1, "a"), run("cnn2", None, 0, "b"), run("cnn1", None, 0, "c")) == [
+        ("cnn1", [0, 1]), ("cnn2", [0])]
+    assert labels(run("cnn1", "x", 0, "a"), run("cnn1", "y", 0, "b")) == [("cnn1 (x)", [0]), ("cnn1 (y)", [0])]
+    # same model, recipe and seed: not replicates, told apart by folder name, then path
+    assert labels(run("cnn1", None, 0, "p/a"), run("cnn1", None, 0, "q/a"), run("cnn1", None, 0, "r/b")) == [
+        ("cnn1 (p/a)", [0]), ("cnn1 (q/a)", [0]), ("cnn1 (b)", [0])]
+
+
+def test_single_run(data, tmp_path, fast_figures):
+    (run,) = make_runs(tmp_path, data, models=("cnn2",))
+    summary = compare([run], tmp_path / "out")
+    assert [m["label"] for m in summary["models"]] == ["cnn2"] and summary["comparisons"] == []
+    assert "Only one model" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_cmd_compare(one_seed, tmp_path, capsys, fast_figures):
+    parser = argparse.ArgumentParser()
+    add_compare_arguments(parser)
+    args = parser.parse_args([*map(str, one_seed[0]), "--out", str(tmp_path / "rep")])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASHIONLAB_SKIP_VERIFY", "1")
+        assert cmd_compare(args) == 0
+    assert (tmp_path / "rep" / "report.html").is_file()
+    assert "report.html" in capsys.readouterr().out
