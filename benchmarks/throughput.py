@@ -1,0 +1,100 @@
+"""Training and inference throughput (images/s) per model, precision, memory format and batch size, as JSON.
+
+    python benchmarks/throughput.py                          # cnn1, cnn2, fastnet; all variants
+    python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --inference-only
+    python benchmarks/throughput.py --quick                  # CI smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import resource
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from fashionlab.device import autocast, resolve_device
+from fashionlab.models import build_model, count_params, forward_mflops
+
+
+def timed(fn, min_seconds: float, warmup: int = 2) -> float:
+    """Calls per second of fn, after warm-up (oneDNN picks and caches kernels on the first calls)."""
+    for _ in range(warmup):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < min_seconds or n < 3:
+        fn()
+        n += 1
+    return n / elapsed
+
+
+def measure(name: str, precision: str, channels_last: bool, batch: int, device, min_seconds: float,
+            train: bool) -> float:
+    torch.manual_seed(0)
+    model = build_model(name).to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(batch, 1, 28, 28, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), device=device)
+    if train:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step():
+            with autocast(device, precision):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    else:
+        model.eval()
+
+        @torch.no_grad()
+        def step():
+            with autocast(device, precision):
+                model(x).argmax(1)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return timed(lambda: (step(), sync()), min_seconds) * batch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="cnn1,cnn2,fastnet")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--batch-sizes", default="256,1024")
+    p.add_argument("--memory-formats", default="channels_last,contiguous")
+    p.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per measurement")
+    p.add_argument("--inference-only", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args()
+    if a.quick:
+        a.models, a.batch_sizes, a.seconds = "cnn1", "64", 0.2
+    device = resolve_device(a.device)
+    rows = []
+    grid = itertools.product(a.models.split(","), a.precisions.split(","), a.memory_formats.split(","),
+                             [int(b) for b in a.batch_sizes.split(",")])
+    for name, precision, fmt, batch in grid:
+        row = {"model": name, "precision": precision, "memory_format": fmt, "batch": batch}
+        for mode in (("inference",) if a.inference_only else ("train", "inference")):
+            rate = measure(name, precision, fmt == "channels_last", batch, device, a.seconds, mode == "train")
+            row[f"{mode}_img_s"] = round(rate)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    models = {n: {"params": count_params(build_model(n)), "mflops": round(forward_mflops(build_model(n)), 2)}
+              for n in a.models.split(",")}
+    out = {"benchmark": "throughput", "device": str(device), "cpu": platform.processor() or platform.machine(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+           "models": models, "results": rows,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    json.dump(out, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

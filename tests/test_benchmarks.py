@@ -1,0 +1,33 @@
+"""The benchmark scripts run and print the JSON they promise (speed itself is measured, not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(name, *args):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.realdata
+def test_time_to_accuracy_quick(real_data_dir):
+    out = run_script("time_to_accuracy.py", "--quick", "--data-dir", str(real_data_dir))
+    (run,) = out["fashionlab"]["runs"]
+    assert run["epochs"] == 1 and 0.1 < run["test_acc"] <= 1 and run["wall_s"] > 0
+    assert len(out["reference"]["history"]) == 1
+
+
+def test_throughput_quick():
+    out = run_script("throughput.py", "--quick")
+    assert out["results"] and all(r["train_img_s"] > 0 and r["inference_img_s"] > 0 for r in out["results"])
+    assert out["peak_rss_mb"] > 0
