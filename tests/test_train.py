@@ -188,6 +188,9 @@ def test_resume_refuses_changed_options(tmp_path, data):
     with pytest.raises(ConfigError, match="cannot change lr"):
         resume_config(run, {"lr": 0.1})
     assert resume_config(run, {"epochs": 5}).epochs == 5
+    cycled = train(cfg(tmp_path, "cycled", epochs=1, scheduler="onecycle"), data=data, verbose=False)
+    with pytest.raises(ConfigError, match="cannot change --epochs of a run with a onecycle schedule"):
+        resume_config(cycled, {"epochs": 5})
 
 
 @pytest.mark.parametrize("scheduler", ["none", "plateau", "cosine", "onecycle"])

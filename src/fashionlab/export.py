@@ -1,11 +1,188 @@
-"""Placeholder until its issue lands: the command exists but refuses to run."""
+"""`fashionlab export`: a run's model as ONNX, torch.export (.pt2) or TorchScript, checked before it is written.
 
-from fashionlab.errors import FashionlabError
+The exported model takes fp32 [N, 1, 28, 28] images already normalized (contiguous, not channels_last) and
+returns logits; class names, normalization, model name and TTA travel with it as metadata under the same
+`fashionlab.*` keys in every format (ONNX metadata_props, .pt2 extra_files, TorchScript _extra_files).
+The file is reloaded from its bytes and compared with PyTorch on test images before the atomic write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fashionlab import CLASSES, __version__
+from fashionlab.errors import FashionlabError, RunError
+
+DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
+MAX_ABS_DIFF = 1e-3  # fp32 export: anything larger is a broken export, not rounding
+CHECK_IMAGES = 256
+ONNX_OPSET = 17
 
 
-def add_arguments(parser):
-    parser.add_argument("args", nargs="*")
+class ExportError(FashionlabError):
+    """The exported model does not reproduce the PyTorch model."""
 
 
-def run(args) -> int:
-    raise FashionlabError("this command is not implemented yet")
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    max_abs_diff: float
+    argmax_equal: int
+    n_checked: int
+    check_data: str  # "real test images" or "random images"
+
+
+def metadata(ckpt: dict, config: dict, checkpoint: str) -> dict[str, str]:
+    norm = ckpt["normalize"]
+    return {
+        "fashionlab.classes": json.dumps(list(CLASSES)),
+        "fashionlab.mean": repr(float(norm["mean"])),
+        "fashionlab.std": repr(float(norm["std"])),
+        "fashionlab.model": ckpt["model_name"],
+        "fashionlab.tta": "true" if config.get("tta", False) else "false",
+        "fashionlab.checkpoint": checkpoint,
+        "fashionlab.input": "float32 [N,1,28,28], (pixel/255 - mean) / std",
+        "fashionlab.version": __version__,
+    }
+
+
+def to_onnx(model: nn.Module, example: torch.Tensor, meta: dict[str, str], dynamic_batch: bool) -> bytes:
+    import onnx
+
+    buf = io.BytesIO()
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        # dynamo=False: the TorchScript-based exporter works with onnx alone; torch 2.13's default (dynamo)
+        # exporter needs onnxscript, which the `export` extra does not install. It is deprecated, hence quiet.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["input"], output_names=["logits"],
+                          dynamic_axes=axes, opset_version=ONNX_OPSET)
+    proto = onnx.load_from_string(buf.getvalue())
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def to_pt2(model: nn.Module, example: torch.Tensor, meta: dict[str, str], dynamic_batch: bool) -> bytes:
+    from torch.export import Dim
+
+    shapes = ({0: Dim("batch", min=1, max=1 << 16)},) if dynamic_batch else None
+    program = torch.export.export(model, (example,), dynamic_shapes=shapes)
+    buf = io.BytesIO()
+    torch.export.save(program, buf, extra_files=meta)
+    return buf.getvalue()
+
+
+def to_torchscript(model: nn.Module, example: torch.Tensor, meta: dict[str, str], dynamic_batch: bool) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated; still widely loadable
+        # A trace records operations, not shapes: the result takes any batch size either way.
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, buf, _extra_files=meta)
+    return buf.getvalue()
+
+
+def onnx_runner(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"input": x})[0]
+
+
+def pt2_runner(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    module = torch.export.load(io.BytesIO(data)).module()
+    return lambda x: module(torch.from_numpy(x)).detach().numpy()
+
+
+def torchscript_runner(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(io.BytesIO(data))
+    return lambda x: module(torch.from_numpy(x)).detach().numpy()
+
+
+FORMATS = {"onnx": (to_onnx, onnx_runner), "exported": (to_pt2, pt2_runner),
+           "torchscript": (to_torchscript, torchscript_runner)}
+
+
+def check_images(config: dict, ckpt: dict) -> tuple[np.ndarray, str]:
+    """Normalized fp32 [n, 1, 28, 28]: the run's real test images if they can be found, else random ones."""
+    from fashionlab.data import load_fashion_mnist
+    from fashionlab.errors import DataError
+
+    try:
+        source = config.get("data_dir") or config["data"]["source"]
+        x = load_fashion_mnist(source, download=False, progress=False).test_x[:CHECK_IMAGES]
+        kind = "real test images"
+    except (DataError, KeyError, TypeError):
+        x = torch.randint(0, 256, (CHECK_IMAGES, 28, 28), generator=torch.Generator().manual_seed(0),
+                          dtype=torch.uint8)
+        kind = "random images (test set not found)"
+    norm = ckpt["normalize"]
+    return ((x.unsqueeze(1).float() / 255 - norm["mean"]) / norm["std"]).numpy(), kind
+
+
+def export_run(run_dir: Path | str, fmt: str = "exported", out: Path | str | None = None, *,
+               dynamic_batch: bool = False, checkpoint: str = "best") -> ExportResult:
+    """Export, reload from the bytes, compare with PyTorch, then write atomically (nothing is written on failure)."""
+    from fashionlab.evaluate import load_run_model
+    from fashionlab.runio import atomic_write_bytes, read_json
+
+    run_dir = Path(run_dir)
+    if fmt not in FORMATS:
+        raise FashionlabError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not (run_dir / "config.json").is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.json)")
+    config = read_json(run_dir / "config.json")
+    model, ckpt = load_run_model(run_dir, checkpoint, "cpu")
+    model = model.float().to(memory_format=torch.contiguous_format).eval()
+    x, kind = check_images(config, ckpt)
+    # torch.export specializes a batch of 1; a dynamic batch is traced with two images.
+    example = torch.from_numpy(x[:2] if dynamic_batch else x[:1]).contiguous()
+    exporter, runner = FORMATS[fmt]
+    data = exporter(model, example, metadata(ckpt, config, checkpoint), dynamic_batch)
+    run = runner(data)
+    step = len(x) if dynamic_batch else 1
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+        got = np.concatenate([run(x[i:i + step]) for i in range(0, len(x), step)])
+    diff = float(np.abs(got - expected).max())
+    same = int((got.argmax(1) == expected.argmax(1)).sum())
+    if same != len(x) or not diff <= MAX_ABS_DIFF:
+        raise ExportError(f"{fmt} export does not match PyTorch on {len(x)} {kind}: max |logit diff| {diff:.3g} "
+                          f"(limit {MAX_ABS_DIFF:g}), argmax identical for {same}/{len(x)}; nothing written")
+    path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
+    atomic_write_bytes(path, data)
+    return ExportResult(path, fmt, diff, same, len(x), kind)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--format", choices=tuple(FORMATS), default="exported",
+                   help="onnx | torchscript | exported (torch.export .pt2, the default)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="default RUN_DIR/model.onnx, model.pt2 or model.torchscript.pt")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: fixed batch of 1)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+
+
+def run(args: argparse.Namespace) -> int:
+    r = export_run(args.run, args.format, args.out, dynamic_batch=args.dynamic_batch, checkpoint=args.checkpoint)
+    engine = "onnxruntime" if r.format == "onnx" else "reloaded model"
+    print(f"exported {r.path} ({r.format}, batch {'dynamic' if args.dynamic_batch else 1})")
+    print(f"{engine} vs PyTorch on {r.n_checked} {r.check_data}: max |logit diff| {r.max_abs_diff:.3g}, "
+          f"argmax identical {r.argmax_equal}/{r.n_checked}")
+    return 0

@@ -453,6 +453,10 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"--resume continues with the run's saved options; cannot change {', '.join(changed)}")
     saved = read_json(run_dir / "config.json")
     keys = {k: v for k, v in saved.items() if k not in ("data", "versions", "command")}
+    per_step = saved.get("scheduler") in ("onecycle", "cosine")
+    if per_step and overrides.get("epochs", saved.get("epochs")) != saved.get("epochs"):
+        raise ConfigError(f"cannot change --epochs of a run with a {saved['scheduler']} schedule: "
+                          "its LR curve is planned for the original length")
     return build_config(normalize_keys(keys, str(run_dir / "config.json")), overrides, {"out": str(run_dir)})
 
 

@@ -1,11 +1,271 @@
-"""Placeholder until its issue lands: the command exists but refuses to run."""
+"""`fashionlab tune`: an Optuna search over the training hyperparameters, maximizing validation accuracy.
 
-from fashionlab.errors import FashionlabError
+Each trial trains on the training split and is scored on the validation split after every epoch; the
+pruner stops trials that fall behind. The test set is never read by a trial: tuning on it would make the
+final test accuracy optimistic. Several `fashionlab tune` processes (on one machine or many) that share
+--storage and --study work on one study; each runs --trials trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import io
+import os
+import socket
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fashionlab.cli import add_train_flags, given_options, resolve_train_config
+from fashionlab.config import TrainConfig, build_config
+from fashionlab.errors import ConfigError
+
+SCHEDULERS = ("none", "plateau", "cosine", "onecycle")
+AUGMENT_CHOICES = ("none", "flip", "flip,crop", "flip,crop,erase", "flip,rotate,crop,erase")
+# Left out of best.yaml: where the data and the run live, and the subset that only made tuning cheap.
+NOT_IN_BEST = ("out", "data_dir", "train_subset")
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def add_arguments(parser):
-    parser.add_argument("args", nargs="*")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_train_flags(parser)  # the base configuration; options given here are held fixed, not searched
+    parser.add_argument("--trials", type=int, required=True, help="trials this worker runs")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage URL shared by all workers, e.g. sqlite:///tune.db or "
+                             "postgresql://user:password@host/db (default: sqlite in --out)")
+    parser.add_argument("--study", default=None, help="study name (default tune-<model>)")
+    parser.add_argument("--timeout", type=float, default=None, help="start no new trial after S seconds")
+    parser.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
+                        help="stop unpromising trials on their per-epoch validation accuracy (default median)")
+    parser.add_argument("--quiet", action="store_true", help="only the final summary")
 
 
-def run(args) -> int:
-    raise FashionlabError("this command is not implemented yet")
+def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from fashionlab.data import load_fashion_mnist
+
+    if args.trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+    base = resolve_train_config(args)
+    if base.val_fraction == 0:
+        raise ConfigError("tune scores trials on the validation split: --val-fraction must be > 0")
+    fixed = set(given_options(args))
+    study_name = args.study or f"tune-{base.model}"
+    out = Path(base.out or f"runs/{study_name}")
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING if args.quiet else optuna.logging.INFO)
+    study = open_study(args.storage or f"sqlite:///{(out / 'tune.db').resolve()}", study_name, args.pruner)
+    ds = load_fashion_mnist(base.data_dir, progress=not args.quiet)
+    study.optimize(make_objective(base, ds, fixed), n_trials=args.trials, timeout=args.timeout,
+                   gc_after_trial=True)
+    return write_outputs(study, out)
+
+
+def open_study(storage: str, name: str, pruner: str):
+    """Create the study, or join it when another worker already has (the scale-out path)."""
+    import optuna
+
+    pruners = {
+        # Median: prune a trial whose accuracy at epoch t is below the median of earlier trials at epoch t,
+        # once 3 trials have finished. Neither pruner judges epoch 1: there a warm-up (onecycle) or a still
+        # high LR makes a trial look worse than it ends up.
+        "median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+        "halving": optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3),
+        "none": optuna.pruners.NopPruner(),
+    }
+    kwargs: dict[str, Any] = {}
+    if storage.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 60}  # workers write the same file: wait for the lock
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # The heartbeat marks a killed worker's trials as failed: none stays "running" forever.
+                rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, heartbeat_interval=60,
+                                                 grace_period=180)
+            break
+        except ImportError as e:
+            raise ConfigError(f"--storage {redact(storage)} needs a database driver ({e}); for PostgreSQL: "
+                              "pip install psycopg2-binary") from None
+        except Exception as e:  # noqa: BLE001 - bad URL, unreachable server, permissions: the user's to fix
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            # Workers starting together race to create the tables: the loser retries and finds them.
+            if attempt < 4 and ("already exists" in first or "duplicate" in first.lower()):
+                time.sleep(0.5 + attempt)
+                continue
+            raise ConfigError(f"cannot open --storage {redact(storage)}: {first}") from None
+    return optuna.create_study(storage=rdb, study_name=name, direction="maximize", pruner=pruners[pruner],
+                               load_if_exists=True)
+
+
+def redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL at all: nothing to hide
+        return url
+
+
+def sample(trial, base: TrainConfig, fixed: set[str]) -> dict[str, Any]:
+    """One point of the search space. Options given on the command line are held fixed, not searched."""
+    from fashionlab.models import MODELS
+
+    p: dict[str, Any] = {}
+    if "lr" not in fixed:
+        # A decade either side of the base LR: sensible for SGD recipes (0.1) and Adam ones (1e-3) alike.
+        p["lr"] = trial.suggest_float("lr", base.lr / 10, base.lr * 10, log=True)
+    if "weight_decay" not in fixed:
+        p["weight_decay"] = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    if "batch_size" not in fixed:
+        p["batch_size"] = trial.suggest_categorical("batch_size", [64, 128, 256])
+    if "dropout" not in fixed and "dropout" in inspect.signature(MODELS[base.model]).parameters:
+        p["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+    if "label_smoothing" not in fixed:
+        p["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, 0.2)
+    if "scheduler" not in fixed:
+        p["scheduler"] = trial.suggest_categorical("scheduler", SCHEDULERS)
+    if "augment" not in fixed:
+        p["augment"] = trial.suggest_categorical("augment", AUGMENT_CHOICES)
+    # Strengths only for the augmentations in use (conditional parameters).
+    chosen = TrainConfig(augment=p.get("augment", base.augment)).augmentations()
+    if "crop" in chosen and "crop_pad" not in fixed:
+        p["crop_pad"] = trial.suggest_int("crop_pad", 1, 4)
+    if "erase" in chosen and "erase_prob" not in fixed:
+        p["erase_prob"] = trial.suggest_float("erase_prob", 0.1, 0.7)
+    if "rotate" in chosen and "rotate_degrees" not in fixed:
+        p["rotate_degrees"] = trial.suggest_float("rotate_degrees", 5.0, 20.0)
+    return p
+
+
+def make_objective(base: TrainConfig, ds, fixed: set[str]) -> Callable:
+    import optuna
+
+    from fashionlab.train import Interrupted, TrainingDiverged, train
+
+    def objective(trial: optuna.Trial) -> float:
+        cfg = build_config(base.to_dict(), sample(trial, base, fixed), {"out": None})
+        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr("config", cfg.to_dict())
+        val_accs: list[float] = []
+
+        def report(row: dict[str, float]) -> None:
+            val_accs.append(row["val_acc"])
+            trial.report(row["val_acc"], row["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation accuracy {row['val_acc']:.4f} at epoch {row['epoch']}")
+
+        t0 = time.perf_counter()
+        # A throwaway run folder: trials are compared by validation accuracy only, and the winner is
+        # retrained from best.yaml. evaluate_test=False: no trial ever sees the test set.
+        with tempfile.TemporaryDirectory(prefix="fashionlab-trial-") as tmp:
+            try:
+                train(replace(cfg, out=tmp), data=ds, verbose=False, on_epoch=report, evaluate_test=False)
+            except TrainingDiverged as e:
+                # A diverging LR is an answer, not an error: pruned trials still teach the sampler.
+                raise optuna.TrialPruned(str(e)) from None
+            except Interrupted:
+                raise KeyboardInterrupt from None  # its "resume with" hint would name the deleted folder
+            finally:
+                trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
+        return max(val_accs)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def write_outputs(study, out: Path) -> int:
+    """best.yaml, trials.csv, summary.json and the plots, from every worker's trials so far. Each worker
+    rewrites them when it finishes (atomically), so the last one to finish leaves the complete picture."""
+    import optuna
+
+    from fashionlab.runio import atomic_write_json, atomic_write_text
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    atomic_write_text(out / "trials.csv", trials_csv(trials))
+    states = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+    summary: dict[str, Any] = {"study": study.study_name, "trials": states,
+                               "workers": sorted({t.user_attrs.get("worker", "?") for t in trials})}
+    if not complete:
+        atomic_write_json(out / "summary.json", summary)
+        print(f"no trial of study {study.study_name!r} completed yet ({states}); see {out / 'trials.csv'}")
+        return 1
+    best = study.best_trial
+    summary |= {"best_trial": best.number, "best_val_acc": best.value, "best_params": best.params}
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "best.yaml", best_yaml(best))
+    notes = write_plots(study, out, len(complete))
+    print(f"study {study.study_name!r}: {len(trials)} trials ({states['complete']} complete, "
+          f"{states['pruned']} pruned, {states['fail']} failed) from {len(summary['workers'])} worker(s)")
+    print(f"best: trial {best.number}, validation accuracy {best.value:.4f}")
+    for k, v in best.params.items():
+        print(f"  {k} = {v:.4g}" if isinstance(v, float) else f"  {k} = {v}")
+    for note in notes:
+        print(note)
+    print(f"train it: fashionlab train --config {out / 'best.yaml'}")
+    return 0
+
+
+def best_yaml(trial) -> str:
+    import yaml
+
+    config = {k: v for k, v in trial.user_attrs["config"].items() if k not in NOT_IN_BEST}
+    c = trial.user_attrs["config"]
+    subset = f" --train-subset {c['train_subset']}" if c.get("train_subset") else ""
+    header = (f"# fashionlab tune: best of study trial {trial.number}, validation accuracy {trial.value:.4f}\n"
+              f"# found with {c['epochs']} epochs{subset}; reproduce the trial with: "
+              f"fashionlab train --config best.yaml{subset}\n")
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def trials_csv(trials) -> str:
+    params = sorted({k for t in trials for k in t.params})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["number", "state", "val_acc", "epochs", "seconds", "worker", *params])
+    for t in trials:
+        value = "" if t.value is None else f"{t.value:.6g}"
+        w.writerow([t.number, t.state.name.lower(), value, len(t.intermediate_values),
+                    t.user_attrs.get("seconds", ""), t.user_attrs.get("worker", ""),
+                    *(t.params.get(k, "") for k in params)])
+    return buf.getvalue()
+
+
+def write_plots(study, out: Path, n_complete: int) -> list[str]:
+    """history.png, intermediate.png (per-epoch validation accuracy: what the pruner saw) and importance.png,
+    which needs two complete trials. Returns notes for what could not be drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    from fashionlab.runio import atomic_save_figure
+
+    plots = {"history.png": ovm.plot_optimization_history, "intermediate.png": ovm.plot_intermediate_values}
+    if n_complete >= 2:
+        plots["importance.png"] = ovm.plot_param_importances
+    notes = [] if n_complete >= 2 else ["importance.png: needs at least 2 complete trials; skipped"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # "few trials per regime": true of any small study
+        for name, plot in plots.items():
+            try:
+                ax = plot(study)
+            except (ValueError, RuntimeError) as e:  # e.g. no variance in the values yet
+                notes.append(f"{name}: skipped ({e})")
+                continue
+            fig = ax.figure
+            fig.set_size_inches(8, 5)
+            atomic_save_figure(out / name, fig)
+            plt.close(fig)
+    return notes
