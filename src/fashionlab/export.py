@@ -3,6 +3,7 @@
 The exported model takes fp32 [N, 1, 28, 28] images already normalized (contiguous, not channels_last) and
 returns logits; class names, normalization, model name and TTA travel with it as metadata under the same
 `fashionlab.*` keys in every format (ONNX metadata_props, .pt2 extra_files, TorchScript _extra_files).
+Flip TTA is not baked into the graph: `fashionlab.tta` tells the consumer (e.g. `fashionlab predict`) to do it.
 The file is reloaded from its bytes and compared with PyTorch on test images before the atomic write.
 """
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from fashionlab import CLASSES, __version__
-from fashionlab.errors import FashionlabError, RunError
+from fashionlab.errors import ConfigError, FashionlabError, RunError
 
 DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
 MAX_ABS_DIFF = 1e-3  # fp32 export: anything larger is a broken export, not rounding
@@ -143,7 +144,7 @@ def export_run(run_dir: Path | str, fmt: str = "exported", out: Path | str | Non
 
     run_dir = Path(run_dir)
     if fmt not in FORMATS:
-        raise FashionlabError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not (run_dir / "config.json").is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.json)")
     config = read_json(run_dir / "config.json")

@@ -177,6 +177,7 @@ def make_objective(base: TrainConfig, ds, fixed: set[str]) -> Callable:
                 trial.set_user_attr("seconds", round(time.perf_counter() - t0, 1))
         return max(val_accs)
 
+    return objective
 
 # ---------------------------------------------------------------------------------------------- outputs
 

@@ -1,0 +1,169 @@
+"""Turn a user's image into a Fashion-MNIST-style 28x28 uint8 array, the way the dataset itself was made.
+
+Xiao et al. 2017, section 2: trim the border close to the background colour, resize the longest edge to 28,
+centre it on a 28x28 canvas, negate (the dataset is light on black), 8-bit grayscale. Decoding is guarded:
+untrusted files may be huge, truncated, animated, 16-bit or not images at all; each gets an `ImageError`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fashionlab.errors import FashionlabError
+
+SIZE = 28
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
+FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "BMP": "BMP", "DIB": "BMP", "WEBP": "WebP", "GIF": "GIF"}
+# Refused before decoding, from the header's size: a small file can declare a gigapixel canvas.
+MAX_PIXELS = 50_000_000
+# Photos are reduced to about this size before trimming: plenty for a 28-pixel result, bounded memory.
+WORK_SIZE = 512
+# "Close to the background": within 5% of the largest possible distance in RGB space (the paper's rule).
+TRIM_TOLERANCE = 0.05 * 255 * math.sqrt(3)
+
+
+class ImageError(FashionlabError):
+    """One input file cannot be used; the other files are still predicted."""
+
+
+@dataclass
+class Decoded:
+    image: Image.Image  # mode "L" or "RGB", 8 bits per channel, alpha already flattened
+    note: str | None = None  # something the user should know, e.g. only the first frame was used
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively, in sorted order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def decode(path: Path) -> Decoded:
+    """Decode the first frame of an image file safely, as 8-bit L or RGB."""
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            # PIL only warns between its own limit and twice it; every bomb must be an error here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(f)  # lazy: only the header is read
+            fmt = FORMATS.get(img.format or "")
+            if fmt is None:
+                raise ImageError(f"unsupported image format {img.format}; use PNG, JPEG, BMP, WebP or GIF")
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(f"image is {w}x{h}, over the {MAX_PIXELS // 1_000_000}-megapixel limit; "
+                                 "downscale it first")
+            frames = getattr(img, "n_frames", 1)
+            if fmt == "JPEG":  # decode big photos at a reduced scale straight away (faster, less memory)
+                img.draft(img.mode, (WORK_SIZE, WORK_SIZE))
+            img.load()
+            note = f"animated {fmt} ({frames} frames): used the first frame" if frames > 1 else None
+            return Decoded(flatten(img), note)
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except IsADirectoryError:
+        raise ImageError("is a directory") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError("empty file" if path.stat().st_size == 0 else "not an image (unrecognized format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"image is over the {MAX_PIXELS // 1_000_000}-megapixel limit (decompression bomb?)") from None
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL reports corrupt data as OSError, SyntaxError, ValueError, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ImageError(f"corrupt or truncated image: {first}") from None
+
+
+def flatten(img: Image.Image) -> Image.Image:
+    """8-bit L or RGB: 16-bit values scaled (not clipped), transparency composited onto the background."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale PNG: PIL's own conversion to L clips at 255 instead of scaling.
+        wide = np.asarray(img).astype(np.float64)
+        return Image.fromarray(np.clip(np.rint(wide / 257), 0, 255).astype(np.uint8), "L")
+    if img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", img.size, (*background_colour(img), 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img if img.mode in ("L", "RGB") else img.convert("L" if img.mode == "1" else "RGB")
+
+
+def background_colour(img: Image.Image) -> tuple[int, int, int]:
+    """The file's declared background (PNG bKGD, WebP), else white. GIF's background palette index is ignored,
+    as browsers do: it is usually just index 0, often black, and would hide a dark item."""
+    bg = img.info.get("background")
+    if isinstance(bg, tuple) and len(bg) >= 3:
+        rgb = [int(c) for c in bg[:3]]
+    elif isinstance(bg, int) and img.mode in ("L", "LA"):
+        rgb = [bg] * 3
+    else:
+        return (255, 255, 255)
+    if max(rgb) > 255:  # a 16-bit file's bKGD
+        rgb = [c // 257 for c in rgb]
+    return rgb[0], rgb[1], rgb[2]
+
+
+def is_fashion_mnist_form(gray: np.ndarray) -> bool:
+    """28x28 with a dark border: already what the model was trained on."""
+    return gray.shape == (SIZE, SIZE) and float(np.median(border(gray))) < 128
+
+
+def border(a: np.ndarray) -> np.ndarray:
+    """The outermost ring of pixels, [n] or [n, channels]."""
+    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+
+
+def prepare(img: Image.Image, preprocess: bool = True) -> np.ndarray:
+    """A 28x28 uint8 array, light item on black, from an 8-bit L or RGB image."""
+    if not preprocess:
+        return np.asarray(resize(img.convert("L"), (SIZE, SIZE)))
+    if img.size == (SIZE, SIZE) and is_fashion_mnist_form(gray := np.asarray(img.convert("L"))):
+        return gray.copy()
+    if max(img.size) > WORK_SIZE:
+        img = img.copy()
+        img.thumbnail((WORK_SIZE, WORK_SIZE), Image.Resampling.BOX)
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    bg = np.median(border(rgb), axis=0)
+    crop = img.crop(item_box(rgb, bg)).convert("L")
+    w, h = crop.size
+    scale = SIZE / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(resize(crop, size), dtype=np.float32)
+    # The dataset's background is exactly 0: map the photo's background there, stretching the levels so a
+    # grey backdrop does not read as fabric; invert when the background is light.
+    bg_gray = float(np.dot(bg, (0.299, 0.587, 0.114)))
+    if bg_gray >= 128:
+        small, bg_gray = 255 - small, 255 - bg_gray
+    small = np.clip((small - bg_gray) * (255 / (255 - bg_gray)), 0, 255)
+    out = np.zeros((SIZE, SIZE), np.uint8)
+    # Rounded up, as in the dataset: an odd margin leaves the extra row/column above and to the left.
+    top, left = (SIZE - size[1] + 1) // 2, (SIZE - size[0] + 1) // 2
+    out[top:top + size[1], left:left + size[0]] = np.rint(small).astype(np.uint8)
+    return out
+
+
+def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    # Shrinking averages each output pixel's area, as a lower-resolution camera would (no ringing, unlike
+    # Lanczos); enlarging a tiny image interpolates smoothly instead of making blocks.
+    shrink = size[0] <= img.size[0] and size[1] <= img.size[1]
+    return img.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)
+
+
+def item_box(rgb: np.ndarray, bg: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the pixels that differ from the background; the whole image if none do."""
+    mask = np.sqrt(((rgb - bg) ** 2).sum(-1)) > TRIM_TOLERANCE
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return 0, 0, rgb.shape[1], rgb.shape[0]
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def load(path: Path, preprocess: bool = True) -> tuple[np.ndarray, str | None]:
+    """Decode and prepare one file: (uint8 [28, 28], note or None); raises ImageError."""
+    decoded = decode(path)
+    return prepare(decoded.image, preprocess), decoded.note
