@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-import fashionlab.train
 from fashionlab.cli import main
 
 RUN_FILES = ["config.json", "metrics.csv", "checkpoints/best.pt", "checkpoints/last.pt", "test_metrics.json"]
@@ -64,8 +63,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.xfail(not hasattr(fashionlab.train, "broadcast"), strict=True,
-                   reason="each rank validates with its own batch-norm statistics (see the broadcast patch)")
 def test_ranks_agree_on_validation_with_batch_norm(tmp_path, synthetic_env):
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)

@@ -309,6 +309,7 @@ def end_epoch(run_dir: Path, cfg: TrainConfig, dist: Dist, state: dict, prog: Pr
     t0 = time.perf_counter()
     loss_sum, correct, seen = all_reduce(dist, device, prog.loss_sum, prog.correct, prog.seen)
     eval_model = state["ema"].module if state["ema"] is not None else state["model"]
+    broadcast(dist, state["model"], eval_model)
     val_loss, val_acc = validate(eval_model, splits, cfg, precision, device)
     lr = prog.lr
     if state["sched"] is not None and cfg.scheduler == "plateau":
@@ -509,6 +510,19 @@ def wrap_model(model: nn.Module, cfg: TrainConfig, dist: Dist, device) -> nn.Mod
     if cfg.compile:
         net = torch.compile(net)
     return net
+
+
+def broadcast(dist: Dist, *modules: nn.Module) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank: each rank's last forward
+    updated its own, so without this the ranks would validate differently and disagree on the plateau
+    LR, early stopping and the best epoch."""
+    if dist.world == 1:
+        return
+    import torch.distributed as td
+
+    for module in modules:
+        for buf in module.buffers():
+            td.broadcast(buf, src=0)
 
 
 def all_reduce(dist: Dist, device, *values: float) -> list[float]:
