@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                          # cnn1, cnn2, fastnet; all variants
     python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --inference-only
+    python benchmarks/throughput.py --models fastnet --compile  # torch.compile: compile time apart
     python benchmarks/throughput.py --quick                  # CI smoke test
 """
 
@@ -34,11 +35,14 @@ def timed(fn, min_seconds: float, warmup: int = 2) -> float:
 
 
 def measure(name: str, precision: str, channels_last: bool, batch: int, device, min_seconds: float,
-            train: bool) -> float:
+            train: bool, compile_: bool = False) -> tuple[float, float | None]:
+    """(images/s, seconds the first call took to compile, or None without --compile)."""
     torch.manual_seed(0)
     model = build_model(name).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
+    if compile_:
+        model = torch.compile(model)
     x = torch.randn(batch, 1, 28, 28, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
     if train:
@@ -59,7 +63,13 @@ def measure(name: str, precision: str, channels_last: bool, batch: int, device, 
             with autocast(device, precision):
                 model(x).argmax(1)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    return timed(lambda: (step(), sync()), min_seconds) * batch
+    compile_s = None
+    if compile_:  # the first call compiles; timed apart so the rate below is steady state
+        t0 = time.perf_counter()
+        step()
+        sync()
+        compile_s = round(time.perf_counter() - t0, 2)
+    return timed(lambda: (step(), sync()), min_seconds) * batch, compile_s
 
 
 def main() -> None:
@@ -71,6 +81,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="minimum timed seconds per measurement")
     p.add_argument("--inference-only", action="store_true")
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile each model; compile seconds reported apart")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
     if a.quick:
@@ -82,14 +93,18 @@ def main() -> None:
     for name, precision, fmt, batch in grid:
         row = {"model": name, "precision": precision, "memory_format": fmt, "batch": batch}
         for mode in (("inference",) if a.inference_only else ("train", "inference")):
-            rate = measure(name, precision, fmt == "channels_last", batch, device, a.seconds, mode == "train")
+            rate, compile_s = measure(name, precision, fmt == "channels_last", batch, device, a.seconds,
+                                      mode == "train", a.compile)
             row[f"{mode}_img_s"] = round(rate)
+            if compile_s is not None:
+                row[f"{mode}_compile_s"] = compile_s
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     models = {n: {"params": count_params(build_model(n)), "mflops": round(forward_mflops(build_model(n)), 2)}
               for n in a.models.split(",")}
     out = {"benchmark": "throughput", "device": str(device), "cpu": platform.processor() or platform.machine(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+           "threads": torch.get_num_threads(), "compile": a.compile, "torch": torch.__version__,
+           "date": time.strftime("%Y-%m-%d"),
            "models": models, "results": rows,
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     json.dump(out, sys.stdout, indent=2)

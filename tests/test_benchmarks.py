@@ -31,3 +31,10 @@ def test_throughput_quick():
     out = run_script("throughput.py", "--quick")
     assert out["results"] and all(r["train_img_s"] > 0 and r["inference_img_s"] > 0 for r in out["results"])
     assert out["peak_rss_mb"] > 0
+
+
+def test_throughput_reports_compile_time_apart():
+    out = run_script("throughput.py", "--quick", "--compile", "--inference-only", "--precisions", "fp32",
+                     "--memory-formats", "contiguous")
+    (row,) = out["results"]
+    assert out["compile"] is True and row["inference_compile_s"] > 0 and row["inference_img_s"] > 0

@@ -21,11 +21,18 @@ RECIPES: dict[str, dict[str, Any]] = {
         model="cnn2", epochs=30, batch_size=128, lr=3e-3, optimizer="adamw", weight_decay=5e-4,
         scheduler="onecycle", label_smoothing=0.1, augment="flip,crop,erase", crop_pad=2, erase_prob=0.5,
     ),
+    # Tuned on the validation split (docs/performance.md): 6 epochs with flip only beat flip+crop (93.2% vs
+    # 92.4% val) because short runs underfit; the final recipe then trains on all 60k images.
     "fast": dict(
-        about="time-to-accuracy: fastnet, bf16 + channels-last, one-cycle, label smoothing, flip TTA",
-        model="fastnet", epochs=6, batch_size=256, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
-        scheduler="onecycle", label_smoothing=0.1, augment="flip,crop", crop_pad=2, tta=True,
-        val_fraction=0.1,
+        about="time-to-accuracy: fastnet, bf16 + channels-last, one-cycle, label smoothing, flip, flip TTA",
+        model="fastnet",
+        epochs=6,  # one-cycle over 6 epochs: 5 gave 93.0% val, 6 gave 93.2%
+        batch_size=256, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
+        scheduler="onecycle",  # warm up then anneal: most accuracy per epoch in a fixed budget
+        label_smoothing=0.1,  # calibrated targets help the short schedule (and TTA averaging)
+        augment="flip",  # crop/erase regularize long runs; in 6 epochs they only slow learning
+        tta=True,  # mirror averaging at evaluation: free accuracy, costs one extra forward pass
+        val_fraction=0.0,  # fixed budget, no model selection: train on all 60k (tuned with val 0.1)
     ),
     "sota": dict(
         about="accuracy at the top: WRN-28-10, SGD-nesterov + cosine with warmup, random erasing, EMA, TTA",
