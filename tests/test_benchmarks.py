@@ -38,3 +38,19 @@ def test_throughput_reports_compile_time_apart():
                      "--memory-formats", "contiguous")
     (row,) = out["results"]
     assert out["compile"] is True and row["inference_compile_s"] > 0 and row["inference_img_s"] > 0
+
+
+@pytest.mark.realdata
+def test_ablate_quick_prints_one_line_per_variant(real_data_dir):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablate.py"), "--quick", "--data-dir",
+                           str(real_data_dir)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["variant"] for r in lines] == ["baseline", "lr x2"]
+    assert all(len(r["val_acc"]) == 1 and 0 < r["best_val_acc"] <= 1 for r in lines)
+
+
+def test_ablate_rejects_a_malformed_variant():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablate.py"), "--variant", "x={oops"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "--variant" in proc.stderr

@@ -202,3 +202,15 @@ def test_schedulers_and_optimizers_run(tmp_path, data, scheduler):
     assert len(lrs) == 2 and all(lr > 0 for lr in lrs), lrs
     if scheduler in ("cosine", "onecycle"):
         assert lrs[1] < lrs[0]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
+def test_one_cycle_survives_a_run_of_a_few_steps(steps):
+    from fashionlab.train import make_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched, per_step = make_scheduler(build_config({"scheduler": "onecycle", "epochs": 1, "lr": 0.1}), opt, steps)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    assert per_step and all(0 < g["lr"] <= 0.1 for g in opt.param_groups)

@@ -161,7 +161,11 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch
         # Halve the LR when validation accuracy stops improving (validation only, never test).
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=2), False
     if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25), True
+        # OneCycleLR divides by zero when its warm-up rounds to under a step: a tiny run (a few steps)
+        # gets a cycle of at least 4 steps with a 2-step warm-up and stops early in its anneal.
+        cycle = max(total, 4)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cycle,
+                                                   pct_start=max(0.25, 2 / cycle)), True
     if cfg.scheduler == "cosine":
         warm = int(cfg.warmup_epochs * steps_per_epoch)
 
