@@ -72,3 +72,16 @@ def test_ranks_agree_on_validation_with_batch_norm(tmp_path, synthetic_env):
     seen = dict(line.split(" ", 2)[1:] for line in proc.stdout.splitlines() if line.startswith("ROW "))
     assert set(seen) == {"0", "1"}
     assert json.loads(seen["0"]) == json.loads(seen["1"])
+
+
+def test_sync_bn_on_the_cpu_is_a_clear_error_not_a_pytorch_crash():
+    import torch
+
+    from fashionlab.config import build_config
+    from fashionlab.errors import ConfigError
+    from fashionlab.models import build_model
+    from fashionlab.train import Dist, wrap_model
+
+    cfg = build_config({"model": "cnn2", "sync_bn": True, "device": "cpu"})
+    with pytest.raises(ConfigError, match="--sync-bn needs CUDA"):
+        wrap_model(build_model("cnn2"), cfg, Dist(rank=0, world=2), torch.device("cpu"))

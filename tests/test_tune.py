@@ -89,7 +89,7 @@ def test_trials_report_each_epoch_get_pruned_and_never_read_the_test_set(tmp_pat
     assert "dropout" not in trial.params  # cnn1 has no dropout
     assert trial.user_attrs["config"]["lr"] == base.lr
 
-    assert write_outputs(study, tmp_path) == 1  # nothing complete: no best.yaml, but no crash either
+    assert write_outputs(study, tmp_path, 10) == 1  # nothing complete: no best.yaml, but no crash either
     assert json.loads((tmp_path / "summary.json").read_text())["trials"]["pruned"] == 1
     assert not (tmp_path / "best.yaml").exists()
 
@@ -100,10 +100,12 @@ def test_one_complete_trial_gives_best_yaml_without_importance(tmp_path, blind_d
     study.optimize(make_objective(base, blind_data, fixed={"batch_size"}), n_trials=1)
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
     assert "dropout" in study.trials[0].params
-    assert write_outputs(study, tmp_path) == 0
+    assert write_outputs(study, tmp_path, 10) == 0
     assert (tmp_path / "best.yaml").exists() and (tmp_path / "history.png").exists()
     assert not (tmp_path / "importance.png").exists()
-    assert "needs at least 2 complete trials" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "needs at least 2 complete trials" in out
+    assert f"--config {tmp_path / 'best.yaml'} --epochs 10" in out  # full length, not the trials' 1 epoch
 
 
 def test_unusable_storage_is_one_line_and_hides_the_password(tmp_path, capsys):
@@ -112,6 +114,7 @@ def test_unusable_storage_is_one_line_and_hides_the_password(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert "s3cret" not in err
+    assert not (tmp_path / "t").exists()  # a bad URL leaves no empty study folder behind
     try:
         import psycopg2  # noqa: F401
     except ImportError:

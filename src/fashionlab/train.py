@@ -508,6 +508,9 @@ def distributed(dist: Dist, cfg: TrainConfig):
 def wrap_model(model: nn.Module, cfg: TrainConfig, dist: Dist, device) -> nn.Module:
     net = model
     if dist.world > 1:
+        if cfg.sync_bn and device.type != "cuda":
+            raise ConfigError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm only runs on GPU modules "
+                              "(on the CPU, drop --sync-bn; each rank then normalizes its own shard)")
         if cfg.sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)

@@ -59,13 +59,22 @@ def run(args: argparse.Namespace) -> int:
     fixed = set(given_options(args))
     study_name = args.study or f"tune-{base.model}"
     out = Path(base.out or f"runs/{study_name}")
-    out.mkdir(parents=True, exist_ok=True)
+    if args.storage is None:
+        out.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.quiet else optuna.logging.INFO)
     study = open_study(args.storage or f"sqlite:///{(out / 'tune.db').resolve()}", study_name, args.pruner)
+    out.mkdir(parents=True, exist_ok=True)  # only once the storage opened: a bad URL leaves nothing behind
     ds = load_fashion_mnist(base.data_dir, progress=not args.quiet)
     study.optimize(make_objective(base, ds, fixed), n_trials=args.trials, timeout=args.timeout,
                    gc_after_trial=True)
-    return write_outputs(study, out)
+    return write_outputs(study, out, full_epochs(base))
+
+
+def full_epochs(base: TrainConfig) -> int:
+    """Epochs to suggest for the final training: the model's recipe length, at least the trials' own."""
+    from fashionlab.recipes import RECIPES
+
+    return max(base.epochs, RECIPES.get(base.recipe or base.model, {}).get("epochs", base.epochs))
 
 
 def open_study(storage: str, name: str, pruner: str):
@@ -182,7 +191,7 @@ def make_objective(base: TrainConfig, ds, fixed: set[str]) -> Callable:
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def write_outputs(study, out: Path) -> int:
+def write_outputs(study, out: Path, epochs: int) -> int:
     """best.yaml, trials.csv, summary.json and the plots, from every worker's trials so far. Each worker
     rewrites them when it finishes (atomically), so the last one to finish leaves the complete picture."""
     import optuna
@@ -211,7 +220,9 @@ def write_outputs(study, out: Path) -> int:
         print(f"  {k} = {v:.4g}" if isinstance(v, float) else f"  {k} = {v}")
     for note in notes:
         print(note)
-    print(f"train it: fashionlab train --config {out / 'best.yaml'}")
+    trial_epochs = best.user_attrs["config"]["epochs"]
+    print(f"train it (trials ran {trial_epochs} epochs; a full-length run scores higher): "
+          f"fashionlab train --config {out / 'best.yaml'} --epochs {epochs}")
     return 0
 
 
