@@ -16,6 +16,7 @@ run-full: setup data
 	$(BIN)/fashionlab run
 
 test: setup data browser
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(STAMP)
