@@ -16,10 +16,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         model="cnn1", epochs=10, batch_size=128, lr=1e-3, optimizer="adam", scheduler="plateau",
         augment="none",
     ),
+    # Chosen on validation accuracy over 30 full-data epochs (docs/results.md): dropping random erasing and
+    # adding flip TTA lifted seed 0 from 94.43% to 94.77% val; erasing over-regularized a net this small.
     "cnn2": dict(
-        about="CNN_2: AdamW + one-cycle, label smoothing, flip/crop/erase augmentation",
+        about="CNN_2: AdamW + one-cycle, label smoothing, flip/crop augmentation, flip TTA",
         model="cnn2", epochs=30, batch_size=128, lr=3e-3, optimizer="adamw", weight_decay=5e-4,
-        scheduler="onecycle", label_smoothing=0.1, augment="flip,crop,erase", crop_pad=2, erase_prob=0.5,
+        scheduler="onecycle", label_smoothing=0.1, augment="flip,crop", crop_pad=2, tta=True,
     ),
     # Tuned on the validation split (docs/performance.md): 6 epochs with flip only beat flip+crop (93.2% vs
     # 92.4% val) because short runs underfit; the final recipe then trains on all 60k images.
