@@ -54,3 +54,15 @@ def test_ablate_rejects_a_malformed_variant():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablate.py"), "--variant", "x={oops"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "--variant" in proc.stderr
+
+
+@pytest.mark.realdata
+def test_photo_gap_reports_both_accuracies(real_data_dir, tmp_path):
+    from fashionlab.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cnn1", "--epochs", "1", "--train-subset", "500", "--device", "cpu", "--quiet",
+                 "--data-dir", str(real_data_dir), "--out", str(run)]) == 0
+    out = run_script("photo_gap.py", str(run), "--n", "20", "--data-dir", str(real_data_dir))
+    assert out["n"] == 20 and 0 <= out["photo_acc"] <= 1 and 0 <= out["raw_acc"] <= 1
+    assert out["gap_points"] == pytest.approx(100 * (out["raw_acc"] - out["photo_acc"]), abs=0.01)
