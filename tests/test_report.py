@@ -181,8 +181,9 @@ def test_labels_same_model_different_recipe_and_escaping(data, tmp_path, fast_fi
 
 
 def test_group_labels():
-    def run(model: str, recipe: str | None, seed: int, path: str) -> Run:
-        return Run(Path(path), {}, {"model": model, "recipe": recipe, "seed": seed}, {}, np.zeros(0), np.zeros(0))
+    def run(model: str, recipe: str | None, seed: int, path: str, **config) -> Run:
+        return Run(Path(path), config | {"seed": seed, "out": path}, {"model": model, "recipe": recipe, "seed": seed},
+                   {}, np.zeros(0), np.zeros(0))
 
     def labels(*runs: Run) -> list[tuple[str, list[int]]]:
         return [(g.label, [r.seed for r in g.runs]) for g in group_runs(runs)]
@@ -193,6 +194,12 @@ def test_group_labels():
     # same model, recipe and seed: not replicates, told apart by folder name, then path
     assert labels(run("cnn1", None, 0, "p/a"), run("cnn1", None, 0, "q/a"), run("cnn1", None, 0, "r/b")) == [
         ("cnn1 (p/a)", [0]), ("cnn1 (q/a)", [0]), ("cnn1 (b)", [0])]
+    # same model and recipe trained differently: two settings, each with its seeds, named by what differs
+    old = dict(augment="flip,crop,erase", tta=False, lr=0.003)
+    new = dict(augment="flip,crop", tta=True, lr=0.003)
+    assert labels(run("cnn2", "cnn2", 0, "o0", **old), run("cnn2", "cnn2", 0, "n0", **new),
+                  run("cnn2", "cnn2", 1, "o1", **old), run("cnn2", "cnn2", 1, "n1", **new, device="cpu")) == [
+        ("cnn2 (augment=flip,crop,erase, tta=False)", [0, 1]), ("cnn2 (augment=flip,crop, tta=True)", [0, 1])]
 
 
 def test_single_run(data, tmp_path, fast_figures):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -143,21 +144,44 @@ def load_test_data(runs: Sequence[Run]) -> TestData:
 # ---------------------------------------------------------------- grouping
 
 
+# Options that do not change what is trained: runs differing only in these are replicates of one setting.
+NOT_SETTINGS = {"seed", "out", "data_dir", "device", "checkpoint_every_steps", "command", "data", "versions",
+                "deterministic", "compile", "on_nan"}
+
+
+def settings(run: Run) -> dict[str, Any]:
+    return {k: v for k, v in run.config.items() if k not in NOT_SETTINGS}
+
+
+def setting_diff(run: Run, others: Sequence[Run]) -> str:
+    """The options where this run's setting differs from the others', e.g. "augment=flip,crop, tta=True"."""
+    mine = settings(run)
+    keys = sorted({k for o in others for k, v in settings(o).items() if mine.get(k) != v})
+    return ", ".join(f"{k}={mine.get(k)}" for k in keys) or "same settings"
+
+
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """Group runs by (model, recipe), in command-line order; runs of one group are its seeds.
+    """Group runs by (model, recipe, every training option but the seed), in command-line order; the runs of
+    one group are its seeds.
 
     Two runs of one group with the same seed are not replicates: each becomes a group of its own.
-    Labels are the model name, with the recipe, then the folder name or path, added where needed to be unique.
+    Labels are the model name, with the recipe, the options that differ, then the folder name or path, added
+    where needed to be unique.
     """
-    by_key: dict[tuple[str, str | None], list[Run]] = defaultdict(list)
+    by_key: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        by_key[(run.model, run.recipe)].append(run)
+        by_key[json.dumps([run.model, run.recipe, settings(run)], sort_keys=True, default=str)].append(run)
     members: list[list[Run]] = []
     for group in by_key.values():
         seeds = [r.seed for r in group]
         members += [group] if len(set(seeds)) == len(seeds) else [[r] for r in group]
     labels = [rs[0].model for rs in members]
-    for detail in (lambda r: r.recipe or "no recipe", lambda r: r.path.name, lambda r: str(r.path)):
+
+    def differs(r: Run) -> str:
+        same_model = [o[0] for o in members if o[0].model == r.model and o[0] is not r]
+        return setting_diff(r, same_model)
+
+    for detail in (lambda r: r.recipe or "no recipe", differs, lambda r: r.path.name, lambda r: str(r.path)):
         clashing = {label for label in labels if labels.count(label) > 1}
         labels = [f"{rs[0].model} ({detail(rs[0])})" if label in clashing else label
                   for label, rs in zip(labels, members)]
