@@ -94,13 +94,30 @@ def wait_for(path: Path, proc, timeout=120):
         time.sleep(0.02)
 
 
+def wait_for_saves(path: Path, proc, n: int, timeout=120):
+    """Until `path` has been (atomically) replaced n times: progress, not wall time, so the kill lands
+    mid-run on a fast idle machine and on a loaded one alike."""
+    seen, t0 = set(), time.time()
+    while len(seen) < n:
+        assert proc.poll() is None, f"training ended after {len(seen)} of {n} saves, before the kill point"
+        assert time.time() - t0 < timeout
+        try:
+            st = path.stat()
+            seen.add((st.st_ino, st.st_mtime_ns))  # each save is a new file, written at a new moment
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sigkill_at_random_point_then_resume_is_identical(data_env, reference, seed):
     root, env = data_env
     run = root / f"killed-{seed}"
     proc = start(env, run)
-    wait_for(run / "checkpoints" / "last.pt", proc)
-    time.sleep(random.Random(seed).uniform(0.0, 1.5))
+    rng = random.Random(seed)
+    # 16 saves in all (every 7 steps and at each epoch end): kill after the 2nd-6th, a moment later.
+    wait_for_saves(run / "checkpoints" / "last.pt", proc, rng.randint(2, 6))
+    time.sleep(rng.uniform(0.0, 0.02))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "test_metrics.json").exists(), "the kill came too late to test anything"
