@@ -119,3 +119,22 @@ def test_unusable_storage_is_one_line_and_hides_the_password(tmp_path, capsys):
         import psycopg2  # noqa: F401
     except ImportError:
         assert "pip install psycopg2-binary" in err
+
+
+def test_a_worker_that_loses_the_schema_race_retries_and_joins(tmp_path, monkeypatch):
+    """Two workers creating one new database at once: the loser's IntegrityError is retried, not fatal."""
+    from fashionlab import tune
+
+    calls = []
+
+    class Flaky(optuna.storages.RDBStorage):
+        def __init__(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Flaky)
+    monkeypatch.setattr(tune.time, "sleep", lambda s: None)
+    study = tune.open_study(f"sqlite:///{tmp_path / 'tune.db'}", "raced", "median")
+    assert len(calls) == 2 and study.study_name == "raced"

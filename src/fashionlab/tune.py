@@ -106,7 +106,8 @@ def open_study(storage: str, name: str, pruner: str):
         except Exception as e:  # noqa: BLE001 - bad URL, unreachable server, permissions: the user's to fix
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             # Workers starting together race to create the tables: the loser retries and finds them.
-            if attempt < 4 and ("already exists" in first or "duplicate" in first.lower()):
+            race = ("already exists", "duplicate", "unique constraint", "integrityerror")
+            if attempt < 4 and any(word in first.lower() for word in race):
                 time.sleep(0.5 + attempt)
                 continue
             raise ConfigError(f"cannot open --storage {redact(storage)}: {first}") from None
