@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                          # cnn1, cnn2, fastnet; all variants
     python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --inference-only
     python benchmarks/throughput.py --models fastnet --compile  # torch.compile: compile time apart
+    python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --precisions bf16,int8 --inference-only
     python benchmarks/throughput.py --quick                  # CI smoke test
 """
 
@@ -15,6 +16,7 @@ import platform
 import resource
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,21 @@ def timed(fn, min_seconds: float, warmup: int = 2) -> float:
         fn()
         n += 1
     return n / elapsed
+
+
+def quantize_int8(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """Post-training static int8 quantization (FX graph mode, x86 backend: VNNI kernels on this CPU).
+    Calibrated on the benchmark's random batch: right for speed, not for accuracy (docs/performance.md
+    checks accuracy with real calibration images)."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its own deprecation
+        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example_inputs=(x[:8],))
+        prepared(x)
+        return convert_fx(prepared)
 
 
 def measure(name: str, precision: str, channels_last: bool, batch: int, device, min_seconds: float,
@@ -55,6 +72,12 @@ def measure(name: str, precision: str, channels_last: bool, batch: int, device, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    elif precision == "int8":
+        model = quantize_int8(model.eval(), x)
+
+        @torch.no_grad()
+        def step():
+            model(x).argmax(1)
     else:
         model.eval()
 
@@ -87,12 +110,15 @@ def main() -> None:
     if a.quick:
         a.models, a.batch_sizes, a.seconds = "cnn1", "64", 0.2
     device = resolve_device(a.device)
+    if "int8" in a.precisions.split(",") and (a.compile or device.type != "cpu"):
+        p.error("--precisions int8 is CPU post-training quantization: not with --compile or a GPU")
     rows = []
     grid = itertools.product(a.models.split(","), a.precisions.split(","), a.memory_formats.split(","),
                              [int(b) for b in a.batch_sizes.split(",")])
     for name, precision, fmt, batch in grid:
         row = {"model": name, "precision": precision, "memory_format": fmt, "batch": batch}
-        for mode in (("inference",) if a.inference_only else ("train", "inference")):
+        modes = ("inference",) if a.inference_only or precision == "int8" else ("train", "inference")
+        for mode in modes:  # int8 is post-training quantization: inference only
             rate, compile_s = measure(name, precision, fmt == "channels_last", batch, device, a.seconds,
                                       mode == "train", a.compile)
             row[f"{mode}_img_s"] = round(rate)

@@ -66,3 +66,21 @@ def test_photo_gap_reports_both_accuracies(real_data_dir, tmp_path):
     out = run_script("photo_gap.py", str(run), "--n", "20", "--data-dir", str(real_data_dir))
     assert out["n"] == 20 and 0 <= out["photo_acc"] <= 1 and 0 <= out["raw_acc"] <= 1
     assert out["gap_points"] == pytest.approx(100 * (out["raw_acc"] - out["photo_acc"]), abs=0.01)
+
+
+def test_throughput_int8_is_inference_only():
+    out = run_script("throughput.py", "--quick", "--precisions", "int8", "--models", "cnn2", "--memory-formats",
+                     "contiguous")
+    (row,) = out["results"]
+    assert row["precision"] == "int8" and row["inference_img_s"] > 0 and "train_img_s" not in row
+
+
+@pytest.mark.realdata
+def test_int8_accuracy_reports_both(real_data_dir, tmp_path):
+    from fashionlab.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cnn1", "--epochs", "1", "--train-subset", "500", "--device", "cpu", "--quiet",
+                 "--data-dir", str(real_data_dir), "--out", str(run)]) == 0
+    out = run_script("int8_accuracy.py", str(run), "--calibration", "256", "--data-dir", str(real_data_dir))
+    assert out["n_test"] == 10000 and out["fp32_acc"] > 0.5 and abs(out["int8_acc"] - out["fp32_acc"]) < 0.05
