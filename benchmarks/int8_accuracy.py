@@ -15,7 +15,7 @@ import torch
 from throughput import quantize_int8
 
 from fashionlab.data import load_fashion_mnist
-from fashionlab.evaluate import load_run_model
+from fashionlab.evaluate import load_run_model, predict_logits
 
 
 def main() -> None:
@@ -28,16 +28,12 @@ def main() -> None:
     model.eval()
     mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
     data = load_fashion_mnist(a.data_dir, progress=False)
-
-    def norm(u8: torch.Tensor) -> torch.Tensor:
-        return ((u8.float() / 255 - mean) / std).unsqueeze(1)
-
     pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(0))[:a.calibration]
-    quantized = quantize_int8(model, norm(data.train_x[pick]))
-    x, y = norm(data.test_x), data.test_y
-    with torch.no_grad():
-        fp32 = torch.cat([model(b) for b in x.split(1000)]).argmax(1)
-        int8 = torch.cat([quantized(b) for b in x.split(1000)]).argmax(1)
+    calibration = ((data.train_x[pick].float() / 255 - mean) / std).unsqueeze(1)
+    quantized = quantize_int8(model, calibration)
+    y = data.test_y
+    fp32, int8 = (predict_logits(m, data.test_x, mean, std, device="cpu", channels_last=False).argmax(1)
+                  for m in (model, quantized))
     print(json.dumps({"run": a.run_dir, "n_test": len(y), "fp32_acc": round((fp32 == y).float().mean().item(), 4),
                       "int8_acc": round((int8 == y).float().mean().item(), 4),
                       "agree": round((fp32 == int8).float().mean().item(), 4), "tta": False}))

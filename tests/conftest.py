@@ -51,6 +51,26 @@ def make_synthetic_data() -> Callable[..., Path]:
     return write_synthetic_dataset
 
 
+class Untouchable:
+    """Stands in for the test images: any use fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError("the test set was read")
+
+    def __getitem__(self, key):
+        raise AssertionError("the test set was read")
+
+    def __len__(self):
+        raise AssertionError("the test set was read")
+
+
+def blind(data):
+    """`data` with a test set that cannot be read: for code that must never look at it."""
+    import dataclasses
+
+    return dataclasses.replace(data, test_x=Untouchable(), test_y=Untouchable())
+
+
 @pytest.fixture
 def synthetic_data_dir(tmp_path: Path) -> Path:
     """A directory with 600 train / 200 test synthetic images (gzip-compressed IDX files)."""

@@ -12,6 +12,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module")
+def tiny_real_run(real_data_dir, tmp_path_factory) -> Path:
+    """One epoch of cnn1 on 500 real images: a run folder for the scripts that read one."""
+    from fashionlab.cli import main
+
+    run = tmp_path_factory.mktemp("bench") / "run"
+    assert main(["train", "--model", "cnn1", "--epochs", "1", "--train-subset", "500", "--device", "cpu", "--quiet",
+                 "--data-dir", str(real_data_dir), "--out", str(run)]) == 0
+    return run
+
+
 def run_script(name, *args):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
                           timeout=600)
@@ -57,12 +68,8 @@ def test_ablate_rejects_a_malformed_variant():
 
 
 @pytest.mark.realdata
-def test_photo_gap_reports_both_accuracies(real_data_dir, tmp_path):
-    from fashionlab.cli import main
-
-    run = tmp_path / "run"
-    assert main(["train", "--model", "cnn1", "--epochs", "1", "--train-subset", "500", "--device", "cpu", "--quiet",
-                 "--data-dir", str(real_data_dir), "--out", str(run)]) == 0
+def test_photo_gap_reports_both_accuracies(real_data_dir, tiny_real_run):
+    run = tiny_real_run
     out = run_script("photo_gap.py", str(run), "--n", "20", "--data-dir", str(real_data_dir))
     assert out["n"] == 20 and 0 <= out["photo_acc"] <= 1 and 0 <= out["raw_acc"] <= 1
     assert out["gap_points"] == pytest.approx(100 * (out["raw_acc"] - out["photo_acc"]), abs=0.01)
@@ -76,11 +83,7 @@ def test_throughput_int8_is_inference_only():
 
 
 @pytest.mark.realdata
-def test_int8_accuracy_reports_both(real_data_dir, tmp_path):
-    from fashionlab.cli import main
-
-    run = tmp_path / "run"
-    assert main(["train", "--model", "cnn1", "--epochs", "1", "--train-subset", "500", "--device", "cpu", "--quiet",
-                 "--data-dir", str(real_data_dir), "--out", str(run)]) == 0
+def test_int8_accuracy_reports_both(real_data_dir, tiny_real_run):
+    run = tiny_real_run
     out = run_script("int8_accuracy.py", str(run), "--calibration", "256", "--data-dir", str(real_data_dir))
     assert out["n_test"] == 10000 and out["fp32_acc"] > 0.5 and abs(out["int8_acc"] - out["fp32_acc"]) < 0.05

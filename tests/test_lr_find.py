@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import blind
 from fashionlab.cli import main
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
 from fashionlab.lr_find import range_test, smooth, suggest
 from fashionlab.train import train
-
-
-class Untouchable:
-    """Stands in for the test images: any use fails the test."""
-
-    def __getattr__(self, name):
-        raise AssertionError("the test set was read")
-
-    def __getitem__(self, key):
-        raise AssertionError("the test set was read")
-
-    def __len__(self):
-        raise AssertionError("the test set was read")
 
 
 def test_suggest_picks_the_steepest_descent_before_the_minimum():
@@ -74,8 +61,7 @@ def test_leaves_no_state_behind_and_never_reads_the_test_set(tmp_path, synthetic
     before = train(build_config(base | {"out": str(tmp_path / "before")}), data=data, verbose=False,
                    evaluate_test=False)
     rng = torch.get_rng_state()
-    blind = dataclasses.replace(data, test_x=Untouchable(), test_y=Untouchable())
-    result = range_test(build_config(base), blind, steps=30, start_lr=1e-4, end_lr=1.0)
+    result = range_test(build_config(base), blind(data), steps=30, start_lr=1e-4, end_lr=1.0)
     assert len(result.lrs) == len(result.losses) == len(result.smoothed) > 0
     assert torch.equal(torch.get_rng_state(), rng)
     after = train(build_config(base | {"out": str(tmp_path / "after")}), data=data, verbose=False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -12,23 +11,11 @@ import optuna
 import pytest
 import yaml
 
+from conftest import blind
 from fashionlab.cli import main
 from fashionlab.config import FIELD_NAMES, build_config
 from fashionlab.data import load_fashion_mnist
 from fashionlab.tune import make_objective, write_outputs
-
-
-class Untouchable:
-    """Stands in for the test images: any use fails the test."""
-
-    def __getattr__(self, name):
-        raise AssertionError("the test set was read")
-
-    def __getitem__(self, key):
-        raise AssertionError("the test set was read")
-
-    def __len__(self):
-        raise AssertionError("the test set was read")
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
@@ -40,7 +27,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 def blind_data(synthetic_data_dir):
     """Synthetic data whose test set cannot be read."""
     data = load_fashion_mnist(synthetic_data_dir, verify=False, progress=False)
-    return dataclasses.replace(data, test_x=Untouchable(), test_y=Untouchable())
+    return blind(data)
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path, synthetic_env):
