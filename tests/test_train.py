@@ -98,12 +98,13 @@ def test_test_set_never_used_during_training(tmp_path, data, monkeypatch):
 
 
 def test_refuses_existing_run_and_concurrent_writer(tmp_path, data):
-    from fashionlab.runio import RunLock
+    from fashionlab.runio import RunLock, make_folder
 
     run = train(cfg(tmp_path, epochs=1), data=data, verbose=False)
     with pytest.raises(RunError, match="already holds a run"):
         train(cfg(tmp_path, epochs=1), data=data, verbose=False)
     busy = tmp_path / "busy"
+    make_folder(busy)  # another training made it and holds its lock, before writing its config.json
     with RunLock(busy), pytest.raises(RunError, match="in use by another training"):
         train(cfg(tmp_path, "busy", epochs=1), data=data, verbose=False)
     assert (run / "metrics.csv").exists()

@@ -16,6 +16,7 @@ from fashionlab.errors import ConfigError, FashionlabError
 TRAIN_FLAGS: list[tuple[str, type, str]] = [
     ("--model", str, "architecture (see `fashionlab models`)"),
     ("--recipe", str, "named recipe (see `fashionlab recipes`); flags override its values"),
+    ("--label", str, "name of this configuration, used as its group in comparison reports"),
     ("--epochs", int, "number of epochs"),
     ("--batch-size", int, "images per optimizer step"),
     ("--lr", float, "(peak) learning rate"),
@@ -99,14 +100,17 @@ def resolve_train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fashionlab.train import resume_config, train
+    from fashionlab.train import elastic_restart, resume_config, train
 
+    resume = bool(args.resume)
     if args.resume:
         cfg = resume_config(Path(args.resume), given_options(args))
     else:
         cfg = resolve_train_config(args)
+        if (restarted := elastic_restart(cfg)) is not None:  # torchrun restarted the group: resume the run
+            cfg, resume = restarted, True
     command = "fashionlab " + shlex.join(sys.argv[1:])
-    train(cfg, command=command, resume=bool(args.resume), verbose=not args.quiet)
+    train(cfg, command=command, resume=resume, verbose=not args.quiet)
     return 0
 
 
@@ -158,9 +162,13 @@ def cmd_data(args: argparse.Namespace) -> int:
         src = locate(args.data_dir, download=False, progress=False)
         print(f"{src.path} ({src.origin})")
         return 0
-    ds = load_fashion_mnist(args.data_dir, download=not args.no_download)
     if not 0 <= args.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.grid:
+        from fashionlab.runio import check_new_file
+
+        check_new_file(Path(args.grid), "--grid", suffixes=(".png",))  # before any work, never over a file
+    ds = load_fashion_mnist(args.data_dir, download=not args.no_download)
     train_idx, val_idx = stratified_split(ds.train_y, args.val_fraction, args.seed)
     print_data_summary(summarize(ds, train_idx, val_idx))
     if args.grid:
@@ -208,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="locate/verify the dataset, print statistics, write a sample grid")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--grid", default=None, metavar="FILE", help="write a sample grid PNG")
+    p.add_argument("--grid", default=None, metavar="FILE",
+                   help="write a sample grid to FILE (.png; never over an existing file)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")

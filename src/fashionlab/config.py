@@ -1,12 +1,19 @@
 """The training configuration: one typed dataclass, saved with every run.
 
 Precedence, lowest first: dataclass defaults < recipe < --config FILE < command-line flags.
+
+Every option is checked in one place, `TrainConfig.validate`, from a table kept beside each field: its
+type (the annotation) and, in the field's metadata, its range or choices. Values coming from YAML/JSON or
+the command line are coerced strictly: booleans are not numbers, numbers are not booleans, numbers must
+be finite, and strings only become numbers/booleans when they spell one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,87 +25,137 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "plateau", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ON_NAN = ("stop", "skip")
+
+# The largest seed every random generator a run seeds accepts: numpy's legacy seeding takes [0, 2**32 - 1],
+# torch's take up to 2**64 - 1 (and train.py derives seed + 1 + 1000 * rank from it).
+SEED_MAX = 2**32 - 1
+TRUE_STRINGS = ("1", "true", "yes", "on")
+FALSE_STRINGS = ("0", "false", "no", "off")
+MAX_MODEL_PARAMS = 1_000_000_000  # a model larger than this is a typo in `extra`, not an experiment on a CPU
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric option: lo..hi, each end open or closed; `why` is added to the message."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+    why: str = ""
+
+    def __contains__(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        above = v > self.lo if self.lo_open else v >= self.lo
+        below = v < self.hi if self.hi_open else v <= self.hi
+        return above and below
+
+    def describe(self) -> str:
+        return f"{'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if math.isfinite(x) and float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
+def opt(default: Any = None, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+        hi_open: bool = False, choices: tuple[str, ...] | None = None, why: str = "", factory=None):
+    """A dataclass field with its validation rule in the metadata."""
+    meta: dict[str, Any] = {}
+    if lo is not None:
+        meta["range"] = Range(lo, hi if hi is not None else math.inf, lo_open, hi_open, why)
+    if choices is not None:
+        meta["choices"] = choices
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    model: str = "cnn2"
+    model: str = "cnn2"  # checked against the model registry
     recipe: str | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9  # sgd only (nesterov)
-    weight_decay: float = 0.0
-    scheduler: str = "plateau"
-    warmup_epochs: float = 0.0  # linear warmup before cosine (onecycle has its own)
-    label_smoothing: float = 0.0
+    label: str | None = None  # a name for this configuration: its group in comparison reports (run --variant)
+    epochs: int = opt(10, lo=1, hi=100_000)
+    batch_size: int = opt(128, lo=1, hi=2**20)
+    lr: float = opt(1e-3, lo=0, hi=100, lo_open=True)
+    optimizer: str = opt("adam", choices=OPTIMIZERS)
+    momentum: float = opt(0.9, lo=0, hi=1, hi_open=True)  # sgd only (nesterov)
+    weight_decay: float = opt(0.0, lo=0, hi=10)
+    scheduler: str = opt("plateau", choices=SCHEDULERS)
+    warmup_epochs: float = opt(0.0, lo=0, hi=100_000)  # linear warmup before cosine (onecycle has its own)
+    label_smoothing: float = opt(0.0, lo=0, hi=1, hi_open=True)
     augment: str = "flip,crop"  # comma list of AUGMENTATIONS, or "none"
-    rotate_degrees: float = 10.0
-    crop_pad: int = 2  # random translation of up to this many pixels
-    erase_prob: float = 0.5
-    dropout: float | None = None  # None: the model's own default
-    val_fraction: float = 0.1
-    train_subset: int | None = None
-    patience: int | None = None  # early stopping on validation accuracy
-    ema: float = 0.0  # decay of an exponential moving average of weights; 0 disables
+    rotate_degrees: float = opt(10.0, lo=0, hi=180)
+    crop_pad: int = opt(2, lo=0, hi=14, why="half the 28-pixel image")  # random translation of up to this many pixels
+    erase_prob: float = opt(0.5, lo=0, hi=1)
+    dropout: float | None = opt(None, lo=0, hi=1, hi_open=True)  # None: the model's own default
+    val_fraction: float = opt(0.1, lo=0, hi=1, hi_open=True)
+    train_subset: int | None = opt(None, lo=10, hi=60_000, why="one per class up to all training images")
+    patience: int | None = opt(None, lo=1, hi=100_000)  # early stopping on validation accuracy
+    ema: float = opt(0.0, lo=0, hi=1, hi_open=True)  # decay of an exponential moving average of weights; 0 disables
     tta: bool = False  # average logits over the image and its mirror at evaluation
-    grad_clip: float = 0.0  # max global grad norm; 0 disables
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 where the hardware has it, else fp32
+    grad_clip: float = opt(0.0, lo=0, hi=1e9)  # max global grad norm; 0 disables
+    seed: int = opt(0, lo=0, hi=SEED_MAX, why="2**32 - 1: what numpy and torch generators accept")
+    device: str = opt("auto", choices=DEVICES)
+    precision: str = opt("auto", choices=PRECISIONS)  # auto: bf16 where the hardware has it, else fp32
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False
     sync_bn: bool = False  # torchrun/DDP only: batch-norm statistics over all ranks
-    checkpoint_every_steps: int = 0
-    on_nan: str = "stop"  # stop | skip
+    checkpoint_every_steps: int = opt(0, lo=0, hi=2**31 - 1)
+    on_nan: str = opt("stop", choices=ON_NAN)  # stop | skip
     data_dir: str | None = None
     out: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # model kwargs, e.g. {"width": 64}
+    extra: dict[str, Any] = opt(factory=dict)  # model kwargs, e.g. {"width": 64}
 
     def validate(self) -> TrainConfig:
+        """Check (and coerce) every field against its type and rule; raise a one-line ConfigError."""
+        for f in fields(self):
+            value = _coerce(f.name, f.type, getattr(self, f.name))
+            setattr(self, f.name, value)
+            if value is not None:
+                _check_rule(f, value)
         from fashionlab.models import MODELS
 
-        def bad(msg: str) -> ConfigError:
-            return ConfigError(msg)
-
         if self.model not in MODELS:
-            raise bad(f"unknown model {self.model!r}; choose from {', '.join(sorted(MODELS))}")
-        checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0 <= self.val_fraction < 1, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
-            (self.train_subset is None or self.train_subset >= 10,
-             f"--train-subset must be >= 10 (one per class), got {self.train_subset}"),
-            (self.patience is None or self.patience >= 1, f"--patience must be >= 1, got {self.patience}"),
-            (0 <= self.ema < 1, f"--ema must be in [0, 1), got {self.ema}"),
-            (self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}"),
-            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
-            (0 <= self.erase_prob <= 1, f"--erase-prob must be in [0, 1], got {self.erase_prob}"),
-            (self.crop_pad >= 0, f"--crop-pad must be >= 0, got {self.crop_pad}"),
-            (self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
-            (self.checkpoint_every_steps >= 0, "--checkpoint-every-steps must be >= 0"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}"),
-            (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-            (self.on_nan in ("stop", "skip"), "--on-nan must be stop or skip"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise bad(msg)
+            raise ConfigError(f"unknown model {self.model!r}; choose from {', '.join(sorted(MODELS))}")
         self.augmentations()  # validates the list
         if self.scheduler == "plateau" and self.val_fraction == 0:
-            raise bad("--scheduler plateau needs a validation split (--val-fraction > 0)")
+            raise ConfigError("--scheduler plateau needs a validation split (--val-fraction > 0)")
         if self.patience is not None and self.val_fraction == 0:
-            raise bad("--patience needs a validation split (--val-fraction > 0)")
+            raise ConfigError("--patience needs a validation split (--val-fraction > 0)")
+        self._check_model_builds()
         return self
 
+    def _check_model_builds(self) -> None:
+        """Build the model on the meta device (no memory, milliseconds): bad `extra`/`dropout` fail here,
+        before any run folder exists, instead of in the middle of training."""
+        import warnings
+
+        import torch
+
+        from fashionlab.models import build_model
+
+        try:
+            with warnings.catch_warnings(), torch.device("meta"):
+                warnings.simplefilter("ignore")
+                model = build_model(self.model, dropout=self.dropout, **self.extra)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure to build is a bad option value
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ConfigError(f"model {self.model!r} cannot be built with extra={self.extra!r}: {first}") from None
+        n = sum(p.numel() for p in model.parameters())
+        if n > MAX_MODEL_PARAMS:
+            raise ConfigError(f"model {self.model!r} with extra={self.extra!r} would have {n:,} parameters "
+                              f"(more than {MAX_MODEL_PARAMS:,}); check option 'extra'")
+
     def augmentations(self) -> tuple[str, ...]:
+        if not isinstance(self.augment, str):
+            raise ConfigError(f"--augment must be a string, got {_show(self.augment)}")
         if self.augment.strip().lower() in ("", "none"):
             return ()
         names = tuple(a.strip().lower() for a in self.augment.split(",") if a.strip())
@@ -115,15 +172,131 @@ class TrainConfig:
 
 
 FIELD_NAMES = {f.name for f in fields(TrainConfig)}
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def flag(name: str) -> str:
+    """How the message names an option: its command-line flag, or its config-file key if it has no flag."""
+    return f"option {name!r}" if name == "extra" else "--" + name.replace("_", "-")
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: short, on one line, with its type when that is the problem."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    kind = {bool: "a boolean", type(None): "null", dict: "a mapping", list: "a list", str: "a string"}.get(
+        type(value), type(value).__name__)
+    return f"{text} ({kind})"
+
+
+def _parse_type(type_name: Any) -> tuple[str, bool]:
+    """'float | None' -> ('float', True); 'dict[str, Any]' -> ('dict', False)."""
+    parts = [p.strip() for p in str(type_name).split("|")]
+    optional = "None" in parts
+    base = next(p for p in parts if p != "None").split("[")[0]
+    return base, optional
+
+
+def _coerce(key: str, type_name: Any, value: Any) -> Any:
+    """`value` as the field's type, strictly; ConfigError names the option, the value and what was expected."""
+    base, optional = _parse_type(type_name)
+    what = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+            "dict": "a mapping of name: value"}.get(base, base)
+
+    def bad(extra: str = "") -> ConfigError:
+        return ConfigError(f"{flag(key)} must be {what}, got {_show(value)}{extra}")
+
+    if value is None:
+        if optional:
+            return None
+        raise bad()
+    if base == "int":
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real):
+            if math.isfinite(value) and float(value).is_integer():
+                return int(value)
+            raise bad()
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if base == "float":
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, numbers.Real):
+            try:
+                return float(value)
+            except OverflowError:
+                raise bad(" (too large)") from None
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in TRUE_STRINGS:
+                return True
+            if word in FALSE_STRINGS:
+                return False
+            raise bad(f"; use one of {'/'.join(TRUE_STRINGS + FALSE_STRINGS)}")
+        raise bad()
+    if base == "str":
+        if not isinstance(value, str):
+            raise bad()
+        if "\x00" in value:
+            raise ConfigError(f"{flag(key)} must not contain a NUL character")
+        return value
+    if base == "dict":
+        if not isinstance(value, dict):
+            raise bad()
+        for k in value:
+            if not isinstance(k, str) or not k.isidentifier():
+                raise ConfigError(f"{flag(key)} keys must be option names (identifiers), got {_show(k)}")
+        return dict(value)
+    return value
+
+
+def _check_rule(f: dataclasses.Field, value: Any) -> None:
+    rule = f.metadata.get("range")
+    if rule is not None and value not in rule:
+        why = f" ({rule.why})" if rule.why else ""
+        if isinstance(value, int):  # integers: ">= 1 and <= 100000"
+            lo = f"> {_num(rule.lo)}" if rule.lo_open else f">= {_num(rule.lo)}"
+            hi = f"< {_num(rule.hi)}" if rule.hi_open else f"<= {_num(rule.hi)}"
+            raise ConfigError(f"{flag(f.name)} must be {lo} and {hi}{why}, got {value!r}")
+        finite = "" if math.isfinite(value) else "a finite number "
+        raise ConfigError(f"{flag(f.name)} must be {finite}in {rule.describe()}{why}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON file of TrainConfig keys (dashes or underscores)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except ValueError as e:  # e.g. a NUL in the path
+        raise ConfigError(f"cannot read config file {path!r}: {e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); give a YAML or JSON file") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {path} is binary (it holds NUL bytes); give a YAML or JSON file")
     try:
         if path.suffix == ".json":
             data = json.loads(text)
@@ -137,14 +310,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+        raise ConfigError(f"config file {path} must hold a mapping of option: value, not {_show(data)}")
     return normalize_keys(data, source=str(path))
 
 
 def normalize_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a mapping of option: value, not {_show(data)}")
     out = {}
     for key, value in data.items():
-        name = str(key).replace("-", "_")
+        if not isinstance(key, str):
+            raise ConfigError(f"option names in {source} must be strings, got {_show(key)}")
+        name = key.replace("-", "_")
         if name not in FIELD_NAMES:
             raise ConfigError(f"unknown option {key!r} in {source}")
         out[name] = value
@@ -152,37 +329,22 @@ def normalize_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def build_config(*layers: dict[str, Any]) -> TrainConfig:
-    """Merge override layers (later wins) over the defaults, coercing types, then validate."""
+    """Merge override layers (later wins) over the defaults, then validate (which coerces types)."""
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged.update(layer)
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    for key, value in merged.items():
-        merged[key] = _coerce(key, types[key], value)
+        merged.update(normalize_keys(layer, "the configuration"))
     return TrainConfig(**merged).validate()
 
 
-def _coerce(key: str, type_name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    base = str(type_name).split("|")[0].strip()
-    try:
-        if base == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if base == "float":
-            return float(value)
-        if base == "bool":
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
-        if base == "str":
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key}: expected {base}, got {value!r}") from None
-    return value
+def check_saved_types(saved: dict[str, Any], source: str) -> None:
+    """Types only, strictly as JSON writes them (no strings for numbers or booleans; no ranges, which may have
+    changed since the run was made): for a run folder's config.json."""
+    for name, value in saved.items():
+        if name not in FIELDS:
+            continue
+        base, _ = _parse_type(FIELDS[name].type)
+        if isinstance(value, str) and base != "str":
+            raise ConfigError(f"{source}: {name} must be {base}, got {_show(value)}")
+        checked = _coerce(name, FIELDS[name].type, value)
+        if isinstance(checked, float) and not math.isfinite(checked):
+            raise ConfigError(f"{source}: {name} must be a finite number, got {value!r}")

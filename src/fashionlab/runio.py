@@ -66,14 +66,71 @@ def atomic_save_figure(path: Path | str, fig) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+MARKER = ".fashionlab"  # written into every folder fashionlab makes: the only folders it cleans or overwrites in
+
+
+def owns(folder: Path) -> bool:
+    """A folder fashionlab made (marker), or a run folder from a version before the marker (config.json)."""
+    return (folder / MARKER).is_file() or (folder / "config.json").is_file()
+
+
 def clean_temp_files(folder: Path) -> list[Path]:
-    """Remove temp files a killed writer left behind (they are never the real data)."""
+    """Remove temp files a killed writer of ours left behind, only in a folder fashionlab owns."""
+    if not owns(folder):
+        return []
     removed = []
     for p in list(folder.glob(f".*{TMP_MARK}*")) + list(folder.glob(f"*/.*{TMP_MARK}*")):
         with contextlib.suppress(OSError):
             p.unlink()
             removed.append(p)
     return removed
+
+
+def check_new_folder(folder: Path, what: str) -> None:
+    """An output folder fashionlab may write into: missing, empty, or one it made; anything else is refused."""
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"{what} {folder} is a file, not a folder")
+    if folder.is_dir() and not (folder / MARKER).is_file() and any(folder.iterdir()):
+        raise RunError(f"{what} {folder} is not empty and was not made by fashionlab; choose another folder")
+    parent = next((p for p in folder.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise RunError(f"cannot create {what} {folder}: {parent} is not a folder")
+    if not os.access(folder if folder.is_dir() else parent, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write {what} {folder}: permission denied")
+
+
+def check_new_file(path: Path, what: str, suffixes: tuple[str, ...] = ()) -> None:
+    """An output file fashionlab may create: it must not exist, and its folder must exist and be writable."""
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise RunError(f"{what} {path} must end in {' or '.join(suffixes)} (that is the format written)")
+    if path.exists() or path.is_symlink():
+        raise RunError(f"{what} {path} already exists; fashionlab does not overwrite files it did not create")
+    if not path.parent.is_dir():
+        raise RunError(f"cannot write {what} {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write {what} {path}: permission denied in {path.parent}")
+
+
+def make_folder(folder: Path) -> list[Path]:
+    """mkdir -p, then mark the folder as fashionlab's; returns the folders created (deepest first) for undo()."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / MARKER).exists():
+            (folder / MARKER).write_text("made by fashionlab\n")
+    except OSError as e:
+        raise RunError(f"cannot create folder {folder}: {e.strerror or e}") from None
+    return created
+
+
+def undo_folder(folder: Path, created: list[Path], files: list[str]) -> None:
+    """Remove what a failed start made: the named files of ours, then the folders it created if now empty."""
+    for name in files:
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+    for d in created:
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 class RunLock:

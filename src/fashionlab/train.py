@@ -35,13 +35,17 @@ from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.evaluate import evaluate_run, predict_logits
 from fashionlab.models import build_model, count_params
 from fashionlab.runio import (
+    MARKER,
     RunLock,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
+    check_new_folder,
     clean_temp_files,
     load_checkpoint,
+    make_folder,
     read_json,
+    undo_folder,
 )
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -214,10 +218,8 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
     """
     dist = Dist.from_env()
     run_dir = Path(cfg.out or default_run_dir(cfg))
-    lock = RunLock(run_dir) if dist.main else contextlib.nullcontext()
-    with lock, StopFlag() as stop, distributed(dist, cfg) as device:
-        if dist.main:
-            check_run_dir(run_dir, resume)
+    claim = claim_run_dir(run_dir, resume) if dist.main else contextlib.nullcontext()
+    with claim, StopFlag() as stop, distributed(dist, cfg) as device:
         log = Logger(verbose and dist.main)
         ds = data or load_fashion_mnist(cfg.data_dir, progress=verbose)
         splits = prepare_data(cfg, ds, device)
@@ -240,6 +242,8 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
         if resume and (run_dir / "checkpoints" / "last.pt").exists():
             prog = restore(run_dir / "checkpoints" / "last.pt", state)
             log(f"resumed {run_dir} at epoch {prog.epoch + 1}, step {prog.step}")
+        elif resume:
+            log(f"{run_dir} has no checkpoint yet: starting at epoch 1")
         log(f"{cfg.model}: {count_params(model):,} params | {len(splits.train_y):,} train / {len(splits.val_y):,} val"
             f" | {device.type} {precision} | batch {cfg.batch_size} x {steps} steps/epoch")
 
@@ -285,6 +289,8 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
                 log(f"early stop: no validation improvement for {cfg.patience} epochs")
                 break
 
+        if len(splits.val_y) == 0:
+            log(f"no validation split: best.pt is the last epoch's model (epoch {prog.epoch})")
         if dist.main and evaluate_test:
             evaluate_run(run_dir, "best", data=ds, device=device, verbose=verbose)
     return run_dir
@@ -323,7 +329,8 @@ def end_epoch(run_dir: Path, cfg: TrainConfig, dist: Dist, state: dict, prog: Pr
     row = dict(epoch=prog.epoch, train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1),
                val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=seconds)
     prog.rows.append(row)
-    improved = math.isnan(val_acc) or val_acc > prog.best_val_acc
+    # Without a validation split every epoch "improves", so best.pt is the last model; a NaN never improves.
+    improved = len(splits.val_y) == 0 or (math.isfinite(val_acc) and val_acc > prog.best_val_acc)
     if improved:
         prog.best_val_acc, prog.best_epoch, prog.bad_epochs = val_acc, prog.epoch, 0
     else:
@@ -358,15 +365,51 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+# What a fresh start writes before its first last.pt: a start that fails before then removes exactly these.
+STARTED_FILES = ("config.json", "metrics.csv", "checkpoints/best.pt")
+
+
+@contextlib.contextmanager
+def claim_run_dir(run_dir: Path, resume: bool):
+    """Check the run folder before any work, then create, mark and lock it.
+
+    A fresh start that fails before its first last.pt leaves nothing behind; a resumed run is never undone.
+    """
+    check_run_dir(run_dir, resume)
+    fresh = [n for n in (MARKER, ".lock") if not (run_dir / n).exists()]
+    created = make_folder(run_dir)
+    created = ([run_dir / "checkpoints"] if not (run_dir / "checkpoints").exists() else []) + created
+    mine = False
+    try:
+        with RunLock(run_dir):
+            if not resume and (run_dir / "config.json").exists():  # another start won the race for the lock
+                raise RunError(f"{run_dir} already holds a run; choose another --out")
+            mine = True
+            if resume:
+                clean_temp_files(run_dir)
+            yield
+    except BaseException:
+        if mine and not resume and not (run_dir / "checkpoints" / "last.pt").exists():
+            clean_temp_files(run_dir)
+            undo_folder(run_dir, created, [*STARTED_FILES, *fresh])
+        raise
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
-    clean_temp_files(run_dir)
-    has_run = (run_dir / "config.json").exists()
-    if resume and not has_run:
+    """Read-only: may this run start in `run_dir`? Nothing is created or removed here."""
+    if not resume:
+        if (run_dir / "config.json").exists():
+            raise RunError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it or choose "
+                           "another --out")
+        check_new_folder(run_dir, "run folder")
+        return
+    if not (run_dir / "config.json").is_file():
         raise RunError(f"nothing to resume: {run_dir} has no config.json")
-    if not resume and has_run:
-        raise RunError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it or choose another --out")
-    if not resume and any(p.name != ".lock" for p in run_dir.iterdir()):
-        raise RunError(f"{run_dir} is not empty; choose another --out")
+    if not (run_dir / "checkpoints" / "last.pt").exists():
+        kept = [n for n in ("metrics.csv", "checkpoints/best.pt", "test_metrics.json") if (run_dir / n).exists()]
+        if kept:
+            raise RunError(f"cannot resume {run_dir}: checkpoints/last.pt is missing, and starting over would "
+                           f"overwrite its {kept[0]}; its files are kept (train a new run with another --out)")
 
 
 def write_config(run_dir: Path, cfg: TrainConfig, ds: FashionMNIST, splits: Splits, command: str) -> None:
@@ -463,6 +506,15 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"cannot change --epochs of a run with a {saved['scheduler']} schedule: "
                           "its LR curve is planned for the original length")
     return build_config(normalize_keys(keys, str(run_dir / "config.json")), overrides, {"out": str(run_dir)})
+
+
+def elastic_restart(cfg: TrainConfig) -> TrainConfig | None:
+    """`torchrun --max-restarts` re-runs a failed group's original command: then the run its first attempt
+    started in --out is resumed from its last checkpoint instead of refused. None when this is no such restart."""
+    restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if not restarts.isdigit() or int(restarts) == 0 or not cfg.out or not (Path(cfg.out) / "config.json").is_file():
+        return None
+    return resume_config(Path(cfg.out), {})  # the same command: the saved options are this command's
 
 
 def diverged(run_dir: Path, prog: Progress, opt, loss: float) -> TrainingDiverged:
@@ -572,8 +624,9 @@ class Logger:
             yield lambda: p.advance(task)
 
     def epoch(self, r: dict, improved: bool, nan_skipped: int) -> None:
-        mark = " *" if improved else ""
+        mark = " *" if improved else ""  # a new best.pt
         skipped = f" | {nan_skipped} non-finite batches skipped" if nan_skipped else ""
+        val = ("no val split" if math.isnan(r["val_acc"])
+               else f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}{mark}")
         self(f"epoch {r['epoch']:>3} | train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f} | "
-             f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}{mark} | lr {r['lr']:.2e} | "
-             f"{r['seconds']:.1f}s{skipped}")
+             f"{val} | lr {r['lr']:.2e} | {r['seconds']:.1f}s{skipped}")

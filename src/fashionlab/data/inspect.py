@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fashionlab import CLASSES
 from fashionlab.data import FashionMNIST, pixel_stats
+from fashionlab.errors import RunError
 
 SCALE = 2  # 28-pixel images are too small to judge at 1x
 PAD = 2
@@ -54,15 +56,22 @@ def save_grid(ds: FashionMNIST, path: str | os.PathLike, per_class: int = 8, see
         for col, i in enumerate(idx.tolist()):
             tile = Image.fromarray(ds.train_x[i].numpy()).resize((28 * SCALE,) * 2, Image.Resampling.NEAREST)
             grid.paste(tile, (LABEL_WIDTH + col * cell, row * cell))
-    return _save_atomic(grid, Path(path))
+    return _save_new(grid, Path(path))
 
 
-def _save_atomic(image: Image.Image, path: Path) -> Path:
-    # A reader never sees a half-written PNG, and an existing file survives a failed save.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _save_new(image: Image.Image, path: Path) -> Path:
+    # Mode "x" refuses a file that exists (or appeared since the check); a failed write removes only our file.
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
     try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with open(path, "xb") as f:
+            try:
+                f.write(buf.getvalue())
+            except OSError:
+                path.unlink(missing_ok=True)
+                raise
+    except FileExistsError:
+        raise RunError(f"{path} already exists; fashionlab does not overwrite files it did not create") from None
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
     return path

@@ -165,8 +165,8 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     one group are its seeds.
 
     Two runs of one group with the same seed are not replicates: each becomes a group of its own.
-    Labels are the model name, with the recipe, the options that differ, then the folder name or path, added
-    where needed to be unique.
+    Labels are the run's `label` (set by `run --variant`) or the model name, with the recipe, the options that
+    differ, then the folder name or path, added where needed to be unique.
     """
     by_key: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
@@ -175,7 +175,8 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     for group in by_key.values():
         seeds = [r.seed for r in group]
         members += [group] if len(set(seeds)) == len(seeds) else [[r] for r in group]
-    labels = [rs[0].model for rs in members]
+    base = [rs[0].config.get("label") or rs[0].model for rs in members]
+    labels = list(base)
 
     def differs(r: Run) -> str:
         same_model = [o[0] for o in members if o[0].model == r.model and o[0] is not r]
@@ -183,8 +184,8 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
 
     for detail in (lambda r: r.recipe or "no recipe", differs, lambda r: r.path.name, lambda r: str(r.path)):
         clashing = {label for label in labels if labels.count(label) > 1}
-        labels = [f"{rs[0].model} ({detail(rs[0])})" if label in clashing else label
-                  for label, rs in zip(labels, members)]
+        labels = [f"{name} ({detail(rs[0])})" if label in clashing else label
+                  for name, label, rs in zip(base, labels, members)]
     return [Group(label, sorted(rs, key=lambda r: r.seed)) for label, rs in zip(labels, members)]
 
 
