@@ -203,7 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     run_pipeline(models, seeds=args.seeds, quick=args.quick, out=args.out, data_dir=args.data_dir,
-                 device=args.device, command="fashionlab " + shlex.join(sys.argv[1:]))
+                 device=args.device, command="fashionlab " + shlex.join(sys.argv[1:]), variants=args.variant,
+                 epochs=args.epochs)
     return 0
 
 
@@ -250,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="cnn1,cnn2", help="comma list of models (default cnn1,cnn2)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per model (default 1)")
     p.add_argument("--quick", action="store_true", help="a short recipe: the whole job in a few minutes on a CPU")
+    p.add_argument("--epochs", type=int, default=None, help="one training length for every model and variant")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE...]",
+                   help="also train each model with these options changed (repeatable; JSON values; keys that are "
+                        "not training options go to the model, e.g. no-bn=bn=false); the base is always included")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")

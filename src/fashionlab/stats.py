@@ -71,6 +71,45 @@ def paired_bootstrap_diff(
     return float(d.mean()), lo, hi
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone), in the input order.
+
+    Rejecting where adjusted p < alpha controls the family-wise error rate at alpha over all the tests.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class PairedT:
+    n: int  # seed pairs
+    mean_diff: float  # mean of acc_a - acc_b over the pairs
+    p_value: float | None  # two-sided; None with fewer than 2 pairs
+
+
+def paired_t(acc_a: Sequence[float], acc_b: Sequence[float]) -> PairedT:
+    """Paired t-test on per-seed accuracies (seed i of A with seed i of B): does the difference exceed the
+    seed-to-seed spread? With identical differences (sd 0) the p-value is 0 if they are non-zero, else 1."""
+    from scipy.stats import t as student_t
+
+    d = np.asarray(acc_a, dtype=np.float64) - np.asarray(acc_b, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError("paired_t needs two equally long, non-empty lists of accuracies")
+    mean = float(d.mean())
+    if d.size < 2:
+        return PairedT(int(d.size), mean, None)
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        return PairedT(int(d.size), mean, 0.0 if mean != 0 else 1.0)
+    t = mean / (sd / np.sqrt(d.size))
+    return PairedT(int(d.size), mean, float(min(1.0, 2 * student_t.sf(abs(t), d.size - 1))))
+
+
 def mean_sd(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1); the sd of a single value is 0."""
     x = np.asarray(values, dtype=np.float64).ravel()
@@ -134,5 +173,6 @@ def _percentiles(samples: np.ndarray, alpha: float) -> tuple[float, float]:
 
 
 __all__ = [
-    "McNemarResult", "bootstrap_ci", "format_p", "mcnemar_exact", "mean_sd", "paired_bootstrap_diff", "verdict",
+    "McNemarResult", "PairedT", "bootstrap_ci", "format_p", "holm", "mcnemar_exact", "mean_sd",
+    "paired_bootstrap_diff", "paired_t", "verdict",
 ]

@@ -17,7 +17,16 @@ import numpy as np
 from fashionlab import CLASSES, __version__
 from fashionlab.errors import FashionlabError, RunError
 from fashionlab.runio import read_json
-from fashionlab.stats import bootstrap_ci, mcnemar_exact, mean_sd, paired_bootstrap_diff, verdict
+from fashionlab.stats import (
+    bootstrap_ci,
+    format_p,
+    holm,
+    mcnemar_exact,
+    mean_sd,
+    paired_bootstrap_diff,
+    paired_t,
+    verdict,
+)
 
 CONVERGENCE_THRESHOLD = 0.90  # validation accuracy for "epochs to reach 90%"
 REQUIRED_METRICS = ("model", "accuracy", "macro_f1", "per_class", "confusion_matrix", "n_test", "test_sha256")
@@ -156,7 +165,8 @@ def settings(run: Run) -> dict[str, Any]:
 def setting_diff(run: Run, others: Sequence[Run]) -> str:
     """The options where this run's setting differs from the others', e.g. "augment=flip,crop, tta=True"."""
     mine = settings(run)
-    keys = sorted({k for o in others for k, v in settings(o).items() if mine.get(k) != v})
+    keys = sorted({k for o in others for k in {*settings(o), *mine} - {"label"}
+                   if mine.get(k) != settings(o).get(k)})
     return ", ".join(f"{k}={mine.get(k)}" for k in keys) or "same settings"
 
 
@@ -225,6 +235,10 @@ def build_comparison(
 
 def _summarise(comp: Comparison, n_boot: int, alpha: float, seed: int) -> dict[str, Any]:
     first = comp.groups[0].runs[0]
+    comparisons = [
+        _pair_summary(a, b, comp.correct, n_boot, alpha, seed) for a, b in itertools.combinations(comp.groups, 2)
+    ] if comp.correct else []
+    _correct_for_multiplicity(comparisons, alpha)
     return {
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "fashionlab": __version__,
@@ -235,10 +249,10 @@ def _summarise(comp: Comparison, n_boot: int, alpha: float, seed: int) -> dict[s
         "convergence_threshold": CONVERGENCE_THRESHOLD,
         "labels_available": comp.data.labels is not None,
         "labels_note": comp.data.note,
+        "base": comp.groups[0].label,
         "models": [_model_summary(g, comp, n_boot, alpha, seed) for g in comp.groups],
-        "comparisons": [
-            _pair_summary(a, b, comp.correct, n_boot, alpha, seed) for a, b in itertools.combinations(comp.groups, 2)
-        ] if comp.correct else [],
+        "comparisons": comparisons,
+        "versus_base": _versus_base(comp.groups[0].label, comparisons),
     }
 
 
@@ -272,6 +286,7 @@ def _model_summary(group: Group, comp: Comparison, n_boot: int, alpha: float, se
         "label": group.label,
         "model": runs[0].model,
         "recipe": runs[0].recipe,
+        "changed": "" if group is comp.groups[0] else setting_diff(runs[0], [comp.groups[0].runs[0]]),
         "runs": [str(r.path) for r in runs],
         "seeds": [r.seed for r in runs],
         "accuracy": _stat(accuracy) | {"ci": ci},
@@ -300,7 +315,11 @@ def _epochs_to(run: Run, threshold: float) -> int | None:
 def _pair_summary(
     a: Group, b: Group, correct: dict[Path, np.ndarray], n_boot: int, alpha: float, seed: int
 ) -> dict[str, Any]:
-    """McNemar per seed pair (sorted seeds, zipped) and the paired bootstrap of the mean-accuracy difference."""
+    """Two tests of A vs B, plus the paired bootstrap CI of the mean-accuracy difference.
+
+    Test images: McNemar on each seed pair (sorted seeds, zipped); p is the largest of them (intersection-union).
+    Seeds: with two or more seed pairs, a paired t-test on the per-seed accuracies.
+    """
     pairs = []
     for ra, rb in zip(a.runs, b.runs):
         m = mcnemar_exact(correct[ra.path], correct[rb.path])
@@ -309,18 +328,54 @@ def _pair_summary(
     diff, lo, hi = paired_bootstrap_diff(
         np.stack([correct[r.path] for r in a.runs]), np.stack([correct[r.path] for r in b.runs]), n_boot, alpha, seed
     )
-    p = max(pr["p_value"] for pr in pairs)  # one pair: its p; several: intersection-union test
-    same_direction = all(np.sign(pr["b"] - pr["c"]) == np.sign(diff) != 0 for pr in pairs)
-    significant = p < alpha and same_direction
-    if p < alpha and not same_direction:
-        text = f"no consistent difference between {a.label} and {b.label}: the seed pairs disagree in direction"
+    seeds = paired_t([float(correct[ra.path].mean()) for ra, _ in zip(a.runs, b.runs)],
+                     [float(correct[rb.path].mean()) for _, rb in zip(a.runs, b.runs)])
+    return {"a": a.label, "b": b.label, "diff": diff, "ci": [lo, hi],
+            "p_value": max(pr["p_value"] for pr in pairs),
+            "consistent": all(np.sign(pr["b"] - pr["c"]) == np.sign(diff) != 0 for pr in pairs),
+            "pairs": pairs,
+            "seed_test": {"n": seeds.n, "mean_diff": seeds.mean_diff, "p_value": seeds.p_value}}
+
+
+def _correct_for_multiplicity(comparisons: list[dict[str, Any]], alpha: float) -> None:
+    """Holm-Bonferroni over every pair of groups, for each test apart; verdicts use the adjusted p."""
+    for c, p_adj in zip(comparisons, holm([c["p_value"] for c in comparisons])):
+        c["p_adjusted"] = p_adj
+    seed_tests = [c["seed_test"] for c in comparisons if c["seed_test"]["p_value"] is not None]
+    for c in comparisons:
+        c["seed_test"]["p_adjusted"] = None
+    for t, p_adj in zip(seed_tests, holm([t["p_value"] for t in seed_tests])):
+        t["p_adjusted"] = p_adj
+    for c in comparisons:
+        c["significant"] = c["p_adjusted"] < alpha and c["consistent"]
+        c["verdict"] = _verdict_text(c, alpha, len(comparisons))
+
+
+def _verdict_text(c: dict[str, Any], alpha: float, n_comparisons: int) -> str:
+    if c["p_adjusted"] < alpha and not c["consistent"]:
+        text = f"no consistent difference between {c['a']} and {c['b']}: the seed pairs disagree in direction"
     else:
-        text = verdict(a.label, b.label, diff, p, alpha)
-    if len(pairs) > 1:
-        n_sig = sum(pr["significant"] for pr in pairs)
-        text += f" — largest p of {len(pairs)} seed pairs, {n_sig}/{len(pairs)} significant"
-    return {"a": a.label, "b": b.label, "diff": diff, "ci": [lo, hi], "p_value": p,
-            "significant": significant, "pairs": pairs, "verdict": text}
+        text = verdict(c["a"], c["b"], c["diff"], c["p_adjusted"], alpha)
+    if n_comparisons > 1:
+        text += f" — Holm-adjusted over {n_comparisons} pairs (raw {format_p(c['p_value'])})"
+    if len(c["pairs"]) > 1:
+        n_sig = sum(pr["significant"] for pr in c["pairs"])
+        text += f"; largest p of {len(c['pairs'])} seed pairs, {n_sig}/{len(c['pairs'])} significant"
+    return text
+
+
+def _versus_base(base: str, comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each other group against the base (the first group): its difference (group - base), CI and adjusted p."""
+    rows = []
+    for c in comparisons:
+        if c["a"] != base:
+            continue
+        lo, hi = c["ci"]
+        seed = c["seed_test"]
+        rows.append({"label": c["b"], "diff": -c["diff"], "ci": [-hi, -lo], "p_value": c["p_value"],
+                     "p_adjusted": c["p_adjusted"], "seed_p_adjusted": seed["p_adjusted"],
+                     "significant": c["significant"], "verdict": c["verdict"]})
+    return rows
 
 
 # ---------------------------------------------------------------- per-class views (sections 4 and 5)

@@ -34,19 +34,33 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def seed_band(runs: Sequence, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs, mean and sd over the runs of one metrics.csv column (runs that stopped early drop out)."""
+    length = max(len(r.history["epoch"]) for r in runs)
+    table = np.full((len(runs), length), np.nan)
+    for i, r in enumerate(runs):
+        table[i, : len(r.history[key])] = r.history[key]
+    present = np.isfinite(table).sum(axis=0)
+    mean = np.nansum(table, axis=0) / np.maximum(present, 1)
+    sd = np.sqrt(np.nansum((table - mean) ** 2, axis=0) / np.maximum(present - 1, 1))
+    return np.arange(1, length + 1), np.where(present > 0, mean, np.nan), np.where(present > 1, sd, 0.0)
+
+
 def curves_png(groups: Sequence[Group]) -> bytes:
-    """Loss, accuracy (train dashed, validation solid) and learning rate per epoch; one colour per model."""
+    """Loss, accuracy (train dashed, validation solid) and learning rate per epoch; one colour per group, the
+    mean over its seeds with a mean ± sd band."""
     fig = Figure(figsize=(13, 4.2), layout="constrained")
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     lrs = []
     for group, colour in zip(groups, colours(len(groups))):
-        for run in group.runs:
-            h = run.history
-            for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
-                ax.plot(h["epoch"], h[f"train_{key}"], color=colour, ls="--", lw=1.4, alpha=0.85)
-                ax.plot(h["epoch"], h[f"val_{key}"], color=colour, ls="-", lw=1.8, alpha=0.85)
-            ax_lr.plot(h["epoch"], h["lr"], color=colour, lw=1.8, alpha=0.85)
-            lrs.append(h["lr"])
+        for ax, key, ls, lw in ((ax_loss, "train_loss", "--", 1.4), (ax_loss, "val_loss", "-", 1.8),
+                                (ax_acc, "train_acc", "--", 1.4), (ax_acc, "val_acc", "-", 1.8),
+                                (ax_lr, "lr", "-", 1.8)):
+            epochs, mean, sd = seed_band(group.runs, key)
+            ax.plot(epochs, mean, color=colour, ls=ls, lw=lw, alpha=0.9)
+            if len(group.runs) > 1 and key != "lr":
+                ax.fill_between(epochs, mean - sd, mean + sd, color=colour, alpha=0.18, lw=0)
+        lrs += [r.history["lr"] for r in group.runs]
     lr = np.concatenate(lrs) if lrs else np.array([])
     if lr.size and lr.min() > 0 and lr.max() / lr.min() > 20:
         ax_lr.set_yscale("log")

@@ -13,12 +13,15 @@ from fashionlab.report.compare import Comparison, Group, hardest_classes, top_co
 from fashionlab.report.tables import (
     NUMERIC_SIGNIFICANCE,
     NUMERIC_SUMMARY,
+    NUMERIC_VERSUS_BASE,
     SIGNIFICANCE_HEADER,
     SUMMARY_HEADER,
+    VERSUS_BASE_HEADER,
     fmt_count,
     significance_note,
     significance_rows,
     summary_rows,
+    versus_base_rows,
 )
 
 GALLERY_SIZE = 16
@@ -184,8 +187,15 @@ def _significance(s: dict[str, Any], cmap: dict[str, str]) -> str:
         return f'<p class="note">{escape(note)}</p>'
     rows = []
     for row, c in zip(significance_rows(s), s["comparisons"]):
-        verdict = f'<span class="sig">{escape(row[5])}</span>' if c["significant"] else escape(row[5])
-        rows.append([_label(row[0], cmap), _label(row[1], cmap), *map(escape, row[2:5]), verdict])
+        verdict = f'<span class="sig">{escape(row[-1])}</span>' if c["significant"] else escape(row[-1])
+        rows.append([_label(row[0], cmap), _label(row[1], cmap), *map(escape, row[2:-1]), verdict])
+    base = ""
+    if len(s["models"]) > 2:
+        base_rows = [[_label(r[0], cmap), *map(escape, r[1:])] for r in versus_base_rows(s)]
+        base = (f"<h3>Versus the base ({escape(s['base'])})</h3>"
+                + _table(VERSUS_BASE_HEADER, base_rows, NUMERIC_VERSUS_BASE)
+                + '<p class="note">Each group minus the base (the first group): its difference, CI and '
+                  "Holm-adjusted p-values, taken from the table of every pair below.</p><h3>Every pair</h3>")
     several = any(len(c["pairs"]) > 1 for c in s["comparisons"])
     multi = """
 <p><b>Several seeds per model.</b> Runs are paired in sorted seed order (the lowest seed of A with the lowest
@@ -194,21 +204,28 @@ columns list the pairs. A difference is declared only if <em>every</em> pair is 
 an intersection–union test whose p-value is the largest per-pair p (the verdict quotes it). The difference and
 its CI refer to the mean accuracies over seeds, bootstrapping the test images jointly for all runs: this CI covers
 test-set sampling only; the seed-to-seed spread is the ± sd in the summary.</p>""" if several else ""
-    return _table(SIGNIFICANCE_HEADER, rows, NUMERIC_SIGNIFICANCE) + f"""
+    return base + _table(SIGNIFICANCE_HEADER, rows, NUMERIC_SIGNIFICANCE) + f"""
 <p class="note">Each pair of models is compared on the same {s["n_test"]} test images. <b>McNemar's exact test</b>
 uses only the images on which the two disagree: b = A right and B wrong, c = A wrong and B right. If both models
 were equally accurate, each disagreement would be a fair coin flip, so the two-sided p-value is
 min(1, 2·P(X ≤ min(b, c))) with X ~ Binomial(b + c, ½). The 95% CI of the accuracy difference is a
 <b>paired bootstrap</b> ({s["n_boot"]} resamples of the test images, the same images for both models).
-Significance level α = {s["alpha"]}, without correction for multiple comparisons: among many pairs, about
-one in {round(1 / s["alpha"])} null comparisons comes out significant by chance.</p>{multi}"""
+Significance level α = {s["alpha"]}. <b>Multiple comparisons:</b> with k groups there are k(k−1)/2 pairs, and
+uncorrected, about one in {round(1 / s["alpha"])} null pairs would come out significant by chance. Every p-value is
+therefore Holm–Bonferroni adjusted over all pairs (the family-wise error rate stays at α); the table shows the raw
+per-seed-pair McNemar p and the adjusted p, and the verdict uses the adjusted one.
+<b>Seed test:</b> with two or more seeds per group, a paired t-test on the per-seed accuracies (seed i of A with
+seed i of B) asks whether the difference is larger than the seed-to-seed spread; it is adjusted the same way and
+has little power with 3 seeds. The McNemar test asks the other question: is the difference larger than test-set
+sampling would explain.</p>{multi}"""
 
 
 def _curves(comp: Comparison) -> str:
     return _figure(
         figures.curves_png(comp.groups), "training curves",
         "Loss and accuracy per epoch (train dashed, validation solid) and the learning rate at the end of each "
-        "epoch; one colour per model, one line per run. From <code>metrics.csv</code>.",
+        "epoch; one colour per group. With several seeds the line is the mean over them and the band mean ± sd "
+        "(over the seeds that reached that epoch). From <code>metrics.csv</code>.",
     )
 
 

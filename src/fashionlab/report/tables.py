@@ -9,13 +9,23 @@ SUMMARY_HEADER = [
     "Model", "Runs", "Test accuracy [95% CI]", "Macro-F1", "Params", "MFLOPs/image", "Training time",
     "Best epoch", "Train − val gap", "Epochs to 90% val",
 ]
-SIGNIFICANCE_HEADER = ["Model A", "Model B", "Δ accuracy A − B [95% CI]", "McNemar b / c", "McNemar p", "Verdict"]
+SIGNIFICANCE_HEADER = ["Model A", "Model B", "Δ accuracy A − B [95% CI]", "McNemar b / c", "McNemar p",
+                       "p (Holm)", "Seed t-test p (Holm)", "Verdict"]
+VERSUS_BASE_HEADER = ["Group", "Changed", "Δ vs base [95% CI]", "p (Holm)", "Seed p (Holm)"]
 SUMMARY_SHORT_HEADER = [  # for the terminal
     "Model", "Seeds", "Test acc. [95% CI]", "Macro-F1", "Params", "MFLOPs", "Train time", "Best ep.", "Gap",
     "Ep. to 90%",
 ]
 NUMERIC_SUMMARY = set(range(2, 10))  # right-aligned columns
-NUMERIC_SIGNIFICANCE = {2, 3, 4}
+NUMERIC_SIGNIFICANCE = {2, 3, 4, 5, 6}
+NUMERIC_VERSUS_BASE = {2, 3, 4}
+TESTS_EXPLAINED = (
+    "Test-image test: McNemar's exact test on each seed pair asks whether the two disagree on test images more "
+    "often one way than the other; with several seeds its p is the largest over the pairs. Seed test: a paired "
+    "t-test on per-seed accuracies asks whether the difference is larger than the seed-to-seed spread (it needs "
+    "2+ seeds per group and has little power with 3). Every p is Holm-Bonferroni adjusted over all pairs of groups "
+    "(each test apart), and verdicts use the adjusted test-image p."
+)
 
 
 def _pm(stat: dict[str, Any], fmt: Callable[[float], str], fmt_sd: Callable[[float], str] | None = None,
@@ -57,8 +67,15 @@ def _points(v: float) -> str:
     return f"{100 * v:+.1f}"
 
 
-def fmt_p(p: float) -> str:
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
     return "< 0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def _diff_ci(diff: float, ci: list[float]) -> str:
+    lo, hi = ci
+    return f"{100 * diff:+.2f} pts [{100 * lo:+.2f}, {100 * hi:+.2f}]"
 
 
 def _accuracy(stat: dict[str, Any]) -> str:
@@ -100,18 +117,25 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
 
 
 def significance_rows(summary: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for c in summary["comparisons"]:
-        lo, hi = c["ci"]
-        rows.append([
+    return [
+        [
             c["a"],
             c["b"],
-            f"{100 * c['diff']:+.2f} pts [{100 * lo:+.2f}, {100 * hi:+.2f}]",
+            _diff_ci(c["diff"], c["ci"]),
             "; ".join(f"{p['b']} / {p['c']}" for p in c["pairs"]),
             "; ".join(fmt_p(p["p_value"]) for p in c["pairs"]),
+            fmt_p(c["p_adjusted"]),
+            fmt_p(c["seed_test"]["p_adjusted"]),
             c["verdict"],
-        ])
-    return rows
+        ]
+        for c in summary["comparisons"]
+    ]
+
+
+def versus_base_rows(summary: dict[str, Any]) -> list[list[str]]:
+    changed = {m["label"]: m["changed"] for m in summary["models"]}
+    return [[v["label"], changed.get(v["label"]) or "-", _diff_ci(v["diff"], v["ci"]), fmt_p(v["p_adjusted"]),
+             fmt_p(v["seed_p_adjusted"])] for v in summary["versus_base"]]
 
 
 def significance_note(summary: dict[str, Any]) -> str:
@@ -145,36 +169,53 @@ def to_markdown(summary: dict[str, Any]) -> str:
     if note:
         lines.append(note)
     else:
+        if len(summary["models"]) > 2:
+            lines += [f"### Versus the base ({summary['base']})", "",
+                      *table(VERSUS_BASE_HEADER, versus_base_rows(summary), NUMERIC_VERSUS_BASE), "",
+                      "### Every pair", ""]
         lines += table(SIGNIFICANCE_HEADER, significance_rows(summary), NUMERIC_SIGNIFICANCE)
-        lines += ["", f"McNemar's exact test, two-sided, alpha = {summary['alpha']}; paired bootstrap CI of the "
-                      "accuracy difference. See report.html for the method."]
+        lines += ["", f"Two-sided tests, alpha = {summary['alpha']}; paired bootstrap CI of the accuracy difference. "
+                      + TESTS_EXPLAINED + " See report.html for the method."]
     return "\n".join(lines) + "\n"
 
 
 def print_summary(summary: dict[str, Any], console: Any = None) -> None:
-    """Print the summary and significance tables in the terminal (rich)."""
+    """Print the summary, significance and verdicts in the terminal; every table fits 80 columns whole.
+
+    The terminal shows the numbers that decide (accuracy, CI, p, verdict); summary.md and report.html have all.
+    """
     from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     console = console or Console()
-    table = Table(title=f"Model comparison: {summary['n_test']} test images", header_style="bold",
-                  box=box.SIMPLE_HEAD)
-    for i, name in enumerate(SUMMARY_SHORT_HEADER):
-        table.add_column(name, justify="right" if i in NUMERIC_SUMMARY else "left")
-    for row, m in zip(summary_rows(summary), summary["models"]):
-        row[1] = ", ".join(map(str, m["seeds"]))
-        table.add_row(*map(Text, row))
-    console.print(table)
+
+    def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+        t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for i, name in enumerate(header):  # numbers never wrap or get cut; only labels may wrap
+            t.add_column(name, justify="left" if i == 0 else "right", no_wrap=i > 0, overflow="fold")
+        for row in rows:
+            t.add_row(*map(Text, row))
+        return t
+
+    rows = [[m["label"], str(len(m["seeds"])), _pm(m["accuracy"], _pct, unit="%"),
+             "–".join(map(_pct, m["accuracy"]["ci"])) if m["accuracy"].get("ci") else "n/a",
+             _duration(m["train_seconds"]["mean"]) if m["train_seconds"]["mean"] is not None else "n/a",
+             _convergence(m["epochs_to_threshold"])] for m in summary["models"]]
+    console.print(table(f"{summary['n_test']} test images", ["Group", "Seeds", "Test accuracy", "95% CI",
+                                                             "Train time", "Ep. to 90%"], rows))
     note = significance_note(summary)
     if note:
         console.print(Text(note, style="yellow"))
         return
-    sig = Table(title="Significance (McNemar exact, paired bootstrap 95% CI)", header_style="bold",
-                box=box.SIMPLE_HEAD)
-    for i, name in enumerate(SIGNIFICANCE_HEADER):
-        sig.add_column(name, justify="right" if i in NUMERIC_SIGNIFICANCE else "left")
-    for row, c in zip(significance_rows(summary), summary["comparisons"]):
-        sig.add_row(*map(Text, row[:-1]), Text(row[-1], style="bold green" if c["significant"] else ""))
-    console.print(sig)
+    several = len(summary["models"]) > 2
+    shown = [c for c in summary["comparisons"] if c["a"] == summary["base"]] if several else summary["comparisons"]
+    rows = [[f"{c['b']} − {c['a']}", _diff_ci(-c["diff"], [-c["ci"][1], -c["ci"][0]]), fmt_p(c["p_adjusted"]),
+             fmt_p(c["seed_test"]["p_adjusted"])] for c in shown]
+    title = f"Versus the base ({summary['base']})" if several else "Significance"
+    console.print(table(title, ["Difference", "Δ accuracy [95% CI]", "p (Holm)", "Seed p"], rows))
+    for c in shown:
+        console.print(Text(f"• {c['verdict']}", style="bold green" if c["significant"] else ""))
+    if several:
+        console.print(f"All {len(summary['comparisons'])} pairs: summary.md and report.html.")
