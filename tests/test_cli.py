@@ -107,3 +107,18 @@ def test_data_command_summary_and_grid(tmp_path, synthetic_env):
     assert proc.returncode == 0, proc.stderr
     assert "$FASHIONLAB_DATA" in proc.stdout and "Ankle boot" in proc.stdout
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["run", "--help"], ["compare", "--help"],
+                                  ["data", "--help"], ["--version"]])
+def test_help_starts_without_torch(args):
+    code = ("import sys\nfrom fashionlab.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert proc.stderr.strip().splitlines()[-1] == "no torch", proc.stderr
+    assert "usage: fashionlab" in proc.stdout or "fashionlab 0." in proc.stdout
+
+
+def test_plugin_help_still_lists_its_flags():
+    proc = fashionlab("predict", "--help")
+    assert proc.returncode == 0 and "--top-k" in proc.stdout

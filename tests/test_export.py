@@ -97,7 +97,7 @@ def test_cli_default_path_and_reported_parity(run_dir, capsys, monkeypatch):
     # The synthetic run has 200 test images, all checked (the real test set gives 256).
     assert re.search(r"onnxruntime vs PyTorch on 200 real test images: max \|logit diff\| [0-9.e+-]+, "
                      r"argmax identical 200/200", out), out
-    args = build_parser().parse_args(["export", str(run_dir)])
+    args = build_parser("export").parse_args(["export", str(run_dir)])
     assert (args.format, args.out, args.dynamic_batch, args.checkpoint) == ("exported", None, False, "best")
 
 

@@ -208,7 +208,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; a plugin command's module (which may import torch) is imported only when it is `command`,
+    so `fashionlab --help` and `fashionlab train --help` start without torch."""
     from fashionlab import __version__
 
     parser = Parser(prog="fashionlab", description="Train, evaluate and compare CNNs on Fashion-MNIST.")
@@ -261,14 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     for name, (module, help_) in PLUGIN_COMMANDS.items():
         p = sub.add_parser(name, help=help_)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
-        p.set_defaults(func=mod.run)
+        if name == command:
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(func=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command=next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     try:
         return args.func(args)
