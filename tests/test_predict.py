@@ -3,9 +3,14 @@ accuracy on product-photo renderings of test images against the same model on th
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -16,6 +21,7 @@ from PIL import Image
 
 from conftest import write_synthetic_dataset
 from fashionlab import CLASSES, imageprep
+from fashionlab import predict as predict_module
 from fashionlab.cli import main
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
@@ -124,6 +130,55 @@ def test_animated_gif_uses_the_first_frame(tmp_path):
     assert np.abs(pixels.astype(int) - first).mean() < np.abs(pixels.astype(int) - second).mean()
 
 
+T = Image.Transpose
+# EXIF Orientation value -> how the upright picture was turned to be stored (the inverse of what a viewer does).
+STORED_AS = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_90,
+             7: T.TRANSVERSE, 8: T.ROTATE_270}
+
+
+def letter_f_photo(width: int = 1200, height: int = 800) -> Image.Image:
+    """A dark "F" on white: it looks different under every flip and rotation. Large enough for JPEG draft mode."""
+    a = np.full((height, width), 255, np.uint8)
+    a[100:700, 300:420] = 40
+    a[100:200, 300:800] = 40
+    a[350:450, 300:650] = 90
+    return Image.fromarray(a).convert("RGB")
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_AS))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    """A phone photo stored sideways with an Orientation tag is prepared as the upright picture."""
+    upright = letter_f_photo()
+    upright.save(tmp_path / "upright.jpg", quality=95)
+    stored = upright.transpose(STORED_AS[orientation])
+    exif = Image.Exif()
+    exif[imageprep.EXIF_ORIENTATION] = orientation
+    stored.save(tmp_path / "tagged.jpg", quality=95, exif=exif.tobytes())
+    stored.save(tmp_path / "untagged.jpg", quality=95)
+    want = imageprep.load(tmp_path / "upright.jpg")[0].astype(int)
+    got = imageprep.load(tmp_path / "tagged.jpg")[0].astype(int)
+    assert np.abs(got - want).mean() < 1 and np.abs(got - want).max() <= 8  # measured: identical
+    as_stored = imageprep.load(tmp_path / "untagged.jpg")[0].astype(int)
+    assert np.abs(as_stored - want).mean() > 20  # the test can tell upright from sideways
+    assert np.array_equal(imageprep.load(tmp_path / "tagged.jpg", preprocess=False)[0],
+                          imageprep.load(tmp_path / "upright.jpg", preprocess=False)[0])
+
+
+def test_tiny_and_blank_warnings_from_the_pipeline(tmp_path):
+    item = Image.fromarray(255 - fashion_item()).resize((27, 60))
+    item.save(tmp_path / "narrow.png")
+    item.resize((28, 60)).save(tmp_path / "edge.png")
+    Image.new("RGB", (300, 200), (250, 250, 250)).save(tmp_path / "white.jpg")
+    Image.fromarray(fashion_item()).save(tmp_path / "item.png")
+    narrow, edge = imageprep.read(tmp_path / "narrow.png"), imageprep.read(tmp_path / "edge.png")
+    assert len(narrow.warnings) == 1 and "tiny image (27x60 pixels" in narrow.warnings[0]
+    assert edge.warnings == ()  # the threshold is the dataset's own 28 pixels
+    white = imageprep.read(tmp_path / "white.jpg")
+    assert len(white.warnings) == 1 and "blank after preprocessing" in white.warnings[0]
+    assert imageprep.read(tmp_path / "item.png").warnings == ()  # 28x28 and textured: nothing to say
+    assert imageprep.read(tmp_path / "white.jpg", preprocess=False).warnings == white.warnings
+
+
 # ---------------------------------------------------------------------------------------------- the command
 
 
@@ -213,6 +268,7 @@ def test_save_preprocessed_writes_what_the_model_saw(run_dir, tmp_path, capsys):
     (["{run}", "x.png", "--top-k", "0"], "--top-k must be between 1 and 10"),
     (["{run}", "x.png", "--top-k", "11"], "--top-k must be between 1 and 10"),
     (["{tmp}/fake.onnx", "x.png"], "cannot load ONNX model"),
+    (["/dev/null", "x.png"], "/dev/null is a character device, not a run folder"),
 ])
 def test_bad_model_or_options_are_one_line_errors(run_dir, tmp_path, capsys, args, needle):
     (tmp_path / "fake.onnx").write_text("not onnx")
@@ -266,3 +322,221 @@ def test_photos_of_test_images_score_like_the_raw_images(real_run, real_data, tm
     print(f"raw {raw_acc:.4f} photo {photo_acc:.4f} gap {raw_acc - photo_acc:+.4f} agree {(raw == photo).mean():.4f}")
     assert raw_acc > 0.75
     assert photo_acc >= raw_acc - 0.03  # measured: 0.850 raw vs 0.840 photo (gap 1.0 point)
+
+
+# ---------------------------------------------------------------------------------------------- doubtful inputs
+
+
+def test_tiny_and_blank_inputs_are_predicted_with_warnings(run_dir, tmp_path, capsys):
+    Image.fromarray(fashion_item()).save(tmp_path / "good.png")
+    Image.fromarray(255 - fashion_item()).resize((20, 12)).save(tmp_path / "tiny.png")
+    Image.new("L", (200, 150), 255).save(tmp_path / "blank.png")
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(tmp_path / "both.jpg")
+    files = [str(tmp_path / n) for n in ("good.png", "tiny.png", "blank.png", "both.jpg")]
+    rc, lines, err = cli(capsys, str(run_dir), *files, "--json")
+    assert rc == 0 and "error" not in err
+    rows = {Path(r["file"]).name: r for r in map(json.loads, lines)}
+    assert all(len(r["top"]) == 3 for r in rows.values())  # still predicted
+    assert "warnings" not in rows["good.png"]
+    assert [w.split(" (")[0] for w in rows["tiny.png"]["warnings"]] == ["tiny image"]
+    assert [w.split(" (")[0] for w in rows["blank.png"]["warnings"]] == ["blank after preprocessing"]
+    assert [w.split(" (")[0] for w in rows["both.jpg"]["warnings"]] == ["tiny image", "blank after preprocessing"]
+
+    rc, lines, _ = cli(capsys, str(run_dir), *files)
+    assert rc == 0
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert [w.split(": ")[1] for w in warnings] == [files[1], files[2], files[3], files[3]]
+    assert "tiny image (20x12 pixels" in warnings[0] and "blank after preprocessing" in warnings[1]
+
+
+# ---------------------------------------------------------------------------------------------- not regular files
+
+
+class Blocked(BaseException):
+    """Raised by the alarm: something blocked (a BaseException, so no `except Exception` can swallow it)."""
+
+
+@pytest.fixture
+def alarm():
+    def ring(*_):
+        raise Blocked("blocked for 60 s: a FIFO was opened?")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_non_regular_files_get_errors_without_being_opened(run_dir, tmp_path, capsys, monkeypatch, alarm):
+    Image.fromarray(fashion_item()).save(tmp_path / "good.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    Image.fromarray(fashion_item(1)).save(shop / "a.png")
+    os.mkfifo(shop / "b.png")
+    (shop / "c.jpg").symlink_to("/dev/zero")
+    (shop / "d.png").symlink_to(shop / "nowhere.png")
+    (shop / "e.png").mkdir()  # a folder named like an image is walked into, not predicted
+    Image.fromarray(fashion_item(2)).save(shop / "e.png" / "inner.png")
+    odd = [tmp_path / "pipe.png", Path("/dev/zero"), tmp_path / "dangling.jpg", shop / "b.png", shop / "c.jpg",
+           shop / "d.png"]
+
+    opened: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def spy_open(file, *a, **kw):
+        opened.append(os.path.abspath(file) if isinstance(file, (str, os.PathLike)) else repr(file))
+        return real_open(file, *a, **kw)
+
+    def spy_os_open(path, *a, **kw):
+        opened.append(os.path.abspath(path))
+        return real_os_open(path, *a, **kw)
+
+    walked = predict_module.collect_inputs([shop])  # decided from os.stat, before anything is decoded
+    assert [(Path(i.file).name, i.error.split(";")[0]) for i in walked if isinstance(i, predict_module.Result)] == [
+        ("b.png", "not a regular file but a named pipe (FIFO)"), ("c.jpg", "not a regular file but a character device"),
+        ("d.png", "broken symbolic link (its target does not exist)")]
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    args = [str(tmp_path / "good.png"), str(tmp_path / "pipe.png"), "/dev/zero", str(tmp_path / "dangling.jpg"),
+            str(shop)]
+    rc, lines, err = cli(capsys, str(run_dir), *args, "--json")
+    monkeypatch.undo()
+    assert not {str(p) for p in odd} & set(opened), "a non-regular file was opened"
+    assert str(tmp_path / "good.png") in opened  # the spy does see the files that are read
+    rows = {r["file"]: r for r in map(json.loads, lines)}
+    assert [f for f, r in rows.items() if "top" in r] == [str(tmp_path / "good.png"), str(shop / "a.png"),
+                                                         str(shop / "e.png" / "inner.png")]
+    expected = {"pipe.png": "named pipe (FIFO)", "zero": "character device", "dangling.jpg": "broken symbolic link",
+                "b.png": "named pipe (FIFO)", "c.jpg": "character device", "d.png": "broken symbolic link"}
+    for path in odd:
+        assert set(rows[str(path)]) == {"file", "error"} and expected[path.name] in rows[str(path)]["error"]
+    assert rc == 2 and "6 of 9 inputs could not be predicted" in err
+    assert all(line.startswith("error: ") for line in err.splitlines()), err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_that_slips_past_the_stat_check_still_cannot_block(tmp_path, monkeypatch, alarm):
+    """Swapped in after the check (a race): opened non-blocking, refused from the descriptor, not read."""
+    os.mkfifo(tmp_path / "late.png")
+    with pytest.raises(imageprep.ImageError, match=r"named pipe \(FIFO\); not opened"):
+        imageprep.load(tmp_path / "late.png")  # the first line of defence: os.stat
+    monkeypatch.setattr(imageprep, "not_regular", lambda path: None)
+    with pytest.raises(imageprep.ImageError, match=r"named pipe \(FIFO\); not read"):
+        imageprep.load(tmp_path / "late.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(imageprep.ImageError, match="a directory"):
+        imageprep.load(tmp_path / "folder.png")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_input_does_not_block_the_command(run_dir, tmp_path):
+    """The real command in its own process, with a time limit: a FIFO nobody writes to must not hang it."""
+    Image.fromarray(fashion_item()).save(tmp_path / "good.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "fashionlab", "predict", str(run_dir), str(tmp_path / "pipe.jpg"),
+           str(tmp_path / "good.png"), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 2 and "named pipe" in rows[0]["error"] and "top" in rows[1], done
+    assert done.stderr.strip() == "error: 1 of 2 inputs could not be predicted"
+
+
+# ---------------------------------------------------------------------------------------------- --save-preprocessed
+
+
+def two_images(tmp_path: Path) -> list[str]:
+    Image.fromarray(fashion_item()).save(tmp_path / "item.png")
+    Image.fromarray(255 - np.kron(fashion_item(1), np.ones((5, 5), np.uint8))).save(tmp_path / "photo.png")
+    return [str(tmp_path / "item.png"), str(tmp_path / "photo.png")]
+
+
+@pytest.mark.parametrize("where, needle", [
+    ("a-file", "is a file, not a folder"),
+    ("a-file/sub", "is not a folder"),
+    ("dangling", "broken symbolic link"),
+])
+def test_save_folder_is_checked_before_any_work(run_dir, tmp_path, capsys, monkeypatch, where, needle):
+    (tmp_path / "a-file").write_text("keep me")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    monkeypatch.setattr(predict_module, "load_model", lambda *a: pytest.fail("the model was loaded"))
+    rc, out, err = cli(capsys, str(run_dir), *two_images(tmp_path), "--save-preprocessed", str(tmp_path / where))
+    assert rc == 2 and not out
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:") and needle in err, err
+    assert (tmp_path / "a-file").read_text() == "keep me" and not (tmp_path / "nowhere").exists()
+
+
+def test_read_only_save_folder_is_refused_before_any_work(run_dir, tmp_path, capsys):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        (tmp_path / "ro" / "probe").touch()
+    except PermissionError:
+        pass
+    else:
+        (tmp_path / "ro").chmod(0o755)
+        pytest.skip("this user can write into read-only folders (root)")
+    try:
+        rc, out, err = cli(capsys, str(run_dir), *two_images(tmp_path), "--save-preprocessed", str(tmp_path / "ro"))
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert rc == 2 and not out and "permission denied" in err and len(err.strip().splitlines()) == 1
+
+
+def test_save_never_overwrites_a_file_it_did_not_write(run_dir, tmp_path, capsys, monkeypatch):
+    files = two_images(tmp_path)
+    out = tmp_path / "seen"
+    out.mkdir()
+    (out / "00001-photo.png").write_bytes(b"the user's own file")
+    (out / "other.png").write_bytes(b"unrelated, allowed beside")
+    monkeypatch.setattr(predict_module, "load_model", lambda *a: pytest.fail("the model was loaded"))
+    rc, lines, err = cli(capsys, str(run_dir), *files, "--save-preprocessed", str(out))
+    assert rc == 2 and not lines and len(err.strip().splitlines()) == 1
+    assert "already holds 00001-photo.png" in err and "never overwrites" in err
+    assert (out / "00001-photo.png").read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in out.iterdir()) == ["00001-photo.png", "other.png"]
+
+
+def test_save_failing_after_the_check_still_prints_every_prediction(run_dir, tmp_path, capsys, monkeypatch):
+    """The folder passes the check, then something takes its name while the model runs (missing parents are
+    made): every prediction is printed anyway, then one error line, exit 2."""
+    files = two_images(tmp_path)
+    out = tmp_path / "new" / "deeper" / "seen"
+    real_load_model = predict_module.load_model
+
+    def load_model_then_take_the_name(*a):
+        out.parent.mkdir(parents=True)
+        out.write_text("someone else's file")
+        return real_load_model(*a)
+
+    monkeypatch.setattr(predict_module, "load_model", load_model_then_take_the_name)
+    rc, lines, err = cli(capsys, str(run_dir), *files, "--json", "--save-preprocessed", str(out))
+    assert rc == 2
+    assert [json.loads(line)["file"] for line in lines] == files and all("top" in json.loads(x) for x in lines)
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: cannot create --save-preprocessed folder")
+    assert out.read_text() == "someone else's file"
+
+
+def test_save_race_for_one_name_keeps_the_other_file(run_dir, tmp_path, capsys, monkeypatch):
+    """A PNG name that appears after the check is not overwritten; the other images are still saved."""
+    files = two_images(tmp_path)
+    out = tmp_path / "a" / "b"  # parents made
+    real_load_model = predict_module.load_model
+
+    def load_model_then_take_a_name(*a):
+        out.mkdir(parents=True)
+        (out / "00000-item.png").write_bytes(b"not ours")
+        return real_load_model(*a)
+
+    monkeypatch.setattr(predict_module, "load_model", load_model_then_take_a_name)
+    rc, lines, err = cli(capsys, str(run_dir), *files, "--save-preprocessed", str(out))
+    assert rc == 2 and "\n".join(lines).count("%") == 2 * 3  # the table was printed: 2 rows of top-3
+    assert err.strip() == (f"error: --save-preprocessed: 1 of 2 images not saved to {out} "
+                           "(first: 00000-item.png: already exists, not overwritten)")
+    assert (out / "00000-item.png").read_bytes() == b"not ours"
+    assert np.asarray(Image.open(out / "00001-photo.png")).shape == (28, 28)
+    assert sorted(p.name for p in out.iterdir()) == ["00000-item.png", "00001-photo.png"]  # no temp files left

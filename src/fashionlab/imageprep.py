@@ -2,18 +2,23 @@
 
 Xiao et al. 2017, section 2: trim the border close to the background colour, resize the longest edge to 28,
 centre it on a 28x28 canvas, negate (the dataset is light on black), 8-bit grayscale. Decoding is guarded:
-untrusted files may be huge, truncated, animated, 16-bit or not images at all; each gets an `ImageError`.
+untrusted files may be huge, truncated, animated, 16-bit, not images at all, or not even regular files (a FIFO,
+a device, a broken link: refused from `os.stat`, never opened); each gets an `ImageError`. Photos are turned
+upright from their EXIF orientation, as viewers show them. A usable but doubtful input (tiny, or blank once
+prepared) gets warnings: its prediction is still made.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fashionlab.errors import FashionlabError
 
@@ -26,6 +31,13 @@ MAX_PIXELS = 50_000_000
 WORK_SIZE = 512
 # "Close to the background": within 5% of the largest possible distance in RGB space (the paper's rule).
 TRIM_TOLERANCE = 0.05 * 255 * math.sqrt(3)
+# Warn (still predict) when the image is smaller than this on its short side: less detail than the dataset's
+# own 28x28 images, so the model sees an upscaled blur.
+MIN_SIDE = 28
+# Warn when the prepared 28x28 image has a standard deviation below this (0-255 levels): nearly constant, so
+# there is nothing to classify. The least varied of the 70,000 real Fashion-MNIST images has 16.5.
+BLANK_STD = 4.0
+EXIF_ORIENTATION = 0x0112
 
 
 class ImageError(FashionlabError):
@@ -34,19 +46,96 @@ class ImageError(FashionlabError):
 
 @dataclass
 class Decoded:
-    image: Image.Image  # mode "L" or "RGB", 8 bits per channel, alpha already flattened
+    image: Image.Image  # mode "L" or "RGB", 8 bits per channel, alpha already flattened, upright
     note: str | None = None  # something the user should know, e.g. only the first frame was used
+    warnings: tuple[str, ...] = ()  # why the prediction may be unreliable (tiny image)
 
 
-def find_images(folder: Path) -> list[Path]:
-    """Image files under `folder`, recursively, in sorted order."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+@dataclass
+class Prepared:
+    pixels: np.ndarray  # uint8 [28, 28]: what the model sees
+    note: str | None = None
+    warnings: tuple[str, ...] = ()  # tiny image, blank after preparation
+
+
+def find_images(folder: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Entries with an image suffix under `folder`, recursively (symlinked folders not followed), sorted.
+
+    Not only regular files: a FIFO or broken link named like an image is listed too, so that it gets an error
+    of its own instead of silently vanishing. Folders that cannot be listed are appended to `unreadable`."""
+    def on_error(e: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((Path(e.filename or folder), f"cannot list folder: {describe_os_error(e)}"))
+
+    found = []
+    for root, _dirs, files in os.walk(folder, onerror=on_error):
+        found.extend(Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(found)
+
+
+FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    return next((name for test, name in FILE_KINDS if test(mode)), "a special file")
+
+
+def describe_os_error(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "no such file or directory"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return os.strerror(e.errno).lower() if e.errno else str(e)
+
+
+def not_regular(path: Path) -> str | None:
+    """Why `path` cannot be an image file, decided from `os.stat` alone (nothing is opened); None if it is a
+    regular file (or a symlink to one)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "broken symbolic link (its target does not exist)" if os.path.islink(path) else "no such file"
+    except OSError as e:
+        return f"cannot access: {describe_os_error(e)}"
+    except ValueError:  # e.g. a NUL byte in the name
+        return "invalid file name"
+    return None if stat.S_ISREG(st.st_mode) else f"not a regular file but {file_kind(st.st_mode)}; not opened"
+
+
+def open_regular(path: Path):
+    """Open a regular file for reading. Checked with stat first, then opened non-blocking and checked again on
+    the descriptor: a FIFO swapped in between cannot hang the process, a device cannot be read."""
+    problem = not_regular(path)
+    if problem:
+        raise ImageError(problem)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise ImageError(f"cannot open: {describe_os_error(e)}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ImageError(f"not a regular file but {file_kind(mode)}; not read")
+    return os.fdopen(fd, "rb")
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF Orientation tag (a phone photo stored sideways), as image viewers do."""
+    try:
+        orientation = int(img.getexif().get(EXIF_ORIENTATION, 1))
+        return ImageOps.exif_transpose(img) if 2 <= orientation <= 8 else img
+    except Exception:  # noqa: BLE001 - malformed EXIF: the pixels are still fine, use them as stored
+        return img
 
 
 def decode(path: Path) -> Decoded:
-    """Decode the first frame of an image file safely, as 8-bit L or RGB."""
+    """Decode the first frame of an image file safely, as 8-bit L or RGB, upright."""
+    f = open_regular(path)
+    size_bytes = os.fstat(f.fileno()).st_size
     try:
-        with open(path, "rb") as f, warnings.catch_warnings():
+        with f, warnings.catch_warnings():
             # PIL only warns between its own limit and twice it; every bomb must be an error here.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(f)  # lazy: only the header is read
@@ -61,16 +150,12 @@ def decode(path: Path) -> Decoded:
             if fmt == "JPEG":  # decode big photos at a reduced scale straight away (faster, less memory)
                 img.draft(img.mode, (WORK_SIZE, WORK_SIZE))
             img.load()
+            img = upright(img)
             note = f"animated {fmt} ({frames} frames): used the first frame" if frames > 1 else None
-            return Decoded(flatten(img), note)
-    except FileNotFoundError:
-        raise ImageError("no such file") from None
-    except IsADirectoryError:
-        raise ImageError("is a directory") from None
-    except PermissionError:
-        raise ImageError("permission denied") from None
+            tiny = (f"tiny image ({w}x{h} pixels, under {MIN_SIDE} on its short side): prediction unreliable",)
+            return Decoded(flatten(img), note, tiny if min(w, h) < MIN_SIDE else ())
     except UnidentifiedImageError:
-        raise ImageError("empty file" if path.stat().st_size == 0 else "not an image (unrecognized format)") from None
+        raise ImageError("empty file" if size_bytes == 0 else "not an image (unrecognized format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image is over the {MAX_PIXELS // 1_000_000}-megapixel limit (decompression bomb?)") from None
     except ImageError:
@@ -163,7 +248,22 @@ def item_box(rgb: np.ndarray, bg: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def blank_warning(pixels: np.ndarray) -> str | None:
+    std = float(pixels.std())
+    if std < BLANK_STD:
+        return f"blank after preprocessing (28x28 std {std:.1f} < {BLANK_STD:g}): nothing to classify"
+    return None
+
+
+def read(path: Path, preprocess: bool = True) -> Prepared:
+    """Decode and prepare one file, with its note and warnings; raises ImageError."""
+    decoded = decode(path)
+    pixels = prepare(decoded.image, preprocess)
+    blank = blank_warning(pixels)
+    return Prepared(pixels, decoded.note, decoded.warnings + ((blank,) if blank else ()))
+
+
 def load(path: Path, preprocess: bool = True) -> tuple[np.ndarray, str | None]:
     """Decode and prepare one file: (uint8 [28, 28], note or None); raises ImageError."""
-    decoded = decode(path)
-    return prepare(decoded.image, preprocess), decoded.note
+    prepared = read(path, preprocess)
+    return prepared.pixels, prepared.note

@@ -1,14 +1,22 @@
 """`fashionlab predict`: classify your own images with a trained run folder or an exported .onnx model.
 
 Each file is decoded and prepared on its own (a bad file becomes an error line, the others still count);
-then one batched forward pass over all of them.
+then one batched forward pass over all of them. Anything that is not a regular file (FIFO, device, broken link)
+is refused from `os.stat` without being opened. A doubtful input (tiny, blank) is predicted with warnings.
+`--save-preprocessed` is checked before any work, never overwrites a file, and its failure cannot hide the
+predictions: they are printed first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +26,7 @@ import torch
 
 from fashionlab import CLASSES
 from fashionlab.errors import ConfigError, RunError
-from fashionlab.imageprep import ImageError, find_images, load
+from fashionlab.imageprep import ImageError, describe_os_error, file_kind, find_images, not_regular, read
 
 
 @dataclass
@@ -28,9 +36,12 @@ class Result:
     error: str | None = None
     note: str | None = None
     pixels: np.ndarray | None = None  # uint8 [28, 28]: what the model saw
+    warnings: tuple[str, ...] = ()  # predicted, but doubtful: tiny image, blank after preprocessing
 
     def as_json(self) -> dict[str, Any]:
-        return {"file": self.file, "error": self.error} if self.error else {"file": self.file, "top": self.top}
+        if self.error:
+            return {"file": self.file, "error": self.error}
+        return {"file": self.file, "top": self.top, **({"warnings": list(self.warnings)} if self.warnings else {})}
 
 
 class TorchModel:
@@ -107,37 +118,43 @@ def load_model(model_path: Path, checkpoint: str = "best", device: str = "cpu") 
         return OnnxModel(model_path)
     if not model_path.exists():
         raise RunError(f"{model_path} does not exist; pass a run folder or an exported .onnx file")
+    if not model_path.is_dir():  # a FIFO or a device: never opened
+        raise RunError(f"{model_path} is {file_kind(os.stat(model_path).st_mode)}, not a run folder "
+                       "nor an exported .onnx file")
     return TorchModel(model_path, checkpoint, device)
 
 
 def collect_inputs(paths: list[Path]) -> list[Path | Result]:
-    """Files to predict, in order: directories walked recursively (sorted); a problem becomes a Result."""
+    """Files to predict, in order: directories walked recursively (sorted); a problem becomes a Result.
+    Only `os.stat` is used here: nothing is opened, so a FIFO or a device cannot block or be read."""
     items: list[Path | Result] = []
     for p in paths:
-        if p.is_dir():
-            found = find_images(p)
+        if os.path.isdir(p):
+            unreadable: list[tuple[Path, str]] = []
+            found: list[Path | Result] = [*find_images(p, unreadable)]
+            found += [Result(str(d), error=why) for d, why in unreadable]
             items.extend(found or [Result(str(p), error="directory holds no PNG, JPEG, BMP, WebP or GIF images")])
-        elif not p.exists():
-            items.append(Result(str(p), error="no such file or directory"))
         else:
-            items.append(p)
-    return items
+            problem = not_regular(p)
+            items.append(Result(str(p), error="no such file or directory" if problem == "no such file" else problem)
+                         if problem else p)
+    # Inside a walked folder, entries named like images are listed whatever they are: refuse the odd ones here.
+    return [Result(str(i), error=why) if isinstance(i, Path) and (why := not_regular(i)) else i for i in items]
 
 
-def predict(model_path: Path | str, inputs: list[Path | str], *, top_k: int = 3, checkpoint: str = "best",
-            preprocess: bool = True, device: str = "cpu") -> list[Result]:
-    """Top-k predictions for every input file (directories expanded), in input order."""
-    model = load_model(Path(model_path), checkpoint, device)
+def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result], top_k: int = 3,
+                  preprocess: bool = True) -> list[Result]:
+    """Top-k predictions for collected inputs, in order."""
     if not 1 <= top_k <= len(model.classes):
         raise ConfigError(f"--top-k must be between 1 and {len(model.classes)}, got {top_k}")
     results: list[Result] = []
-    for item in collect_inputs([Path(p) for p in inputs]):
+    for item in items:
         if isinstance(item, Result):
             results.append(item)
             continue
         try:
-            pixels, note = load(item, preprocess)
-            results.append(Result(str(item), note=note, pixels=pixels))
+            prepared = read(item, preprocess)
+            results.append(Result(str(item), note=prepared.note, pixels=prepared.pixels, warnings=prepared.warnings))
         except ImageError as e:
             results.append(Result(str(item), error=str(e)))
     good = [r for r in results if r.error is None]
@@ -150,19 +167,112 @@ def predict(model_path: Path | str, inputs: list[Path | str], *, top_k: int = 3,
     return results
 
 
-def save_preprocessed(results: list[Result], folder: Path) -> None:
-    """One PNG per predicted input, numbered in input order (names from different folders may clash)."""
-    import io
+def predict(model_path: Path | str, inputs: list[Path | str], *, top_k: int = 3, checkpoint: str = "best",
+            preprocess: bool = True, device: str = "cpu") -> list[Result]:
+    """Top-k predictions for every input file (directories expanded), in input order."""
+    model = load_model(Path(model_path), checkpoint, device)
+    return predict_items(model, collect_inputs([Path(p) for p in inputs]), top_k, preprocess)
 
+
+# ---------------------------------------------------------------------------------------------- --save-preprocessed
+
+
+def preprocessed_name(index: int, file: str) -> str:
+    """The PNG name for the input at `index`: numbered in input order, as names from different folders may
+    clash; the stem is shortened (in bytes) so the name stays under file-system limits."""
+    return f"{index:05d}-{os.fsdecode(os.fsencode(Path(file).stem)[:200])}.png"
+
+
+def check_save_folder(folder: Path) -> None:
+    """Before any work: the folder exists (or can be made: its nearest existing ancestor is a writable folder)."""
+    what = "--save-preprocessed"
+    try:
+        st = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(folder):
+            raise RunError(f"{what} {folder} is a broken symbolic link") from None
+        parent = next(p for p in folder.absolute().parents if os.path.lexists(p))
+        if not os.path.isdir(parent):
+            raise RunError(f"cannot create {what} folder {folder}: {parent} is not a folder") from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise RunError(f"cannot create {what} folder {folder}: permission denied in {parent}") from None
+        return
+    except OSError as e:
+        raise RunError(f"cannot use {what} folder {folder}: {describe_os_error(e)}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
+        raise RunError(f"{what} {folder} is {kind}, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write to {what} folder {folder}: permission denied")
+
+
+def check_save_names(folder: Path, items: list[Path | Result]) -> None:
+    """Before any work: none of the PNG names this run would write exists yet (predict never overwrites)."""
+    taken = [name for i, item in enumerate(items) if isinstance(item, Path)
+             if os.path.lexists(folder / (name := preprocessed_name(i, str(item))))]
+    if taken:
+        more = f" and {len(taken) - 1} more of the names it would write" if len(taken) > 1 else ""
+        raise RunError(f"--save-preprocessed folder {folder} already holds {taken[0]}{more}; predict never "
+                       "overwrites files: choose a new or empty folder, or remove them")
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Create `path` with `data`, complete or not at all, and never replace an existing file: written to a
+    temp file beside it, then hard-linked to its name (which fails if the name exists)."""
+    from fashionlab.runio import TMP_MARK
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        try:
+            os.link(tmp, path)
+        except OSError as e:
+            if isinstance(e, FileExistsError):
+                raise
+            with open(path, "xb") as f:  # a file system without hard links: exclusive create instead
+                f.write(data)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_preprocessed(results: list[Result], folder: Path) -> str | None:
+    """One PNG per predicted input, named by `preprocessed_name`; the folder (and its parents) made if missing.
+    Returns None, or a one-line description of what could not be saved."""
     from PIL import Image
 
-    from fashionlab.runio import atomic_write_bytes
-
-    for i, r in enumerate(results):
-        if r.pixels is not None:
-            buf = io.BytesIO()
-            Image.fromarray(r.pixels, "L").save(buf, "PNG")
-            atomic_write_bytes(folder / f"{i:05d}-{Path(r.file).stem}.png", buf.getvalue())
+    todo = [(preprocessed_name(i, r.file), r.pixels) for i, r in enumerate(results) if r.pixels is not None]
+    if not todo:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create --save-preprocessed folder {folder}: {describe_os_error(e)}; no image saved"
+    failed: list[tuple[str, str]] = []
+    for name, pixels in todo:
+        buf = io.BytesIO()
+        Image.fromarray(pixels, "L").save(buf, "PNG")
+        try:
+            write_new_file(folder / name, buf.getvalue())
+        except FileExistsError:
+            failed.append((name, "already exists, not overwritten"))
+        except OSError as e:
+            failed.append((name, describe_os_error(e)))
+    if not failed:
+        return None
+    name, why = failed[0]
+    return (f"--save-preprocessed: {len(failed)} of {len(todo)} images not saved to {folder} "
+            f"(first: {name}: {why})")
 
 
 def print_table(results: list[Result], top_k: int) -> None:
@@ -175,37 +285,59 @@ def print_table(results: list[Result], top_k: int) -> None:
         if r.error:
             table.add_row(escape(r.file), f"[red]error: {escape(r.error)}[/red]")
         else:
-            table.add_row(escape(r.file), *(f"{t['label']} {t['prob']:.1%}" for t in r.top or []))
+            name = escape(r.file) + (" [yellow](warning below)[/yellow]" if r.warnings else "")
+            table.add_row(name, *(f"{t['label']} {t['prob']:.1%}" for t in r.top or []))
     Console().print(table)
+    # Plain lines, not table cells: a long warning is neither wrapped nor cut.
+    for r in results:
+        for w in r.warnings:
+            print(f"warning: {r.file}: {w}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="RUN_DIR", help="a run folder, or a .onnx file from `fashionlab export`")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="PNG/JPEG/BMP/WebP/GIF files or folders")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                   help="PNG/JPEG/BMP/WebP/GIF files or folders (walked recursively). A FIFO, device or broken link "
+                        "gets an error without being opened. An image under 28 pixels on its short side, or blank "
+                        "once preprocessed, is predicted with a warning")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per line instead of a table: {"file", "top"} (plus "warnings": [...] '
+                        'when there are any) or {"file", "error"}')
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--no-preprocess", action="store_true",
                    help="only grayscale + resize to 28x28 (no trimming, centring or inversion)")
-    p.add_argument("--save-preprocessed", metavar="DIR", default=None, help="write what the model saw, as PNGs")
+    p.add_argument("--save-preprocessed", metavar="DIR", default=None,
+                   help="write what the model saw, as PNGs named NNNNN-<name>.png (input order); DIR and its "
+                        "parents are made if missing. Checked before any work: if DIR is a file, or already holds "
+                        "one of those names, predict stops with an error (it never overwrites a file). If saving "
+                        "fails later, the predictions are still printed, then the error (exit 2)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"))
 
 
 def run(args: argparse.Namespace) -> int:
-    results = predict(args.model, args.inputs, top_k=args.top_k, checkpoint=args.checkpoint,
-                      preprocess=not args.no_preprocess, device=args.device)
+    save_to = Path(args.save_preprocessed) if args.save_preprocessed else None
+    if save_to:  # before the inputs are read or the model is loaded
+        check_save_folder(save_to)
+    items = collect_inputs([Path(p) for p in args.inputs])
+    if save_to:
+        check_save_names(save_to, items)
+    model = load_model(Path(args.model), args.checkpoint, args.device)
+    results = predict_items(model, items, args.top_k, preprocess=not args.no_preprocess)
     for r in results:
         if r.note:
             print(f"note: {r.file}: {r.note}", file=sys.stderr)
-    if args.save_preprocessed:
-        save_preprocessed(results, Path(args.save_preprocessed))
+    # Every prediction is printed before anything is saved: a failing save cannot hide them.
     if args.json:
         for r in results:
             print(json.dumps(r.as_json()))
     else:
         print_table(results, args.top_k)
+    sys.stdout.flush()
+    save_error = save_preprocessed(results, save_to) if save_to else None
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"error: {failed} of {len(results)} inputs could not be predicted", file=sys.stderr)
-        return 2
-    return 0
+    if save_error:
+        print(f"error: {save_error}", file=sys.stderr)
+    return 2 if failed or save_error else 0
