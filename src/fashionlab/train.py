@@ -238,7 +238,8 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
         prog = Progress()
         state = dict(model=model, opt=opt, sched=sched, ema=ema, scaler=scaler, order=order_gen, aug=aug_gen)
         if dist.main and not (run_dir / "config.json").exists():
-            write_config(run_dir, cfg, ds, splits, command)
+            write_config(run_dir, cfg, ds, splits, command, runtime={
+                "device": str(device), "precision": precision, "world_size": dist.world})
         if resume and (run_dir / "checkpoints" / "last.pt").exists():
             prog = restore(run_dir / "checkpoints" / "last.pt", state)
             log(f"resumed {run_dir} at epoch {prog.epoch + 1}, step {prog.step}")
@@ -412,14 +413,33 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
                            f"overwrite its {kept[0]}; its files are kept (train a new run with another --out)")
 
 
-def write_config(run_dir: Path, cfg: TrainConfig, ds: FashionMNIST, splits: Splits, command: str) -> None:
+def git_state() -> dict[str, Any] | None:
+    """The commit and dirty flag of the checkout fashionlab runs from (an editable install), else None."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
+
+
+def write_config(run_dir: Path, cfg: TrainConfig, ds: FashionMNIST, splits: Splits, command: str,
+                 runtime: dict[str, Any]) -> None:
     src = ds.source
     info = cfg.to_dict() | {
         "data": {"source": str(Path(src.path).resolve()), "origin": src.origin, "sha256": dict(src.sha256),
                  "test_sha256": ds.test_sha256, "normalize": {"mean": splits.mean, "std": splits.std},
                  "n_train": len(splits.train_y), "n_val": len(splits.val_y)},
         "versions": {"fashionlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": sys.version.split()[0]},
+                     "python": sys.version.split()[0], "git": git_state()},
+        "runtime": runtime,
         "command": command,
     }
     atomic_write_json(run_dir / "config.json", info)
@@ -500,7 +520,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     if changed:
         raise ConfigError(f"--resume continues with the run's saved options; cannot change {', '.join(changed)}")
     saved = read_json(run_dir / "config.json")
-    keys = {k: v for k, v in saved.items() if k not in ("data", "versions", "command")}
+    keys = {k: v for k, v in saved.items() if k not in ("data", "versions", "runtime", "command")}
     per_step = saved.get("scheduler") in ("onecycle", "cosine")
     if per_step and overrides.get("epochs", saved.get("epochs")) != saved.get("epochs"):
         raise ConfigError(f"cannot change --epochs of a run with a {saved['scheduler']} schedule: "

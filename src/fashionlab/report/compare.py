@@ -154,7 +154,7 @@ def load_test_data(runs: Sequence[Run]) -> TestData:
 
 
 # Options that do not change what is trained: runs differing only in these are replicates of one setting.
-NOT_SETTINGS = {"seed", "out", "data_dir", "device", "checkpoint_every_steps", "command", "data", "versions",
+NOT_SETTINGS = {"seed", "out", "data_dir", "device", "checkpoint_every_steps", "command", "data", "versions", "runtime",
                 "deterministic", "compile", "on_nan"}
 
 

@@ -281,11 +281,22 @@ def _mistakes(comp: Comparison, cmap: dict[str, str]) -> str:
     return "\n".join(parts)
 
 
+def _version(name: str, value: Any) -> str:
+    if name == "git":  # {"commit", "dirty"}, or None outside a checkout
+        if not isinstance(value, dict):
+            return "git: not a checkout"
+        return f"git {str(value.get('commit', '?'))[:10]}{' (dirty)' if value.get('dirty') else ''}"
+    return f"{name} {value}"
+
+
 def _provenance(comp: Comparison, cmap: dict[str, str]) -> str:
     parts = []
     for g in comp.groups:
         for run in g.runs:
-            versions = ", ".join(f"{k} {v}" for k, v in run.config.get("versions", {}).items())
+            versions = ", ".join(_version(k, v) for k, v in run.config.get("versions", {}).items())
+            runtime = run.config.get("runtime") or {}
+            if runtime:
+                versions += f"; trained on {runtime.get('device', '?')}, {runtime.get('precision', '?')}"
             command = run.config.get("command") or "(not recorded)"
             tta = " + TTA" if run.metrics.get("tta") else ""
             parts.append(f"""<h3>{_label(g, cmap)} <small class="meta">seed {run.seed}</small></h3>
