@@ -99,6 +99,9 @@ def test_malicious_checkpoint_is_refused_and_never_runs(run, image, tmp_path, ca
     (lambda c: c.update(model_name="cnn2"), "inconsistent"),
     (lambda c: c["model"].pop("0.weight"), "does not match model 'cnn1'"),
     (lambda c: c.pop("model_name"), "not a fashionlab checkpoint"),
+    (lambda c: c["normalize"].update(std=0.0), "normalize std must be a finite number > 0"),
+    (lambda c: c["model"]["0.weight"].fill_(float("nan")), "NaN or infinite"),
+    (lambda c: c["model"].update({"0.weight": c["model"]["0.weight"][:1]}), "has shape"),
 ])
 def test_unknown_or_mismatched_model_is_a_clear_error(run, image, capsys, command, tamper, needle):
     ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)

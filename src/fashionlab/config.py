@@ -80,10 +80,10 @@ class TrainConfig:
     label: str | None = None  # a name for this configuration: its group in comparison reports (run --variant)
     epochs: int = opt(10, lo=1, hi=100_000)
     batch_size: int = opt(128, lo=1, hi=2**20)
-    lr: float = opt(1e-3, lo=0, hi=100, lo_open=True)
+    lr: float = opt(1e-3, lo=0, lo_open=True)
     optimizer: str = opt("adam", choices=OPTIMIZERS)
     momentum: float = opt(0.9, lo=0, hi=1, hi_open=True)  # sgd only (nesterov)
-    weight_decay: float = opt(0.0, lo=0, hi=10)
+    weight_decay: float = opt(0.0, lo=0)
     scheduler: str = opt("plateau", choices=SCHEDULERS)
     warmup_epochs: float = opt(0.0, lo=0, hi=100_000)  # linear warmup before cosine (onecycle has its own)
     label_smoothing: float = opt(0.0, lo=0, hi=1, hi_open=True)
@@ -97,7 +97,7 @@ class TrainConfig:
     patience: int | None = opt(None, lo=1, hi=100_000)  # early stopping on validation accuracy
     ema: float = opt(0.0, lo=0, hi=1, hi_open=True)  # decay of an exponential moving average of weights; 0 disables
     tta: bool = False  # average logits over the image and its mirror at evaluation
-    grad_clip: float = opt(0.0, lo=0, hi=1e9)  # max global grad norm; 0 disables
+    grad_clip: float = opt(0.0, lo=0)  # max global grad norm; 0 disables
     seed: int = opt(0, lo=0, hi=SEED_MAX, why="2**32 - 1: what numpy and torch generators accept")
     device: str = opt("auto", choices=DEVICES)
     precision: str = opt("auto", choices=PRECISIONS)  # auto: bf16 where the hardware has it, else fp32
@@ -198,11 +198,15 @@ def _parse_type(type_name: Any) -> tuple[str, bool]:
     return base, optional
 
 
+def _what(base: str) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+            "dict": "a mapping of name: value"}.get(base, base)
+
+
 def _coerce(key: str, type_name: Any, value: Any) -> Any:
     """`value` as the field's type, strictly; ConfigError names the option, the value and what was expected."""
     base, optional = _parse_type(type_name)
-    what = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-            "dict": "a mapping of name: value"}.get(base, base)
+    what = _what(base)
 
     def bad(extra: str = "") -> ConfigError:
         return ConfigError(f"{flag(key)} must be {what}, got {_show(value)}{extra}")
@@ -275,6 +279,9 @@ def _check_rule(f: dataclasses.Field, value: Any) -> None:
             lo = f"> {_num(rule.lo)}" if rule.lo_open else f">= {_num(rule.lo)}"
             hi = f"< {_num(rule.hi)}" if rule.hi_open else f"<= {_num(rule.hi)}"
             raise ConfigError(f"{flag(f.name)} must be {lo} and {hi}{why}, got {value!r}")
+        if rule.hi == math.inf:  # floats with only a lower bound: "a finite number > 0"
+            lo = f"> {_num(rule.lo)}" if rule.lo_open else f">= {_num(rule.lo)}"
+            raise ConfigError(f"{flag(f.name)} must be a finite number {lo}{why}, got {value!r}")
         finite = "" if math.isfinite(value) else "a finite number "
         raise ConfigError(f"{flag(f.name)} must be {finite}in {rule.describe()}{why}, got {value!r}")
     choices = f.metadata.get("choices")
@@ -311,7 +318,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value, not {_show(data)}")
-    return normalize_keys(data, source=str(path))
+    # Types now (ranges once the layers are merged), so `model`/`recipe` are strings when they are looked up.
+    return {k: _coerce(k, FIELDS[k].type, v) for k, v in normalize_keys(data, source=str(path)).items()}
 
 
 def normalize_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
@@ -344,7 +352,7 @@ def check_saved_types(saved: dict[str, Any], source: str) -> None:
             continue
         base, _ = _parse_type(FIELDS[name].type)
         if isinstance(value, str) and base != "str":
-            raise ConfigError(f"{source}: {name} must be {base}, got {_show(value)}")
+            raise ConfigError(f"{source}: {name} must be {_what(base)}, got {_show(value)}")
         checked = _coerce(name, FIELDS[name].type, value)
         if isinstance(checked, float) and not math.isfinite(checked):
             raise ConfigError(f"{source}: {name} must be a finite number, got {value!r}")

@@ -56,7 +56,17 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None) -> tupl
         raise RunError(f"{path} holds unknown model {name!r}; this fashionlab knows {', '.join(sorted(MODELS))}")
     if cfg.get("model", name) != name:
         raise RunError(f"{path} is inconsistent: weights of {name!r} but config says {cfg.get('model')!r}")
-    model = build_model(name, dropout=cfg.get("dropout"), **cfg.get("extra", {}))
+    try:  # first on the meta device: no memory, so absurd sizes or bad kwargs cannot hurt
+        kwargs = dict(dropout=cfg.get("dropout"), **cfg.get("extra", {}))  # types checked by load_checkpoint
+        with torch.device("meta"):
+            expected = build_model(name, **kwargs).state_dict()
+    except Exception as e:  # noqa: BLE001 - a checkpoint whose own config cannot build its model is damaged
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RunError(f"{path}: model {name!r} cannot be built from its saved config: {first}") from None
+    problem = state_dict_mismatch(expected, ckpt["model"])
+    if problem:
+        raise RunError(f"{path} does not match model {name!r}: {problem}")
+    model = build_model(name, **kwargs)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -65,6 +75,20 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None) -> tupl
     if cfg.get("channels_last", True):
         model.to(memory_format=torch.channels_last)
     return model, ckpt
+
+
+def state_dict_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str | None:
+    """The first difference in names or shapes between a model's state dict and a checkpoint's, or None."""
+    missing = [k for k in expected if k not in got]
+    if missing:
+        return f"the checkpoint lacks {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    unexpected = [k for k in got if k not in expected]
+    if unexpected:
+        return f"the checkpoint has unexpected {unexpected[0]!r}"
+    for k, t in expected.items():
+        if tuple(got[k].shape) != tuple(t.shape):
+            return f"{k!r} has shape {list(got[k].shape)} in the checkpoint, {list(t.shape)} in the model"
+    return None
 
 
 def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, device=None,

@@ -179,18 +179,185 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0][:200]
         raise RunError(f"refusing to load {path}: it is not a plain-weights checkpoint ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - RuntimeError, EOFError, BadZipFile, KeyError...: a damaged file
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise RunError(f"checkpoint {path} is corrupt or unreadable: {first}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_name" not in ckpt:
         raise RunError(f"checkpoint {path} is not a fashionlab checkpoint (no model weights/name)")
+    problem = checkpoint_problem(ckpt, resume_state=path.name == "last.pt" or "optimizer" in ckpt)
+    if problem:
+        raise RunError(f"checkpoint {path} is not a valid fashionlab checkpoint: {problem}")
     return ckpt
 
 
-def read_json(path: Path) -> dict[str, Any]:
+MAX_TENSOR_ELEMENTS = 1_000_000_000  # no model here has a tensor near this; a larger one is damage or a trap
+
+
+def checkpoint_problem(ckpt: dict[str, Any], resume_state: bool = False) -> str | None:
+    """What is wrong with a loaded checkpoint's contents (keys, types, finiteness, sizes), or None.
+
+    Everything evaluate/predict/export read is checked; with resume_state (last.pt) also what resume reads.
+    """
+    import math
+    import numbers
+
+    import torch
+
+    def real(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    def show(v: Any) -> str:
+        text = repr(v)
+        return (text[:57] + "...") if len(text) > 60 else text
+
+    if not all(isinstance(k, str) for k in ckpt):
+        return "its keys are not all strings"
+    state = ckpt["model"]
+    if not isinstance(ckpt["model_name"], str):
+        return f"model_name is {type(ckpt['model_name']).__name__}, not a string"
+    if not isinstance(state, dict) or not state:
+        return "model is not a non-empty mapping of parameter name to tensor"
+    for k, v in state.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            return f"model entry {show(k)} is {type(v).__name__}, not a tensor under a string name"
+    norm = ckpt.get("normalize")
+    if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
+        return "normalize must be a mapping with mean and std"
+    if not real(norm["mean"]):
+        return f"normalize mean must be a finite number, got {show(norm['mean'])}"
+    if not real(norm["std"]) or norm["std"] <= 0:
+        return f"normalize std must be a finite number > 0, got {show(norm['std'])}"
+    config = ckpt.get("config", {})
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        return "config is not a mapping of option names"
+    from fashionlab.config import check_saved_types
+    from fashionlab.errors import ConfigError
+
     try:
-        return json.loads(Path(path).read_text())
+        check_saved_types(config, "config")
+    except ConfigError as e:
+        return str(e)
+    if "epoch" in ckpt and (not isinstance(ckpt["epoch"], int) or isinstance(ckpt["epoch"], bool)
+                            or ckpt["epoch"] < 0):
+        return f"epoch must be an integer >= 0, got {show(ckpt['epoch'])}"
+    if "val_acc" in ckpt and not real(ckpt["val_acc"]):
+        return f"val_acc must be a finite number, got {show(ckpt['val_acc'])}"
+    if resume_state:
+        problem = _resume_state_problem(ckpt, show)
+        if problem:
+            return problem
+    for where, t in _tensors(ckpt, ""):
+        if t.numel() > MAX_TENSOR_ELEMENTS:
+            return f"{where} has {t.numel():,} elements (more than {MAX_TENSOR_ELEMENTS:,})"
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            return f"{where} holds NaN or infinite values"
+    return None
+
+
+def _tensors(obj: Any, where: str):
+    """(dotted location, tensor) for every tensor in nested dicts/lists/tuples."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield where or "value", obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{where}[{i}]")
+
+
+def _resume_state_problem(ckpt: dict[str, Any], show) -> str | None:
+    """The parts of last.pt that `train --resume` restores: present and of the types train.restore expects."""
+    import dataclasses
+
+    import torch
+
+    from fashionlab.train import Progress
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    missing = [k for k in ("optimizer", "scheduler", "ema", "scaler", "progress", "rng") if k not in ckpt]
+    if missing:
+        return f"it lacks the resume state ({', '.join(missing)})"
+    for key, optional in (("optimizer", False), ("scheduler", True), ("ema", True), ("scaler", False)):
+        if not isinstance(ckpt[key], dict) and not (optional and ckpt[key] is None):
+            return f"{key} must be a mapping{' or null' if optional else ''}, got {type(ckpt[key]).__name__}"
+    prog = ckpt["progress"]
+    types = {f.name: str(f.type) for f in dataclasses.fields(Progress)}
+    if not isinstance(prog, dict) or not set(prog) <= set(types):
+        return f"progress must be a mapping of {', '.join(sorted(types))}"
+    for k, v in prog.items():
+        if types[k] in ("int", "float") and not (isinstance(v, (int, float)) and not isinstance(v, bool)):
+            return f"progress {k} must be a number, got {type(v).__name__}"
+        if types[k].startswith("torch.Tensor") and not (v is None or isinstance(v, torch.Tensor)):
+            return f"progress {k} must be a tensor, got {type(v).__name__}"
+    rng = ckpt["rng"]
+    if not isinstance(rng, dict) or any(k not in rng for k in ("torch", "order", "aug", "cuda", "python", "numpy")):
+        return "rng must be a mapping with torch, order, aug, cuda, python and numpy states"
+    for k in ("torch", "order", "aug"):
+        if not isinstance(rng[k], torch.Tensor) or rng[k].dtype != torch.uint8:
+            return f"rng {k} must be a uint8 tensor"
+    if not isinstance(rng["cuda"], list):
+        return "rng cuda must be a list"
+    py = rng["python"]
+    if not (isinstance(py, list) and len(py) == 625 and all(is_int(x) and 0 <= x <= 2**32 for x in py)):
+        return "rng python must be 625 integers (a Mersenne Twister state)"
+    np_state = rng["numpy"]
+    if not (isinstance(np_state, list) and len(np_state) == 4 and isinstance(np_state[0], list)
+            and len(np_state[0]) == 624 and all(is_int(x) and 0 <= x < 2**32 for x in np_state[0])
+            and is_int(np_state[1]) and 0 <= np_state[1] <= 624 and is_int(np_state[2])
+            and isinstance(np_state[3], (int, float))):
+        return "rng numpy must be [624 keys, pos, has_gauss, cached] (a Mersenne Twister state)"
+    return None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file, which must hold a mapping; a config.json must also have the types a run
+    writes (every TrainConfig option, `model`, `data.source`), so callers can index it without surprises."""
+    try:
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path} not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunError(f"cannot read {path}: {e}") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RunError(f"cannot read {path}: {first}") from None
+    except RecursionError:
+        raise RunError(f"cannot read {path}: nested too deeply") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise RunError(f"{path} must hold a JSON object (a mapping), not {type(data).__name__}; is the run folder "
+                       "damaged?")
+    if Path(path).name == "config.json":
+        problem = run_config_problem(data)
+        if problem:
+            raise RunError(f"{path} is damaged: {problem}")
+    return data
+
+
+read_json_mapping = read_json
+
+
+def run_config_problem(config: dict[str, Any]) -> str | None:
+    """What is wrong with the types of a run folder's config.json, or None (ranges are build_config's job)."""
+    from fashionlab.config import check_saved_types
+    from fashionlab.errors import ConfigError
+
+    if not isinstance(config.get("model"), str):
+        return "model must be a string"
+    try:
+        check_saved_types(config, "config")
+    except ConfigError as e:
+        return str(e)
+    data = config.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+        return "data must be a mapping with a source folder"
+    if "normalize" in data and not isinstance(data["normalize"], dict):
+        return "data.normalize must be a mapping"
+    for key in ("versions",):
+        if key in config and not isinstance(config[key], dict):
+            return f"{key} must be a mapping"
+    if "command" in config and not isinstance(config["command"], str):
+        return "command must be a string"
+    return None
