@@ -240,8 +240,9 @@ def checkpoint_problem(ckpt: dict[str, Any], resume_state: bool = False) -> str 
     if "epoch" in ckpt and (not isinstance(ckpt["epoch"], int) or isinstance(ckpt["epoch"], bool)
                             or ckpt["epoch"] < 0):
         return f"epoch must be an integer >= 0, got {show(ckpt['epoch'])}"
-    if "val_acc" in ckpt and not real(ckpt["val_acc"]):
-        return f"val_acc must be a finite number, got {show(ckpt['val_acc'])}"
+    no_val = isinstance(ckpt.get("val_acc"), float) and math.isnan(ckpt["val_acc"])  # a run without a val split
+    if "val_acc" in ckpt and not (real(ckpt["val_acc"]) or no_val):
+        return f"val_acc must be a finite number (or NaN without a validation split), got {show(ckpt['val_acc'])}"
     if resume_state:
         problem = _resume_state_problem(ckpt, show)
         if problem:
