@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fashionlab-installed
 RUN_ARGS ?= --quick
 PYTEST_ARGS ?=
 
-.PHONY: run run-full test setup data browser clean
+.PHONY: run run-full test setup data browser postgres clean
 
 run: setup data
 	$(BIN)/fashionlab run $(RUN_ARGS)
@@ -15,7 +15,7 @@ run: setup data
 run-full: setup data
 	$(BIN)/fashionlab run
 
-test: setup data browser
+test: setup data browser postgres
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -43,6 +43,15 @@ browser:
 	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "installing chromium for the browser test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+# PostgreSQL server binaries for the multi-worker tune test, which starts its own throwaway server on a free
+# port (skipped with a reason where they cannot be installed).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1 \
+		&& command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing postgresql for the tune scale-out test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
 clean:

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None, help="start no new trial after S seconds")
     parser.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
                         help="stop unpromising trials on their per-epoch validation accuracy (default median)")
+    parser.add_argument("--heartbeat", type=int, default=60, metavar="S",
+                        help="each running trial records a heartbeat every S seconds; a trial silent for 3*S "
+                             "(its worker died) is marked failed and retried once (default 60)")
     parser.add_argument("--quiet", action="store_true", help="only the final summary")
 
 
@@ -53,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+    if args.heartbeat < 1:
+        raise ConfigError(f"--heartbeat must be >= 1 second, got {args.heartbeat}")
     base = resolve_train_config(args)
     if base.val_fraction == 0:
         raise ConfigError("tune scores trials on the validation split: --val-fraction must be > 0")
@@ -62,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.storage is None:
         out.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.quiet else optuna.logging.INFO)
-    study = open_study(args.storage or f"sqlite:///{(out / 'tune.db').resolve()}", study_name, args.pruner)
+    study = open_study(args.storage or f"sqlite:///{(out / 'tune.db').resolve()}", study_name, args.pruner,
+                       heartbeat=args.heartbeat)
     out.mkdir(parents=True, exist_ok=True)  # only once the storage opened: a bad URL leaves nothing behind
     ds = load_fashion_mnist(base.data_dir, progress=not args.quiet)
     study.optimize(make_objective(base, ds, fixed), n_trials=args.trials, timeout=args.timeout,
@@ -77,8 +83,12 @@ def full_epochs(base: TrainConfig) -> int:
     return max(base.epochs, RECIPES.get(base.recipe or base.model, {}).get("epochs", base.epochs))
 
 
-def open_study(storage: str, name: str, pruner: str):
-    """Create the study, or join it when another worker already has (the scale-out path)."""
+def open_study(storage: str, name: str, pruner: str, heartbeat: int = 60):
+    """Create the study, or join it when another worker already has (the scale-out path).
+
+    Every running trial records a heartbeat every `heartbeat` seconds. When a worker next starts a trial, any
+    trial silent for 3 * `heartbeat` (its worker was killed) is marked FAIL and queued once more with the same
+    parameters, so no trial stays "running" forever and no sampled point is lost."""
     import optuna
 
     pruners = {
@@ -90,15 +100,19 @@ def open_study(storage: str, name: str, pruner: str):
         "none": optuna.pruners.NopPruner(),
     }
     kwargs: dict[str, Any] = {}
+    # optuna >= 4.9 renamed the callback (the old names warn); older versions only have the old ones.
+    new_api = hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback" if new_api else "RetryFailedTrialCallback")
+    callback_arg = "heartbeat_stale_trial_callback" if new_api else "failed_trial_callback"
     if storage.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}  # workers write the same file: wait for the lock
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                # The heartbeat marks a killed worker's trials as failed: none stays "running" forever.
-                rdb = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs, heartbeat_interval=60,
-                                                 grace_period=180)
+                rdb = optuna.storages.RDBStorage(with_driver(storage), engine_kwargs=kwargs,
+                                                 heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                                                 **{callback_arg: retry(max_retry=1)})
             break
         except ImportError as e:
             raise ConfigError(f"--storage {redact(storage)} needs a database driver ({e}); for PostgreSQL: "
@@ -113,6 +127,17 @@ def open_study(storage: str, name: str, pruner: str):
             raise ConfigError(f"cannot open --storage {redact(storage)}: {first}") from None
     return optuna.create_study(storage=rdb, study_name=name, direction="maximize", pruner=pruners[pruner],
                                load_if_exists=True)
+
+
+def with_driver(url: str) -> str:
+    """SQLAlchemy >= 2.1 reads a plain postgresql:// URL with psycopg 3; the tune extra installs psycopg2.
+    Use whichever of the two is installed (a URL naming its driver, postgresql+DRIVER://, is kept)."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def redact(url: str) -> str:
