@@ -139,16 +139,39 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
+    import json
+    from importlib.resources import files
+
     from rich.console import Console
+    from rich.padding import Padding
     from rich.table import Table
 
     from fashionlab.recipes import RECIPES
 
-    table = Table("recipe", "model", "epochs", "settings", "about")
+    # Measured figures ship with the package; benchmarks/results_tables.py writes them from committed runs.
+    measured = json.loads(files("fashionlab").joinpath("measured.json").read_text())["recipes"]
+    table = Table("recipe", "model", "epochs", "test accuracy", "time")
+    for column in table.columns[3:]:
+        column.no_wrap = True  # figures are never cut or folded
+    details = []
     for name, r in RECIPES.items():
         rest = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("about", "model", "epochs"))
-        table.add_row(name, r["model"], str(r["epochs"]), rest, r["about"])
-    Console().print(table)
+        lines = [rest]
+        m = measured.get(name)
+        if m:
+            acc = f"{100 * m['accuracy_mean']:.2f} ± {100 * m['accuracy_sd']:.2f}% ({m['n_seeds']} seeds)"
+            secs = f"{m['seconds']:.0f} s ({'wall' if m['seconds_kind'].startswith('wall') else 'train'})"
+            lines.append(f"measured: accuracy {m['accuracy_source']}; time {m['seconds_kind']} "
+                         f"({m['seconds_source']}); {m['machine']}, torch {m['torch']}, {m['date']}")
+        else:
+            acc = secs = "not measured"
+        table.add_row(name, r["model"], str(r["epochs"]), acc, secs)
+        details.append((f"[bold]{name}[/bold]: {r['about']}", "\n".join(lines)))
+    console = Console()
+    console.print(table)
+    for head, text in details:
+        console.print(head, highlight=False)
+        console.print(Padding(text, (0, 0, 0, 2)), highlight=False)
     return 0
 
 

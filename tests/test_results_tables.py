@@ -1,0 +1,127 @@
+"""benchmarks/results_tables.py: the committed tables and measured.json are what the committed data gives.
+
+These tests fail when someone edits a figure by hand, changes a committed result without regenerating, or
+changes a recipe without re-measuring it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "results_tables.py"
+
+
+@pytest.fixture(scope="module")
+def rt():
+    spec = importlib.util.spec_from_file_location("results_tables", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["results_tables"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def copy_docs(rt, dest: Path) -> Path:
+    """The files the script checks, copied into DEST with the same layout."""
+    for rel in {r.file for r in rt.REGIONS.values()} | {rt.MEASURED.relative_to(ROOT).as_posix()}:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
+    return dest
+
+
+def region_text(rt, text: str, name: str) -> str:
+    return text.split(rt.begin_marker(name), 1)[1].split(rt.end_marker(name), 1)[0]
+
+
+def test_committed_tables_match_the_data(rt):
+    assert rt.differences() == [], "run: python benchmarks/results_tables.py"
+
+
+def test_check_command_passes_on_the_repository():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_tampered_copy_is_detected_and_named(rt, tmp_path):
+    root = copy_docs(rt, tmp_path)
+    readme = root / "README.md"
+    text = readme.read_text()
+    body = region_text(rt, text, "readme-results")
+    assert "94.50 ± 0.09%" in body
+    readme.write_text(text.replace(body, body.replace("94.50 ± 0.09%", "94.60 ± 0.09%")))
+    results = root / "docs" / "results.md"
+    results.write_text(results.read_text().replace(rt.end_marker("results-cnn2-e15"), "", 1))
+
+    assert rt.differences(root) == ["README.md: region readme-results",
+                                    f"docs/results.md: region results-cnn2-e15: expected one "
+                                    f"{rt.begin_marker('results-cnn2-e15')!r} and one "
+                                    f"{rt.end_marker('results-cnn2-e15')!r} line"]
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--check", "--root", str(root)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and "region readme-results" in proc.stderr and "results-cnn2-e15" in proc.stderr
+
+
+def test_rewrite_restores_a_tampered_copy(rt, tmp_path):
+    root = copy_docs(rt, tmp_path)
+    perf = root / "docs" / "performance.md"
+    text = perf.read_text()
+    perf.write_text(text.replace(region_text(rt, text, "perf-throughput"), "\nhand-typed 1.6–2.8×\n"))
+    (root / rt.MEASURED.relative_to(ROOT)).write_text("{}")
+    assert set(rt.differences(root)) == {"docs/performance.md: region perf-throughput",
+                                         "src/fashionlab/measured.json"}
+    assert rt.main(["--root", str(root)]) == 0
+    assert rt.differences(root) == [] and perf.read_text() == text
+
+
+def test_figures_are_formatted_from_the_run_files(rt):
+    """Independently of the script: mean ± sample sd over the seed folders found, n stated."""
+    found = sorted((ROOT / "docs/results/cnn2").glob("seed*/test_metrics.json"))
+    accs = [json.loads(p.read_text())["accuracy"] for p in found]
+    expected = (f"{100 * statistics.mean(accs):.2f} ± {100 * statistics.stdev(accs):.2f}% "
+                f"(n = {len(accs)} seeds: {', '.join(str(i) for i in range(len(accs)))})")
+    assert expected in region_text(rt, (ROOT / "README.md").read_text(), "readme-results")
+    assert rt.acc_text([0.9383], "n = 1, seed 0") == "93.83% (n = 1, seed 0)"
+
+
+def test_measured_json_is_what_the_script_generates(rt):
+    committed = (ROOT / "src" / "fashionlab" / "measured.json").read_text()
+    assert committed == rt.measured_json()
+    shipped = json.loads(files("fashionlab").joinpath("measured.json").read_text())  # as the package reads it
+    assert shipped == json.loads(committed)
+    recipes = shipped["recipes"]
+    assert recipes["sota"] is None  # never trained here
+    assert recipes["cnn2"]["n_seeds"] == 3 and recipes["cnn2"]["accuracy_source"] == "docs/results/cnn2"
+
+
+def test_a_changed_recipe_is_no_longer_measured(rt, monkeypatch):
+    from fashionlab.recipes import RECIPES
+
+    monkeypatch.setitem(RECIPES["cnn2"], "epochs", 31)
+    figures = rt.measured()
+    assert figures["cnn2"] is None and figures["cnn1"] is not None
+
+
+def test_recipes_command_shows_measured_figures_within_80_columns(monkeypatch, capsys):
+    from fashionlab.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    recipes = json.loads(files("fashionlab").joinpath("measured.json").read_text())["recipes"]
+    for name, m in recipes.items():
+        row = next(line for line in out.splitlines() if line.startswith(f"│ {name} "))
+        if m is None:
+            assert row.count("not measured") == 2
+        else:
+            assert f"{100 * m['accuracy_mean']:.2f} ± {100 * m['accuracy_sd']:.2f}% ({m['n_seeds']} seeds)" in row
+            assert f"{m['seconds']:.0f} s (" in row
