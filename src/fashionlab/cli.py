@@ -10,48 +10,8 @@ import sys
 from pathlib import Path
 
 from fashionlab import CLASSES
+from fashionlab.config import add_arguments as add_train_arguments
 from fashionlab.errors import ConfigError, FashionlabError
-
-# (flag, type, help) for every TrainConfig option settable from the command line.
-TRAIN_FLAGS: list[tuple[str, type, str]] = [
-    ("--model", str, "architecture (see `fashionlab models`)"),
-    ("--recipe", str, "named recipe (see `fashionlab recipes`); flags override its values"),
-    ("--label", str, "name of this configuration, used as its group in comparison reports"),
-    ("--epochs", int, "number of epochs"),
-    ("--batch-size", int, "images per optimizer step"),
-    ("--lr", float, "(peak) learning rate"),
-    ("--optimizer", str, "adam | adamw | sgd"),
-    ("--momentum", float, "SGD momentum (Nesterov)"),
-    ("--weight-decay", float, "decoupled for adamw, L2 for adam/sgd; never on biases/norms"),
-    ("--scheduler", str, "none | plateau | cosine | onecycle"),
-    ("--warmup-epochs", float, "linear warmup before cosine decay"),
-    ("--label-smoothing", float, "cross-entropy label smoothing"),
-    ("--augment", str, "comma list of flip,rotate,crop,erase, or none"),
-    ("--rotate-degrees", float, "max rotation for `rotate`"),
-    ("--crop-pad", int, "max translation in pixels for `crop`"),
-    ("--erase-prob", float, "probability of random erasing per image"),
-    ("--dropout", float, "dropout rate (model default if unset)"),
-    ("--val-fraction", float, "stratified validation fraction of the 60k training images"),
-    ("--train-subset", int, "train on a stratified subset of N images"),
-    ("--patience", int, "early stopping after N epochs without validation improvement"),
-    ("--ema", float, "EMA decay of weights for evaluation (0 disables)"),
-    ("--grad-clip", float, "max gradient norm (0 disables)"),
-    ("--seed", int, "random seed (split, init, order, augmentation)"),
-    ("--device", str, "auto | cpu | cuda | mps"),
-    ("--precision", str, "auto | fp32 | bf16 | fp16"),
-    ("--checkpoint-every-steps", int, "also save last.pt every N steps (0: each epoch only)"),
-    ("--on-nan", str, "stop | skip: what a non-finite loss does"),
-    ("--data-dir", str, "folder with the four IDX files"),
-    ("--out", str, "run folder (default runs/<model>-<timestamp>)"),
-]
-BOOL_FLAGS = [
-    ("--tta", "flip test-time augmentation at evaluation"),
-    ("--channels-last", "channels-last memory format"),
-    ("--compile", "torch.compile the model"),
-    ("--deterministic", "deterministic algorithms (also sets the CUDA flags)"),
-    ("--sync-bn", "synchronized batch norm under torchrun"),
-]
-
 
 # Commands that live in their own module: each defines add_arguments(parser) and run(args) -> exit code,
 # and keeps heavy imports (onnxruntime, optuna) inside run().
@@ -70,43 +30,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def add_train_flags(p: argparse.ArgumentParser) -> None:
-    for flag, typ, help_ in TRAIN_FLAGS:
-        p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=help_)
-    for flag, help_ in BOOL_FLAGS:
-        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
-    p.add_argument("--config", dest="config_file", default=None, help="YAML or JSON file of these options")
-
-
-def given_options(args: argparse.Namespace) -> dict:
-    from fashionlab.config import FIELD_NAMES
-
-    return {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
-
-
-def resolve_train_config(args: argparse.Namespace):
-    """defaults < recipe (explicit, or the model's own) < --config file < flags."""
-    from fashionlab.config import build_config, read_config_file
-    from fashionlab.recipes import RECIPES, recipe_overrides
-
-    flags = given_options(args)
-    file_layer = read_config_file(args.config_file) if args.config_file else {}
-    recipe = flags.get("recipe") or file_layer.get("recipe")
-    model = flags.get("model") or file_layer.get("model")
-    if recipe is None and model in RECIPES:
-        recipe = model
-    recipe_layer = recipe_overrides(recipe) if recipe else {}
-    return build_config(recipe_layer, file_layer, flags)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
+    from fashionlab.config import given, resolve
     from fashionlab.train import elastic_restart, resume_config, train
 
     resume = bool(args.resume)
     if args.resume:
-        cfg = resume_config(Path(args.resume), given_options(args))
+        cfg = resume_config(Path(args.resume), given(args))
     else:
-        cfg = resolve_train_config(args)
+        cfg = resolve(given(args), args.config_file)
         if (restarted := elastic_restart(cfg)) is not None:  # torchrun restarted the group: resume the run
             cfg, resume = restarted, True
     command = "fashionlab " + shlex.join(sys.argv[1:])
@@ -256,7 +188,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("train", help="train a model into a run folder, then evaluate it on the test set")
-    add_train_flags(p)
+    add_train_arguments(p)
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a stopped run from last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)

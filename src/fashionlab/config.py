@@ -60,10 +60,17 @@ def _num(x: float) -> str:
     return str(int(x)) if math.isfinite(x) and float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
-def opt(default: Any = None, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-        hi_open: bool = False, choices: tuple[str, ...] | None = None, why: str = "", factory=None):
-    """A dataclass field with its validation rule in the metadata."""
-    meta: dict[str, Any] = {}
+def opt(default: Any = None, *, help: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+        hi_open: bool = False, choices: tuple[str, ...] | None = None, why: str = "", factory=None,
+        results: bool = True, resumable: bool = False, cli: bool = True):
+    """A training option: its default, help, validation rule and role, all in one place.
+
+    results: whether the option changes what is trained (False: where/how fast it runs, or a name). Runs that
+    differ only in such options are replicates in a comparison, and --resume may change them.
+    resumable: changes results, yet --resume may still change it (training longer, stopping earlier).
+    cli: whether it is a command-line flag (else config files only).
+    """
+    meta: dict[str, Any] = {"help": help, "results": results, "resumable": resumable, "cli": cli}
     if lo is not None:
         meta["range"] = Range(lo, hi if hi is not None else math.inf, lo_open, hi_open, why)
     if choices is not None:
@@ -75,41 +82,50 @@ def opt(default: Any = None, *, lo: float | None = None, hi: float | None = None
 
 @dataclass
 class TrainConfig:
-    model: str = "cnn2"  # checked against the model registry
-    recipe: str | None = None
-    label: str | None = None  # a name for this configuration: its group in comparison reports (run --variant)
-    epochs: int = opt(10, lo=1, hi=100_000)
-    batch_size: int = opt(128, lo=1, hi=2**20)
-    lr: float = opt(1e-3, lo=0, lo_open=True)
-    optimizer: str = opt("adam", choices=OPTIMIZERS)
-    momentum: float = opt(0.9, lo=0, hi=1, hi_open=True)  # sgd only (nesterov)
-    weight_decay: float = opt(0.0, lo=0)
-    scheduler: str = opt("plateau", choices=SCHEDULERS)
-    warmup_epochs: float = opt(0.0, lo=0, hi=100_000)  # linear warmup before cosine (onecycle has its own)
-    label_smoothing: float = opt(0.0, lo=0, hi=1, hi_open=True)
-    augment: str = "flip,crop"  # comma list of AUGMENTATIONS, or "none"
-    rotate_degrees: float = opt(10.0, lo=0, hi=180)
-    crop_pad: int = opt(2, lo=0, hi=14, why="half the 28-pixel image")  # random translation of up to this many pixels
-    erase_prob: float = opt(0.5, lo=0, hi=1)
-    dropout: float | None = opt(None, lo=0, hi=1, hi_open=True)  # None: the model's own default
-    val_fraction: float = opt(0.1, lo=0, hi=1, hi_open=True)
-    train_subset: int | None = opt(None, lo=10, hi=60_000, why="one per class up to all training images")
-    patience: int | None = opt(None, lo=1, hi=100_000)  # early stopping on validation accuracy
-    ema: float = opt(0.0, lo=0, hi=1, hi_open=True)  # decay of an exponential moving average of weights; 0 disables
-    tta: bool = False  # average logits over the image and its mirror at evaluation
-    grad_clip: float = opt(0.0, lo=0)  # max global grad norm; 0 disables
-    seed: int = opt(0, lo=0, hi=SEED_MAX, why="2**32 - 1: what numpy and torch generators accept")
-    device: str = opt("auto", choices=DEVICES)
-    precision: str = opt("auto", choices=PRECISIONS)  # auto: bf16 where the hardware has it, else fp32
-    channels_last: bool = True
-    compile: bool = False
-    deterministic: bool = False
-    sync_bn: bool = False  # torchrun/DDP only: batch-norm statistics over all ranks
-    checkpoint_every_steps: int = opt(0, lo=0, hi=2**31 - 1)
-    on_nan: str = opt("stop", choices=ON_NAN)  # stop | skip
-    data_dir: str | None = None
-    out: str | None = None
-    extra: dict[str, Any] = opt(factory=dict)  # model kwargs, e.g. {"width": 64}
+    """Every training option. The command-line flags, their help, the validation, and the lists of options that
+    --resume may change, that a comparison ignores and that tuning writes out are all derived from these fields."""
+
+    model: str = opt("cnn2", help="architecture: a name from `fashionlab models`, FILE.py:NAME or module:NAME")
+    recipe: str | None = opt(None, help="named recipe (see `fashionlab recipes`); flags override its values")
+    label: str | None = opt(None, results=False,
+                            help="name of this configuration, used as its group in comparison reports")
+    epochs: int = opt(10, lo=1, hi=100_000, resumable=True, help="number of epochs")
+    batch_size: int = opt(128, lo=1, hi=2**20, help="images per optimizer step")
+    lr: float = opt(1e-3, lo=0, lo_open=True, help="(peak) learning rate")
+    optimizer: str = opt("adam", choices=OPTIMIZERS, help="optimizer")
+    momentum: float = opt(0.9, lo=0, hi=1, hi_open=True, help="SGD momentum (Nesterov)")
+    weight_decay: float = opt(0.0, lo=0, help="decoupled for adamw, L2 for adam/sgd; never on biases/norms")
+    scheduler: str = opt("plateau", choices=SCHEDULERS, help="LR schedule (plateau: on validation accuracy)")
+    warmup_epochs: float = opt(0.0, lo=0, hi=100_000, help="linear warmup before cosine decay (onecycle has its own)")
+    label_smoothing: float = opt(0.0, lo=0, hi=1, hi_open=True, help="cross-entropy label smoothing")
+    augment: str = opt("flip,crop", help=f"comma list of {','.join(AUGMENTATIONS)}, or none")
+    rotate_degrees: float = opt(10.0, lo=0, hi=180, help="max rotation for `rotate`")
+    crop_pad: int = opt(2, lo=0, hi=14, why="half the 28-pixel image", help="max translation in pixels for `crop`")
+    erase_prob: float = opt(0.5, lo=0, hi=1, help="probability of random erasing per image")
+    dropout: float | None = opt(None, lo=0, hi=1, hi_open=True, help="dropout rate (model default if unset)")
+    val_fraction: float = opt(0.1, lo=0, hi=1, hi_open=True,
+                              help="stratified validation fraction of the 60k training images")
+    train_subset: int | None = opt(None, lo=10, hi=60_000, why="one per class up to all training images",
+                                   help="train on a stratified subset of N images")
+    patience: int | None = opt(None, lo=1, hi=100_000, resumable=True,
+                               help="early stopping after N epochs without validation improvement")
+    ema: float = opt(0.0, lo=0, hi=1, hi_open=True, help="EMA decay of weights for evaluation (0 disables)")
+    tta: bool = opt(False, help="flip test-time augmentation at evaluation")
+    grad_clip: float = opt(0.0, lo=0, help="max gradient norm (0 disables)")
+    seed: int = opt(0, lo=0, hi=SEED_MAX, why="2**32 - 1: what numpy and torch generators accept",
+                    help="random seed (split, init, order, augmentation)")
+    device: str = opt("auto", choices=DEVICES, results=False, help="where to train")
+    precision: str = opt("auto", choices=PRECISIONS, help="auto: bf16 where the hardware has it, else fp32")
+    channels_last: bool = opt(True, help="channels-last memory format")
+    compile: bool = opt(False, results=False, help="torch.compile the model")
+    deterministic: bool = opt(False, results=False, help="deterministic algorithms (also sets the CUDA flags)")
+    sync_bn: bool = opt(False, help="synchronized batch norm under torchrun")
+    checkpoint_every_steps: int = opt(0, lo=0, hi=2**31 - 1, results=False,
+                                      help="also save last.pt every N steps (0: each epoch only)")
+    on_nan: str = opt("stop", choices=ON_NAN, results=False, help="what a non-finite loss does")
+    data_dir: str | None = opt(None, results=False, help="folder with the four IDX files")
+    out: str | None = opt(None, results=False, help="run folder (default runs/<model>-<timestamp>)")
+    extra: dict[str, Any] = opt(factory=dict, cli=False, help="model keyword arguments, e.g. {width: 64}")
 
     def validate(self) -> TrainConfig:
         """Check (and coerce) every field against its type and rule; raise a one-line ConfigError."""
@@ -118,10 +134,11 @@ class TrainConfig:
             setattr(self, f.name, value)
             if value is not None:
                 _check_rule(f, value)
-        from fashionlab.models import MODELS
+        from fashionlab.models import known_model, model_names
 
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose from {', '.join(sorted(MODELS))}")
+        if not known_model(self.model):
+            raise ConfigError(f"unknown model {self.model!r}; choose from {', '.join(model_names())}, or give "
+                              "FILE.py:NAME or package.module:NAME")
         self.augmentations()  # validates the list
         if self.scheduler == "plateau" and self.val_fraction == 0:
             raise ConfigError("--scheduler plateau needs a validation split (--val-fraction > 0)")
@@ -173,6 +190,13 @@ class TrainConfig:
 
 FIELD_NAMES = {f.name for f in fields(TrainConfig)}
 FIELDS = {f.name: f for f in fields(TrainConfig)}
+# Derived from the fields' metadata, never listed by hand:
+NOT_RESULTS = frozenset(f.name for f in fields(TrainConfig) if not f.metadata["results"])
+RESUME_MAY_CHANGE = frozenset(f.name for f in fields(TrainConfig)
+                              if not f.metadata["results"] or f.metadata["resumable"])
+PATHS = frozenset({"out", "data_dir"})  # where a run reads and writes: never part of a shareable config
+# What config.json holds besides the options: written by the run, never read back as options.
+PROVENANCE_KEYS = ("data", "versions", "runtime", "command")
 
 
 def flag(name: str) -> str:
@@ -334,6 +358,41 @@ def normalize_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError(f"unknown option {key!r} in {source}")
         out[name] = value
     return out
+
+
+def add_arguments(parser) -> None:
+    """One command-line flag per option, derived from the fields: name, type, help, choices."""
+    import argparse
+
+    for f in fields(TrainConfig):
+        if not f.metadata["cli"]:
+            continue
+        base, _ = _parse_type(f.type)
+        choices = f.metadata.get("choices")
+        help_ = f.metadata["help"] + (f": {' | '.join(choices)}" if choices else "")
+        if base == "bool":
+            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_)
+        else:
+            parser.add_argument(flag(f.name), type={"int": int, "float": float}.get(base, str),
+                                default=argparse.SUPPRESS, help=help_)
+    parser.add_argument("--config", dest="config_file", default=None, help="YAML or JSON file of these options")
+
+
+def given(args) -> dict[str, Any]:
+    """The options given on a command line parsed with add_arguments (unset flags are absent)."""
+    return {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
+
+
+def resolve(options: dict[str, Any], config_file: str | Path | None = None) -> TrainConfig:
+    """The configuration a user asked for: defaults < recipe (explicit, or the model's own) < config file < options."""
+    from fashionlab.recipes import recipe_for
+
+    options = normalize_keys(options, "the options")
+    file_layer = read_config_file(config_file) if config_file else {}
+    recipe = options.get("recipe") or file_layer.get("recipe")
+    model = options.get("model") or file_layer.get("model")
+    return build_config(recipe_for(recipe, model), file_layer, options)
 
 
 def build_config(*layers: dict[str, Any]) -> TrainConfig:

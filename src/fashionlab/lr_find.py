@@ -15,7 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fashionlab.cli import add_train_flags, resolve_train_config
+from fashionlab.config import add_arguments as add_train_arguments
+from fashionlab.config import given, resolve
 from fashionlab.errors import ConfigError, RunError
 
 EMA = 0.9  # the stopping rule's running average of the loss (one step's loss is too noisy to compare)
@@ -34,7 +35,7 @@ class RangeTest:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_train_flags(parser)
+    add_train_arguments(parser)
     parser.add_argument("--steps", type=int, default=200, help="training steps in the sweep (default 200)")
     parser.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
     parser.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default 10)")
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must be >= 10, got {args.steps}")
     if not 0 < args.start_lr < args.end_lr:
         raise ConfigError(f"need 0 < --start-lr < --end-lr, got {args.start_lr} and {args.end_lr}")
-    cfg = resolve_train_config(args)
+    cfg = resolve(given(args), args.config_file)
     out = Path(cfg.out or f"runs/lr_find-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     if any((out / name).exists() for name in OUTPUTS):
         raise RunError(f"{out} already holds an LR range test; choose another --out")

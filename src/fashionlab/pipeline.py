@@ -10,8 +10,8 @@ from typing import Any
 
 from fashionlab.config import FIELD_NAMES, TrainConfig, build_config
 from fashionlab.errors import ConfigError
-from fashionlab.models import MODELS, build_model
-from fashionlab.recipes import RECIPES, recipe_overrides
+from fashionlab.models import build_model, known_model, model_names
+from fashionlab.recipes import RECIPES, recipe_for
 from fashionlab.runio import check_new_folder, make_folder
 
 # --quick: a few epochs each, so the whole job stays within minutes on a 2-core CPU.
@@ -22,11 +22,11 @@ VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 def model_layers(name: str) -> dict:
-    if name in RECIPES:
-        return recipe_overrides(name)
-    if name in MODELS:
-        return {"model": name}
-    raise ConfigError(f"unknown model or recipe {name!r}; choose from {', '.join(sorted(set(MODELS) | set(RECIPES)))}")
+    """A `--models` entry: a recipe name, or a model (with its own recipe when it has one)."""
+    if name in RECIPES or known_model(name):
+        return recipe_for(None, name) or {"model": name}
+    names = sorted(set(model_names()) | set(RECIPES))
+    raise ConfigError(f"unknown model or recipe {name!r}; choose from {', '.join(names)}")
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:

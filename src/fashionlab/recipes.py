@@ -45,6 +45,17 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def recipe_for(recipe: str | None, model: str | None) -> dict[str, Any]:
+    """The recipe layer of a configuration: the named recipe, else the recipe named like the model, else none.
+
+    This is the one place that knows a model's default recipe (train, run, lr-find and tune all use it)."""
+    if recipe is not None:
+        return recipe_overrides(recipe)
+    if model is not None and model in RECIPES:
+        return recipe_overrides(model)
+    return {}
+
+
 def recipe_overrides(name: str) -> dict[str, Any]:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(sorted(RECIPES))}")

@@ -15,6 +15,7 @@ from typing import Any
 from fashionlab.errors import RunError
 
 TMP_MARK = ".tmp-"
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")  # metrics.csv
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

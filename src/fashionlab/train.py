@@ -36,6 +36,7 @@ from fashionlab.evaluate import evaluate_run, predict_logits
 from fashionlab.models import build_model, count_params
 from fashionlab.runio import (
     MARKER,
+    METRIC_COLUMNS,
     RunLock,
     atomic_torch_save,
     atomic_write_json,
@@ -47,8 +48,6 @@ from fashionlab.runio import (
     read_json,
     undo_folder,
 )
-
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
 
 class TrainingDiverged(FashionlabError):
@@ -511,16 +510,16 @@ def restore(path: Path, state: dict) -> Progress:
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     """The saved config of a run; only options that cannot change its results may be overridden."""
-    from fashionlab.config import build_config, normalize_keys
+    from fashionlab.config import PROVENANCE_KEYS, RESUME_MAY_CHANGE, build_config, normalize_keys
 
-    allowed = {"epochs", "patience", "device", "checkpoint_every_steps", "out", "data_dir"}
+    allowed = RESUME_MAY_CHANGE
     if not (run_dir / "config.json").is_file():
         raise RunError(f"nothing to resume: {run_dir} has no config.json")
     changed = sorted(k for k in overrides if k not in allowed)
     if changed:
         raise ConfigError(f"--resume continues with the run's saved options; cannot change {', '.join(changed)}")
     saved = read_json(run_dir / "config.json")
-    keys = {k: v for k, v in saved.items() if k not in ("data", "versions", "runtime", "command")}
+    keys = {k: v for k, v in saved.items() if k not in PROVENANCE_KEYS}
     per_step = saved.get("scheduler") in ("onecycle", "cosine")
     if per_step and overrides.get("epochs", saved.get("epochs")) != saved.get("epochs"):
         raise ConfigError(f"cannot change --epochs of a run with a {saved['scheduler']} schedule: "

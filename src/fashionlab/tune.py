@@ -22,19 +22,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fashionlab.cli import add_train_flags, given_options, resolve_train_config
-from fashionlab.config import TrainConfig, build_config
+from fashionlab.config import PATHS, SCHEDULERS, TrainConfig, build_config, given, resolve
+from fashionlab.config import add_arguments as add_train_arguments
 from fashionlab.errors import ConfigError
 
-SCHEDULERS = ("none", "plateau", "cosine", "onecycle")
 AUGMENT_CHOICES = ("none", "flip", "flip,crop", "flip,crop,erase", "flip,rotate,crop,erase")
 # Left out of best.yaml: where the data and the run live, and the subset that only made tuning cheap.
-NOT_IN_BEST = ("out", "data_dir", "train_subset")
+NOT_IN_BEST = PATHS | {"train_subset"}
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_train_flags(parser)  # the base configuration; options given here are held fixed, not searched
+    add_train_arguments(parser)  # the base configuration; options given here are held fixed, not searched
     parser.add_argument("--trials", type=int, required=True, help="trials this worker runs")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL shared by all workers, e.g. sqlite:///tune.db or "
@@ -58,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
     if args.heartbeat < 1:
         raise ConfigError(f"--heartbeat must be >= 1 second, got {args.heartbeat}")
-    base = resolve_train_config(args)
+    base = resolve(given(args), args.config_file)
     if base.val_fraction == 0:
         raise ConfigError("tune scores trials on the validation split: --val-fraction must be > 0")
-    fixed = set(given_options(args))
+    fixed = set(given(args))
     study_name = args.study or f"tune-{base.model}"
     out = Path(base.out or f"runs/{study_name}")
     if args.storage is None:
@@ -78,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
 def full_epochs(base: TrainConfig) -> int:
     """Epochs to suggest for the final training: the model's recipe length, at least the trials' own."""
-    from fashionlab.recipes import RECIPES
+    from fashionlab.recipes import recipe_for
 
-    return max(base.epochs, RECIPES.get(base.recipe or base.model, {}).get("epochs", base.epochs))
+    return max(base.epochs, recipe_for(base.recipe, base.model).get("epochs", base.epochs))
 
 
 def open_study(storage: str, name: str, pruner: str, heartbeat: int = 60):

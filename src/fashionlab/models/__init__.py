@@ -22,15 +22,57 @@ def register(name: str, description: str):
     return wrap
 
 
+def known_model(name: str) -> bool:
+    """A registered name, an installed package's model (entry point), or a FILE.py:NAME / module:NAME spec."""
+    from fashionlab.models.external import entry_point_models, is_external
+
+    return name in MODELS or is_external(name) or name in entry_point_models()
+
+
+def model_names() -> list[str]:
+    from fashionlab.models.external import entry_point_models
+
+    return sorted(set(MODELS) | set(entry_point_models()))
+
+
 def build_model(name: str, dropout: float | None = None, **kwargs) -> nn.Module:
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    """Build a model by name; an external one (FILE.py:NAME, module:NAME, entry point) is imported here."""
     if dropout is not None:
         kwargs["dropout"] = dropout
+    if name in MODELS:
+        try:
+            return MODELS[name](**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"model {name!r} does not take these options: {e}") from None
+    from fashionlab.models import external
+
+    if external.is_external(name):
+        target, _ = external.resolve(name)
+    elif name in (eps := external.entry_point_models()):
+        try:
+            target = eps[name].load()
+        except Exception as e:  # noqa: BLE001 - an installed plugin that fails to import
+            raise ConfigError(f"model {name!r} (entry point {eps[name].value}) cannot be imported: {e}") from None
+    else:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(model_names())}, or give "
+                          "FILE.py:NAME or package.module:NAME")
+    return external.instantiate(target, name, kwargs)
+
+
+def check_io(model: nn.Module, name: str) -> None:
+    """Every model maps (N, 1, 28, 28) images to (N, 10) logits; checked before any training."""
+    was_training = model.training
+    model.eval()
     try:
-        return MODELS[name](**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"model {name!r} does not take these options: {e}") from None
+        with torch.no_grad():
+            out = model(torch.zeros(2, 1, 28, 28))
+    except Exception as e:  # noqa: BLE001 - a model that cannot take the input is the user's to fix
+        raise ConfigError(f"model {name} cannot take a (2, 1, 28, 28) batch: {type(e).__name__}: {e}") from None
+    finally:
+        model.train(was_training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, 10):
+        raise ConfigError(f"model {name} maps (2, 1, 28, 28) to {shape}; fashionlab needs (N, 10) logits")
 
 
 def count_params(model: nn.Module) -> int:

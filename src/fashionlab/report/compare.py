@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from fashionlab import CLASSES, __version__
+from fashionlab.config import NOT_RESULTS, PROVENANCE_KEYS
 from fashionlab.errors import FashionlabError, RunError
-from fashionlab.runio import read_json
+from fashionlab.runio import METRIC_COLUMNS, read_json
 from fashionlab.stats import (
     bootstrap_ci,
     format_p,
@@ -30,7 +31,7 @@ from fashionlab.stats import (
 
 CONVERGENCE_THRESHOLD = 0.90  # validation accuracy for "epochs to reach 90%"
 REQUIRED_METRICS = ("model", "accuracy", "macro_f1", "per_class", "confusion_matrix", "n_test", "test_sha256")
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+HISTORY_COLUMNS = tuple(c for c in METRIC_COLUMNS if c != "seconds")  # seconds depend on the machine's load
 
 
 @dataclass
@@ -153,9 +154,10 @@ def load_test_data(runs: Sequence[Run]) -> TestData:
 # ---------------------------------------------------------------- grouping
 
 
-# Options that do not change what is trained: runs differing only in these are replicates of one setting.
-NOT_SETTINGS = {"seed", "out", "data_dir", "device", "checkpoint_every_steps", "command", "data", "versions", "runtime",
-                "deterministic", "compile", "on_nan"}
+# Options that do not change what is trained (from the config's fields), the seed, and what a run records about
+# itself: runs differing only in these are replicates of one setting. A label changes nothing trained, but it
+# names a group, so runs with different labels stay apart.
+NOT_SETTINGS = (NOT_RESULTS - {"label"}) | {"seed"} | set(PROVENANCE_KEYS)
 
 
 def settings(run: Run) -> dict[str, Any]:
