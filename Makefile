@@ -24,7 +24,7 @@ setup: $(STAMP)
 # Reinstalls only when pyproject.toml changes; torch is pinned (==2.13.0) there.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,export,tune]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,export,tune,tensorboard]'
 	@touch $@
 
 # Data found locally: nothing to do. Else, as root with apt: Debian's package. Else the CLI downloads on first use.
