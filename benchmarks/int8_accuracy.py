@@ -14,7 +14,7 @@ import json
 import torch
 from throughput import quantize_int8
 
-from fashionlab.data import load_fashion_mnist
+from fashionlab.data import as_input, load_fashion_mnist
 from fashionlab.evaluate import load_run_model, predict_logits
 
 
@@ -24,15 +24,14 @@ def main() -> None:
     p.add_argument("--calibration", type=int, default=2048, help="training images used to calibrate")
     p.add_argument("--data-dir")
     a = p.parse_args()
-    model, ckpt = load_run_model(a.run_dir, "best", "cpu")
+    model, _ = load_run_model(a.run_dir, "best", "cpu")
     model.eval()
-    mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
     data = load_fashion_mnist(a.data_dir, progress=False)
     pick = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(0))[:a.calibration]
-    calibration = ((data.train_x[pick].float() / 255 - mean) / std).unsqueeze(1)
+    calibration = as_input(data.train_x[pick])  # the model normalizes its own input
     quantized = quantize_int8(model, calibration)
     y = data.test_y
-    fp32, int8 = (predict_logits(m, data.test_x, mean, std, device="cpu", channels_last=False).argmax(1)
+    fp32, int8 = (predict_logits(m, data.test_x, device="cpu", channels_last=False).argmax(1)
                   for m in (model, quantized))
     print(json.dumps({"run": a.run_dir, "n_test": len(y), "fp32_acc": round((fp32 == y).float().mean().item(), 4),
                       "int8_acc": round((int8 == y).float().mean().item(), 4),

@@ -85,7 +85,7 @@ def test_malicious_checkpoint_is_refused_and_never_runs(run, image, tmp_path, ca
     if where == "top":
         ckpt["extra"] = evil
     else:
-        ckpt["model"]["0.weight"] = evil  # hidden inside the state dict
+        ckpt["model"]["net.0.weight"] = evil  # hidden inside the state dict
     torch.save(ckpt, run / "checkpoints" / "best.pt")
     one_line_error(capsys, COMMANDS[command](run, image), "refusing to load", "not a plain-weights checkpoint")
     assert not sentinel.exists()
@@ -97,11 +97,12 @@ def test_malicious_checkpoint_is_refused_and_never_runs(run, image, tmp_path, ca
     (lambda c: c.update(model_name="cnn2", config=c["config"] | {"model": "cnn2", "extra": {}}),
      "does not match model 'cnn2'"),
     (lambda c: c.update(model_name="cnn2"), "inconsistent"),
-    (lambda c: c["model"].pop("0.weight"), "does not match model 'cnn1'"),
+    (lambda c: c["model"].pop("net.0.weight"), "does not match model 'cnn1'"),
     (lambda c: c.pop("model_name"), "not a fashionlab checkpoint"),
     (lambda c: c["normalize"].update(std=0.0), "normalize std must be a finite number > 0"),
-    (lambda c: c["model"]["0.weight"].fill_(float("nan")), "NaN or infinite"),
-    (lambda c: c["model"].update({"0.weight": c["model"]["0.weight"][:1]}), "has shape"),
+    (lambda c: c["model"]["net.0.weight"].fill_(float("nan")), "NaN or infinite"),
+    (lambda c: c["model"].update({"net.0.weight": c["model"]["net.0.weight"][:1]}), "has shape"),
+    (lambda c: c["model"]["normalize.std"].fill_(0.0), "normalize.std must be > 0"),
 ])
 def test_unknown_or_mismatched_model_is_a_clear_error(run, image, capsys, command, tamper, needle):
     ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)

@@ -198,3 +198,28 @@ def test_missing_package_is_a_one_line_config_error(monkeypatch, tmp_path, block
 
 def test_require_passes_when_installed():
     require()
+
+
+def test_train_with_tensorboard_then_resume_logs_each_epoch_once(tmp_path, synthetic_env, capsys):
+    from fashionlab.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--model", "cnn1", "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--out", str(run),
+            "--tensorboard", "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 0, capsys.readouterr().err
+    acc = read(run)
+    assert [step for step, _ in server_scalars(run, "accuracy/val")] == [1, 2, 3]
+    assert "test/confusion_matrix" in acc.Tags()["images"]
+
+
+def test_train_tensorboard_without_the_package_makes_no_folder(tmp_path, synthetic_env, capsys, monkeypatch):
+    from fashionlab.cli import main
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cnn1", "--epochs", "1", "--out", str(run), "--tensorboard"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'fashionlab[tensorboard]'" in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()

@@ -219,3 +219,20 @@ def test_one_cycle_survives_a_run_of_a_few_steps(steps):
         opt.step()
         sched.step()
     assert per_step and all(0 < g["lr"] <= 0.1 for g in opt.param_groups)
+
+
+def test_the_model_carries_its_normalization_and_old_checkpoints_still_load(tmp_path, data):
+    from fashionlab.evaluate import load_run_model, predict_logits
+
+    run = train(cfg(tmp_path, epochs=1), data=data, verbose=False)
+    ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    norm = ckpt["normalize"]
+    assert ckpt["model"]["normalize.mean"].item() == pytest.approx(norm["mean"])
+    assert ckpt["model"]["normalize.std"].item() == pytest.approx(norm["std"])
+    new, _ = load_run_model(run, "best")
+    expected = predict_logits(new, data.test_x, device="cpu")
+    # A checkpoint from before the model held its normalization: bare architecture keys + ckpt["normalize"].
+    ckpt["model"] = {k.removeprefix("net."): v for k, v in ckpt["model"].items() if k.startswith("net.")}
+    torch.save(ckpt, run / "checkpoints" / "best.pt")
+    old, _ = load_run_model(run, "best")
+    assert torch.equal(predict_logits(old, data.test_x, device="cpu"), expected)

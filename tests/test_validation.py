@@ -411,7 +411,7 @@ def _drop(key: str):
 
 def _first_weight(fn):
     def tamper(c: dict) -> None:
-        c["model"]["0.weight"] = fn(c["model"]["0.weight"])
+        c["model"]["net.0.weight"] = fn(c["model"]["net.0.weight"])
     return tamper
 
 
@@ -427,7 +427,7 @@ CHECKPOINT_TAMPERS = {
     "inf weights": (_first_weight(lambda w: w.index_fill(0, torch.tensor([0]), math.inf)), "NaN or infinite"),
     "wrong shape": (_first_weight(lambda w: torch.zeros(w.shape[0] + 1, *w.shape[1:])), "has shape"),
     "extra key": (lambda c: c["model"].update(bogus=torch.zeros(1)), "unexpected 'bogus'"),
-    "not a tensor": (_set(("model", "0.weight"), 3), "not a tensor"),
+    "not a tensor": (_set(("model", "net.0.weight"), 3), "not a tensor"),
     "model a list": (_set(("model",), [1, 2]), "not a non-empty mapping"),
     "model empty": (_set(("model",), {}), "not a non-empty mapping"),
     "model_name int": (_set(("model_name",), 7), "model_name is int"),
@@ -496,7 +496,7 @@ CKPT_VALUES = st.one_of(
 )
 CKPT_PATHS = st.sampled_from([
     ("model",), ("model_name",), ("config",), ("epoch",), ("val_acc",), ("normalize",), ("normalize", "mean"),
-    ("normalize", "std"), ("model", "0.weight"), ("model", "0.bias"), ("config", "extra"), ("config", "dropout"),
+    ("normalize", "std"), ("model", "net.0.weight"), ("model", "net.0.bias"), ("config", "extra"), ("config", "dropout"),
     ("config", "model"), ("config", "channels_last"), ("config", "tta"),
 ])
 

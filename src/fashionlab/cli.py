@@ -34,15 +34,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fashionlab.config import given, resolve
     from fashionlab.train import elastic_restart, resume_config, train
 
-    resume = bool(args.resume)
+    resume, trust = bool(args.resume), args.trust_model_code
     if args.resume:
         cfg = resume_config(Path(args.resume), given(args))
+        trust = trust or given(args).get("model") == cfg.model  # the same --model given again
     else:
         cfg = resolve(given(args), args.config_file)
         if (restarted := elastic_restart(cfg)) is not None:  # torchrun restarted the group: resume the run
             cfg, resume = restarted, True
     command = "fashionlab " + shlex.join(sys.argv[1:])
-    train(cfg, command=command, resume=resume, verbose=not args.quiet)
+    train(cfg, command=command, resume=resume, verbose=not args.quiet, trust_model_code=trust)
     return 0
 
 
@@ -52,7 +53,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not (run / "config.json").exists():
         raise FashionlabError(f"{run} is not a run folder (no config.json)")
-    evaluate_run(run, args.checkpoint, device=args.device)
+    evaluate_run(run, args.checkpoint, device=args.device, trust_model_code=args.trust_model_code)
     return 0
 
 
@@ -60,13 +61,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from fashionlab.errors import ConfigError
     from fashionlab.models import DESCRIPTIONS, MODELS, build_model, count_params, forward_mflops
+    from fashionlab.models.external import ENTRY_POINT_GROUP, entry_point_models
 
     table = Table("model", "params", "MFLOPs/image", "description")
     for name in MODELS:
         m = build_model(name)
         table.add_row(name, f"{count_params(m):,}", f"{forward_mflops(m):.1f}", DESCRIPTIONS[name])
+    for name, ep in entry_point_models().items():  # installed packages' models: listing them imports them
+        if name in MODELS:
+            continue
+        try:
+            m = build_model(name)
+            row = [f"{count_params(m):,}", f"{forward_mflops(m):.1f}"]
+        except ConfigError as e:
+            row = ["?", "?"]
+            ep = f"{ep.value}: {e}"
+        table.add_row(name, *row, f"from {ENTRY_POINT_GROUP} entry point {getattr(ep, 'value', ep)}")
     Console().print(table)
+    print("Your own model: --model FILE.py:NAME or --model package.module:NAME (an nn.Module class or factory).")
     return 0
 
 
@@ -190,6 +204,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model into a run folder, then evaluate it on the test set")
     add_train_arguments(p)
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a stopped run from last.pt")
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="with --resume: allow importing the run's external model code (or give the same --model)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
@@ -197,6 +213,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--device", default=None, choices=("cpu", "cuda", "mps"))
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="allow importing the run's external model code (FILE.py:NAME / module:NAME models)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="compare run folders: report.html, summary.md, summary.json")

@@ -118,6 +118,9 @@ class TrainConfig:
     precision: str = opt("auto", choices=PRECISIONS, help="auto: bf16 where the hardware has it, else fp32")
     channels_last: bool = opt(True, help="channels-last memory format")
     compile: bool = opt(False, results=False, help="torch.compile the model")
+    tensorboard: bool = opt(False, results=False,
+                            help="also log for TensorBoard under RUN_DIR/tensorboard: curves, hyperparameters with "
+                                 "final metrics, test confusion matrix (pip install 'fashionlab[tensorboard]')")
     deterministic: bool = opt(False, results=False, help="deterministic algorithms (also sets the CUDA flags)")
     sync_bn: bool = opt(False, help="synchronized batch norm under torchrun")
     checkpoint_every_steps: int = opt(0, lo=0, hi=2**31 - 1, results=False,
@@ -147,14 +150,21 @@ class TrainConfig:
         self._check_model_builds()
         return self
 
-    def _check_model_builds(self) -> None:
+    def _check_model_builds(self, external: bool = False) -> None:
         """Build the model on the meta device (no memory, milliseconds): bad `extra`/`dropout` fail here,
-        before any run folder exists, instead of in the middle of training."""
+        before any run folder exists, instead of in the middle of training.
+
+        An external model (FILE.py:NAME) is built only with `external`, i.e. when the user named it: validating a
+        run folder's saved config must never import code."""
         import warnings
 
         import torch
 
         from fashionlab.models import build_model
+        from fashionlab.models.external import is_external
+
+        if is_external(self.model) and not external:
+            return
 
         try:
             with warnings.catch_warnings(), torch.device("meta"):
@@ -196,7 +206,7 @@ RESUME_MAY_CHANGE = frozenset(f.name for f in fields(TrainConfig)
                               if not f.metadata["results"] or f.metadata["resumable"])
 PATHS = frozenset({"out", "data_dir"})  # where a run reads and writes: never part of a shareable config
 # What config.json holds besides the options: written by the run, never read back as options.
-PROVENANCE_KEYS = ("data", "versions", "runtime", "command")
+PROVENANCE_KEYS = ("data", "versions", "runtime", "model_origin", "command")
 
 
 def flag(name: str) -> str:
@@ -376,12 +386,29 @@ def add_arguments(parser) -> None:
         else:
             parser.add_argument(flag(f.name), type={"int": int, "float": float}.get(base, str),
                                 default=argparse.SUPPRESS, help=help_)
+    parser.add_argument("--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
+                        help="keyword argument for the model (repeatable; JSON values), added to option 'extra'")
     parser.add_argument("--config", dest="config_file", default=None, help="YAML or JSON file of these options")
 
 
 def given(args) -> dict[str, Any]:
     """The options given on a command line parsed with add_arguments (unset flags are absent)."""
-    return {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
+    options = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
+    if getattr(args, "model_args", None):
+        options["extra"] = dict(parse_model_arg(a) for a in args.model_args)
+    return options
+
+
+def parse_model_arg(text: str) -> tuple[str, Any]:
+    """'width=64' -> ('width', 64): the value as JSON when it parses, else the string."""
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key.isidentifier():
+        raise ConfigError(f"--model-arg {text!r}: expected KEY=VALUE with KEY a Python name")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
 
 
 def resolve(options: dict[str, Any], config_file: str | Path | None = None) -> TrainConfig:
@@ -392,14 +419,19 @@ def resolve(options: dict[str, Any], config_file: str | Path | None = None) -> T
     file_layer = read_config_file(config_file) if config_file else {}
     recipe = options.get("recipe") or file_layer.get("recipe")
     model = options.get("model") or file_layer.get("model")
-    return build_config(recipe_for(recipe, model), file_layer, options)
+    cfg = build_config(recipe_for(recipe, model), file_layer, options)
+    cfg._check_model_builds(external=True)  # the user named this model: importing it now is what they asked
+    return cfg
 
 
 def build_config(*layers: dict[str, Any]) -> TrainConfig:
     """Merge override layers (later wins) over the defaults, then validate (which coerces types)."""
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged.update(normalize_keys(layer, "the configuration"))
+        layer = normalize_keys(layer, "the configuration")
+        if isinstance(merged.get("extra"), dict) and isinstance(layer.get("extra"), dict):
+            layer = layer | {"extra": merged["extra"] | layer["extra"]}  # model kwargs add up across layers
+        merged.update(layer)
     return TrainConfig(**merged).validate()
 
 

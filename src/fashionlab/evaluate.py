@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionlab import CLASSES
+from fashionlab.data import as_input
 from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.errors import RunError
-from fashionlab.models import MODELS, build_model, count_params, forward_mflops
+from fashionlab.models import Classifier, build_model, count_params, forward_mflops, known_model, model_names
+from fashionlab.models.external import is_external, run_model_spec
 from fashionlab.runio import (
     atomic_save_figure,
     atomic_write_bytes,
@@ -27,15 +29,15 @@ from fashionlab.runio import (
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x_uint8: torch.Tensor, mean: float, std: float, *, device,
-                   precision: str = "fp32", tta: bool = False, channels_last: bool = True,
-                   batch_size: int = 1024) -> torch.Tensor:
-    """Logits (float32, on the CPU) for uint8 images [N, 28, 28]; with tta, averaged with the mirror image."""
+def predict_logits(model: nn.Module, x_uint8: torch.Tensor, *, device, precision: str = "fp32", tta: bool = False,
+                   channels_last: bool = True, batch_size: int = 1024) -> torch.Tensor:
+    """Logits (float32, on the CPU) of a Classifier for uint8 images [N, 28, 28]; with tta, averaged with the
+    mirror image."""
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, len(x_uint8), batch_size):
-        x = (x_uint8[i:i + batch_size].to(device).unsqueeze(1).float().div_(255) - mean) / std
+        x = as_input(x_uint8[i:i + batch_size].to(device))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
@@ -47,34 +49,45 @@ def predict_logits(model: nn.Module, x_uint8: torch.Tensor, mean: float, std: fl
     return torch.cat(out) if out else torch.empty(0, 10)
 
 
-def load_run_model(run_dir: Path, checkpoint: str = "best", device=None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained as; refuse unknown or mismatched models."""
-    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *,
+                   trust_model_code: bool = False) -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as (with its normalization); refuse unknown or mismatched
+    models. An external model's code is imported only with trust_model_code (models.external.run_model_spec)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     ckpt = load_checkpoint(path)
     name, cfg = ckpt["model_name"], ckpt.get("config", {})
-    if name not in MODELS:
-        raise RunError(f"{path} holds unknown model {name!r}; this fashionlab knows {', '.join(sorted(MODELS))}")
     if cfg.get("model", name) != name:
         raise RunError(f"{path} is inconsistent: weights of {name!r} but config says {cfg.get('model')!r}")
+    if not known_model(name):
+        raise RunError(f"{path} holds unknown model {name!r}; this fashionlab knows {', '.join(model_names())}")
+    spec = run_model_spec(run_dir, read_json(run_dir / "config.json") if is_external(name) else {"model": name},
+                          trust_model_code)
+    kwargs = dict(dropout=cfg.get("dropout"), **cfg.get("extra", {}))  # types checked by load_checkpoint
     try:  # first on the meta device: no memory, so absurd sizes or bad kwargs cannot hurt
-        kwargs = dict(dropout=cfg.get("dropout"), **cfg.get("extra", {}))  # types checked by load_checkpoint
         with torch.device("meta"):
-            expected = build_model(name, **kwargs).state_dict()
+            expected = Classifier(build_model(spec, **kwargs))
+        expected = expected.state_dict() if _wrapped(ckpt["model"]) else expected.net.state_dict()
     except Exception as e:  # noqa: BLE001 - a checkpoint whose own config cannot build its model is damaged
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise RunError(f"{path}: model {name!r} cannot be built from its saved config: {first}") from None
     problem = state_dict_mismatch(expected, ckpt["model"])
     if problem:
         raise RunError(f"{path} does not match model {name!r}: {problem}")
-    model = build_model(name, **kwargs)
+    model = Classifier(build_model(spec, **kwargs))
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_weights(ckpt["model"], ckpt["normalize"])
     except RuntimeError as e:
         raise RunError(f"{path} does not match model {name!r}: {str(e).splitlines()[0]}") from None
     model.to(device or "cpu").eval()
     if cfg.get("channels_last", True):
         model.to(memory_format=torch.channels_last)
     return model, ckpt
+
+
+def _wrapped(state: dict[str, torch.Tensor]) -> bool:
+    """Saved from a Classifier (keys net.*, normalize.*), not from a bare architecture (older checkpoints)."""
+    return any(k.startswith("net.") for k in state)
 
 
 def state_dict_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str | None:
@@ -92,7 +105,7 @@ def state_dict_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.
 
 
 def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, device=None,
-                 verbose: bool = True) -> dict[str, Any]:
+                 verbose: bool = True, trust_model_code: bool = False) -> dict[str, Any]:
     """Evaluate a run's checkpoint once on the untouched test set and write the test artefacts."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
@@ -102,10 +115,9 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
         data = load_fashion_mnist(config.get("data_dir") or config["data"]["source"], download=False,
                                   progress=verbose)
     device = torch.device(device) if device is not None else resolve_device(config.get("device", "auto"))
-    model, ckpt = load_run_model(run_dir, checkpoint, device)
-    norm = ckpt["normalize"]
+    model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code)
     precision = resolve_precision(config.get("precision", "auto"), device)
-    logits = predict_logits(model, data.test_x, norm["mean"], norm["std"], device=device, precision=precision,
+    logits = predict_logits(model, data.test_x, device=device, precision=precision,
                             tta=config.get("tta", False), channels_last=config.get("channels_last", True))
     y = data.test_y.cpu()
     probs = F.softmax(logits, 1)

@@ -1,7 +1,9 @@
 """`fashionlab export`: a run's model as ONNX, torch.export (.pt2) or TorchScript, checked before it is written.
 
-The exported model takes fp32 [N, 1, 28, 28] images already normalized (contiguous, not channels_last) and
-returns logits; class names, normalization, model name and TTA travel with it as metadata under the same
+The exported model takes raw pixels: fp32 [N, 1, 28, 28] holding pixel / 255 in [0, 1] (contiguous, not
+channels_last; `data.as_input`), normalizes them itself (its first module, `models.Normalize`, holds the training
+split's mean and std) and returns logits. Class names, the statistics (for information), model name and TTA
+travel with it as metadata under the same
 `fashionlab.*` keys in every format (ONNX metadata_props, .pt2 extra_files, TorchScript _extra_files).
 Flip TTA is not baked into the graph: `fashionlab.tta` tells the consumer (e.g. `fashionlab predict`) to do it.
 The file is reloaded from its bytes and compared with PyTorch on test images before the atomic write.
@@ -25,6 +27,7 @@ from fashionlab import CLASSES, __version__
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 
 DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
+INPUT_CONTRACT = "float32 [N,1,28,28], pixel/255 in [0, 1]; the model normalizes"
 MAX_ABS_DIFF = 1e-3  # fp32 export: anything larger is a broken export, not rounding
 CHECK_IMAGES = 256
 ONNX_OPSET = 17
@@ -53,7 +56,7 @@ def metadata(ckpt: dict, config: dict, checkpoint: str) -> dict[str, str]:
         "fashionlab.model": ckpt["model_name"],
         "fashionlab.tta": "true" if config.get("tta", False) else "false",
         "fashionlab.checkpoint": checkpoint,
-        "fashionlab.input": "float32 [N,1,28,28], (pixel/255 - mean) / std",
+        "fashionlab.input": INPUT_CONTRACT,
         "fashionlab.version": __version__,
     }
 
@@ -120,8 +123,8 @@ FORMATS = {"onnx": (to_onnx, onnx_runner), "exported": (to_pt2, pt2_runner),
 
 
 def check_images(config: dict, ckpt: dict) -> tuple[np.ndarray, str]:
-    """Normalized fp32 [n, 1, 28, 28]: the run's real test images if they can be found, else random ones."""
-    from fashionlab.data import load_fashion_mnist
+    """Model inputs, fp32 [n, 1, 28, 28]: the run's real test images if they can be found, else random ones."""
+    from fashionlab.data import as_input, load_fashion_mnist
     from fashionlab.errors import DataError
 
     try:
@@ -132,23 +135,28 @@ def check_images(config: dict, ckpt: dict) -> tuple[np.ndarray, str]:
         x = torch.randint(0, 256, (CHECK_IMAGES, 28, 28), generator=torch.Generator().manual_seed(0),
                           dtype=torch.uint8)
         kind = "random images (test set not found)"
-    norm = ckpt["normalize"]
-    return ((x.unsqueeze(1).float() / 255 - norm["mean"]) / norm["std"]).numpy(), kind
+    return as_input(x).numpy(), kind
 
 
 def export_run(run_dir: Path | str, fmt: str = "exported", out: Path | str | None = None, *,
-               dynamic_batch: bool = False, checkpoint: str = "best") -> ExportResult:
-    """Export, reload from the bytes, compare with PyTorch, then write atomically (nothing is written on failure)."""
+               dynamic_batch: bool = False, checkpoint: str = "best", trust_model_code: bool = False) -> ExportResult:
+    """Export, reload from the bytes, compare with PyTorch, then write atomically (nothing is written on failure).
+
+    The default path lies in the run folder (fashionlab's, so an earlier export there is replaced); an explicit
+    `out` must be a new file."""
     from fashionlab.evaluate import load_run_model
-    from fashionlab.runio import atomic_write_bytes, read_json
+    from fashionlab.runio import atomic_write_bytes, check_new_file, read_json
 
     run_dir = Path(run_dir)
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not (run_dir / "config.json").is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.json)")
+    path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
+    if out:
+        check_new_file(path, "--out")  # before any work; never over a file fashionlab did not make
     config = read_json(run_dir / "config.json")
-    model, ckpt = load_run_model(run_dir, checkpoint, "cpu")
+    model, ckpt = load_run_model(run_dir, checkpoint, "cpu", trust_model_code=trust_model_code)
     model = model.float().to(memory_format=torch.contiguous_format).eval()
     x, kind = check_images(config, ckpt)
     # torch.export specializes a batch of 1; a dynamic batch is traced with two images.
@@ -165,7 +173,6 @@ def export_run(run_dir: Path | str, fmt: str = "exported", out: Path | str | Non
     if same != len(x) or not diff <= MAX_ABS_DIFF:
         raise ExportError(f"{fmt} export does not match PyTorch on {len(x)} {kind}: max |logit diff| {diff:.3g} "
                           f"(limit {MAX_ABS_DIFF:g}), argmax identical for {same}/{len(x)}; nothing written")
-    path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
     atomic_write_bytes(path, data)
     return ExportResult(path, fmt, diff, same, len(x), kind)
 
@@ -175,13 +182,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=tuple(FORMATS), default="exported",
                    help="onnx | torchscript | exported (torch.export .pt2, the default)")
     p.add_argument("--out", default=None, metavar="FILE",
-                   help="default RUN_DIR/model.onnx, model.pt2 or model.torchscript.pt")
+                   help="a new file (never over an existing one); default RUN_DIR/model.onnx, model.pt2 or "
+                        "model.torchscript.pt")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: fixed batch of 1)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="allow importing the run's external model code (FILE.py:NAME / module:NAME models)")
 
 
 def run(args: argparse.Namespace) -> int:
-    r = export_run(args.run, args.format, args.out, dynamic_batch=args.dynamic_batch, checkpoint=args.checkpoint)
+    r = export_run(args.run, args.format, args.out, dynamic_batch=args.dynamic_batch, checkpoint=args.checkpoint,
+                   trust_model_code=args.trust_model_code)
     engine = "onnxruntime" if r.format == "onnx" else "reloaded model"
     print(f"exported {r.path} ({r.format}, batch {'dynamic' if args.dynamic_batch else 1})")
     print(f"{engine} vs PyTorch on {r.n_checked} {r.check_data}: max |logit diff| {r.max_abs_diff:.3g}, "

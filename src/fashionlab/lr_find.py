@@ -86,7 +86,7 @@ def range_test(cfg, ds, *, steps: int, start_lr: float, end_lr: float, verbose: 
     # make_model reseeds the global RNG; fork_rng gives the caller its state back untouched.
     with torch.random.fork_rng(devices=[]):
         splits = prepare_data(cfg, ds, device)
-        model = make_model(cfg, device)
+        model = make_model(cfg, device, splits)
         opt = make_optimizer(cfg, model)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         order = torch.Generator().manual_seed(cfg.seed)
@@ -104,7 +104,7 @@ def range_test(cfg, ds, *, steps: int, start_lr: float, end_lr: float, verbose: 
                     perm, pos = torch.randperm(n, generator=order), 0
                 b = perm[pos:pos + batch].to(device)
                 pos += batch
-                x = to_input(splits.train_x[b], splits, cfg, aug)
+                x = to_input(splits.train_x[b], cfg, aug)
                 loss, _ = train_step(model, opt, scaler, x, splits.train_y[b], cfg, precision, device)
                 if not math.isfinite(loss):
                     diverged = True

@@ -47,7 +47,7 @@ class Result:
 class TorchModel:
     """A run folder's checkpoint, evaluated exactly as `fashionlab evaluate` does (fp32)."""
 
-    def __init__(self, run_dir: Path, checkpoint: str, device: str):
+    def __init__(self, run_dir: Path, checkpoint: str, device: str, trust_model_code: bool = False):
         from fashionlab.device import resolve_device
         from fashionlab.evaluate import load_run_model
         from fashionlab.runio import read_json
@@ -56,8 +56,7 @@ class TorchModel:
             raise RunError(f"{run_dir} is not a run folder (no config.json) nor an exported .onnx file")
         config = read_json(run_dir / "config.json")
         self.device = resolve_device(device)
-        self.model, ckpt = load_run_model(run_dir, checkpoint, self.device)
-        self.mean, self.std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
+        self.model, _ = load_run_model(run_dir, checkpoint, self.device, trust_model_code=trust_model_code)
         self.tta = bool(config.get("tta", False))
         self.channels_last = bool(config.get("channels_last", True))
         self.classes = list(CLASSES)
@@ -65,7 +64,7 @@ class TorchModel:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         from fashionlab.evaluate import predict_logits
 
-        return predict_logits(self.model, x, self.mean, self.std, device=self.device, tta=self.tta,
+        return predict_logits(self.model, x, device=self.device, tta=self.tta,
                               channels_last=self.channels_last)
 
 
@@ -83,11 +82,13 @@ class OnnxModel:
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.classes = json.loads(meta["fashionlab.classes"])
-            self.mean, self.std = float(meta["fashionlab.mean"]), float(meta["fashionlab.std"])
+            mean, std = float(meta["fashionlab.mean"]), float(meta["fashionlab.std"])
         except (KeyError, ValueError):
             raise RunError(f"{path} has no fashionlab metadata; export it with "
                            "`fashionlab export --format onnx`") from None
         self.tta = meta.get("fashionlab.tta", "false") == "true"
+        # Exports made before the model normalized itself take (pixel/255 - mean) / std, as their metadata says.
+        self.norm = (mean, std) if "- mean" in meta.get("fashionlab.input", "") else (0.0, 1.0)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         # Exported without --dynamic-batch, the batch dimension is a fixed number (1 from `fashionlab export`).
@@ -105,15 +106,19 @@ class OnnxModel:
         return np.concatenate(out) if out else np.empty((0, len(self.classes)), np.float32)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        # The same arithmetic as evaluate.predict_logits, so both backends see identical inputs.
-        xn = ((x.unsqueeze(1).float().div_(255) - self.mean) / self.std).numpy()
+        # The same input as evaluate.predict_logits gives a Classifier (data.as_input).
+        from fashionlab.data import as_input
+
+        mean, std = self.norm
+        xn = ((as_input(x) - mean) / std).numpy() if self.norm != (0.0, 1.0) else as_input(x).numpy()
         logits = self._run(xn)
         if self.tta:
             logits = (logits + self._run(np.ascontiguousarray(xn[..., ::-1]))) / 2
         return torch.from_numpy(logits)
 
 
-def load_model(model_path: Path, checkpoint: str = "best", device: str = "cpu") -> TorchModel | OnnxModel:
+def load_model(model_path: Path, checkpoint: str = "best", device: str = "cpu",
+               trust_model_code: bool = False) -> TorchModel | OnnxModel:
     if model_path.is_file():  # run folders are directories; a file can only be an exported model
         return OnnxModel(model_path)
     if not model_path.exists():
@@ -121,7 +126,7 @@ def load_model(model_path: Path, checkpoint: str = "best", device: str = "cpu") 
     if not model_path.is_dir():  # a FIFO or a device: never opened
         raise RunError(f"{model_path} is {file_kind(os.stat(model_path).st_mode)}, not a run folder "
                        "nor an exported .onnx file")
-    return TorchModel(model_path, checkpoint, device)
+    return TorchModel(model_path, checkpoint, device, trust_model_code)
 
 
 def collect_inputs(paths: list[Path]) -> list[Path | Result]:
@@ -168,9 +173,9 @@ def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result], top
 
 
 def predict(model_path: Path | str, inputs: list[Path | str], *, top_k: int = 3, checkpoint: str = "best",
-            preprocess: bool = True, device: str = "cpu") -> list[Result]:
+            preprocess: bool = True, device: str = "cpu", trust_model_code: bool = False) -> list[Result]:
     """Top-k predictions for every input file (directories expanded), in input order."""
-    model = load_model(Path(model_path), checkpoint, device)
+    model = load_model(Path(model_path), checkpoint, device, trust_model_code)
     return predict_items(model, collect_inputs([Path(p) for p in inputs]), top_k, preprocess)
 
 
@@ -313,6 +318,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "one of those names, predict stops with an error (it never overwrites a file). If saving "
                         "fails later, the predictions are still printed, then the error (exit 2)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"))
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="allow importing the run's external model code (FILE.py:NAME / module:NAME models)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -322,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     items = collect_inputs([Path(p) for p in args.inputs])
     if save_to:
         check_save_names(save_to, items)
-    model = load_model(Path(args.model), args.checkpoint, args.device)
+    model = load_model(Path(args.model), args.checkpoint, args.device, args.trust_model_code)
     results = predict_items(model, items, args.top_k, preprocess=not args.no_preprocess)
     for r in results:
         if r.note:

@@ -159,6 +159,21 @@ class RunLock:
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self
 
+    @staticmethod
+    def holder(run_dir: Path) -> str | None:
+        """The pid of the training that holds RUN_DIR's lock, or None; read-only (creates nothing)."""
+        try:
+            fd = os.open(Path(run_dir) / ".lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        finally:
+            os.close(fd)  # closing drops a lock we took
+        return None
+
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -221,6 +236,8 @@ def checkpoint_problem(ckpt: dict[str, Any], resume_state: bool = False) -> str 
     for k, v in state.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             return f"model entry {show(k)} is {type(v).__name__}, not a tensor under a string name"
+    if "normalize.std" in state and not bool((state["normalize.std"] > 0).all()):
+        return "the model's normalize.std must be > 0"
     norm = ckpt.get("normalize")
     if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
         return "normalize must be a mapping with mean and std"

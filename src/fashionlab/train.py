@@ -28,12 +28,21 @@ from torch import nn
 
 from fashionlab import __version__
 from fashionlab.config import TrainConfig
-from fashionlab.data import FashionMNIST, load_fashion_mnist, pixel_stats, stratified_split, stratified_subset
+from fashionlab.data import (
+    FashionMNIST,
+    as_input,
+    load_fashion_mnist,
+    pixel_stats,
+    stratified_split,
+    stratified_subset,
+)
 from fashionlab.data.augment import augment
 from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.evaluate import evaluate_run, predict_logits
-from fashionlab.models import build_model, count_params
+from fashionlab.models import Classifier, build_model, check_io, count_params
+from fashionlab.models.external import record as record_model
+from fashionlab.models.external import run_model_spec
 from fashionlab.runio import (
     MARKER,
     METRIC_COLUMNS,
@@ -48,6 +57,8 @@ from fashionlab.runio import (
     read_json,
     undo_folder,
 )
+from fashionlab.tensorboard import TensorBoardLog
+from fashionlab.tensorboard import require as require_tensorboard
 
 
 class TrainingDiverged(FashionlabError):
@@ -138,9 +149,13 @@ def prepare_data(cfg: TrainConfig, ds: FashionMNIST, device: torch.device) -> Sp
                   ds.train_x[val_idx].to(device), ds.train_y[val_idx].to(device), mean, std)
 
 
-def make_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
+def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str | None = None) -> Classifier:
+    """The architecture behind its input normalization (the training split's statistics); `spec` is where an
+    external model's code is imported from (its run folder's copy on resume)."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, dropout=cfg.dropout, **cfg.extra).to(device)
+    net = build_model(spec or cfg.model, dropout=cfg.dropout, **cfg.extra)
+    check_io(net, cfg.model)
+    model = Classifier(net, splits.mean, splits.std).to(device)
     # channels_last lets oneDNN/cuDNN pick their fastest convolution kernels.
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
@@ -196,12 +211,11 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return max(1, full + (rest > 1))
 
 
-def to_input(x_uint8: torch.Tensor, splits: Splits, cfg: TrainConfig, gen: torch.Generator | None) -> torch.Tensor:
-    x = x_uint8.unsqueeze(1).float().div_(255)
+def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator | None) -> torch.Tensor:
+    x = as_input(x_uint8)
     if gen is not None:
         x = augment(x, cfg.augmentations(), gen, rotate_degrees=cfg.rotate_degrees, crop_pad=cfg.crop_pad,
                     erase_prob=cfg.erase_prob)
-    x = (x - splits.mean) / splits.std
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
@@ -209,21 +223,25 @@ def to_input(x_uint8: torch.Tensor, splits: Splits, cfg: TrainConfig, gen: torch
 
 
 def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: FashionMNIST | None = None,
-          verbose: bool = True, on_epoch=None, evaluate_test: bool = True) -> Path:
+          verbose: bool = True, on_epoch=None, evaluate_test: bool = True, trust_model_code: bool = False) -> Path:
     """Train `cfg` into its run folder, evaluate the best checkpoint on the test set, return the folder.
 
     on_epoch(row): called after each epoch with its metrics row (tuners prune from it; it may raise to stop).
     evaluate_test=False skips the test evaluation (hyperparameter search must never see the test set).
+    trust_model_code: a resumed run with an external model may import that model's code (from its run folder).
     """
     dist = Dist.from_env()
     run_dir = Path(cfg.out or default_run_dir(cfg))
+    if cfg.tensorboard:
+        require_tensorboard()  # before any run folder exists
     claim = claim_run_dir(run_dir, resume) if dist.main else contextlib.nullcontext()
-    with claim, StopFlag() as stop, distributed(dist, cfg) as device:
+    with claim, StopFlag() as stop, distributed(dist, cfg) as device, contextlib.ExitStack() as closing:
         log = Logger(verbose and dist.main)
         ds = data or load_fashion_mnist(cfg.data_dir, progress=verbose)
         splits = prepare_data(cfg, ds, device)
         precision = resolve_precision(cfg.precision, device)
-        model = make_model(cfg, device)
+        spec = run_model_spec(run_dir, read_json(run_dir / "config.json"), trust_model_code) if resume else None
+        model = make_model(cfg, device, splits, spec)
         net = wrap_model(model, cfg, dist, device)
         opt = make_optimizer(cfg, model)
         rank_n = len(splits.train_y) // dist.world
@@ -238,7 +256,8 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
         state = dict(model=model, opt=opt, sched=sched, ema=ema, scaler=scaler, order=order_gen, aug=aug_gen)
         if dist.main and not (run_dir / "config.json").exists():
             write_config(run_dir, cfg, ds, splits, command, runtime={
-                "device": str(device), "precision": precision, "world_size": dist.world})
+                "device": str(device), "precision": precision, "world_size": dist.world},
+                model_origin=record_model(run_dir, cfg.model))
         if resume and (run_dir / "checkpoints" / "last.pt").exists():
             prog = restore(run_dir / "checkpoints" / "last.pt", state)
             log(f"resumed {run_dir} at epoch {prog.epoch + 1}, step {prog.step}")
@@ -246,6 +265,9 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
             log(f"{run_dir} has no checkpoint yet: starting at epoch 1")
         log(f"{cfg.model}: {count_params(model):,} params | {len(splits.train_y):,} train / {len(splits.val_y):,} val"
             f" | {device.type} {precision} | batch {cfg.batch_size} x {steps} steps/epoch")
+        tb = None
+        if cfg.tensorboard and dist.main:
+            tb = closing.enter_context(TensorBoardLog(run_dir, cfg.to_dict(), history=prog.rows))
 
         while prog.epoch < cfg.epochs:
             t0 = time.perf_counter()
@@ -255,7 +277,7 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
             with log.bar(f"epoch {prog.epoch + 1}/{cfg.epochs}", steps, prog.step) as advance:
                 while prog.step < steps:
                     b = idx[prog.step * batch:(prog.step + 1) * batch].to(device)
-                    x = to_input(splits.train_x[b], splits, cfg, aug_gen)
+                    x = to_input(splits.train_x[b], cfg, aug_gen)
                     y = splits.train_y[b]
                     loss, correct = train_step(net, opt, scaler, x, y, cfg, precision, device)
                     if not math.isfinite(loss):
@@ -283,6 +305,8 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
                             raise interrupted(run_dir, prog, stop.signum)
             prog.epoch_seconds += time.perf_counter() - t0
             end_epoch(run_dir, cfg, dist, state, prog, splits, precision, device, log)
+            if tb is not None:
+                tb.epoch(prog.rows[-1])
             if on_epoch is not None:
                 on_epoch(prog.rows[-1])
             if cfg.patience is not None and prog.bad_epochs >= cfg.patience:
@@ -292,7 +316,11 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
         if len(splits.val_y) == 0:
             log(f"no validation split: best.pt is the last epoch's model (epoch {prog.epoch})")
         if dist.main and evaluate_test:
-            evaluate_run(run_dir, "best", data=ds, device=device, verbose=verbose)
+            metrics = evaluate_run(run_dir, "best", data=ds, device=device, verbose=verbose, trust_model_code=True)
+            if tb is not None:
+                tb.finish(metrics)
+        elif tb is not None:
+            tb.finish(None)
     return run_dir
 
 
@@ -347,7 +375,7 @@ def end_epoch(run_dir: Path, cfg: TrainConfig, dist: Dist, state: dict, prog: Pr
 def validate(model: nn.Module, splits: Splits, cfg: TrainConfig, precision: str, device) -> tuple[float, float]:
     if len(splits.val_y) == 0:
         return float("nan"), float("nan")
-    logits = predict_logits(model, splits.val_x, splits.mean, splits.std, device=device, precision=precision,
+    logits = predict_logits(model, splits.val_x, device=device, precision=precision,
                             tta=cfg.tta, channels_last=cfg.channels_last)
     y = splits.val_y.cpu()
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
@@ -366,7 +394,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 # What a fresh start writes before its first last.pt: a start that fails before then removes exactly these.
-STARTED_FILES = ("config.json", "metrics.csv", "checkpoints/best.pt")
+STARTED_FILES = ("config.json", "model_source.py", "metrics.csv", "checkpoints/best.pt")
 
 
 @contextlib.contextmanager
@@ -397,6 +425,10 @@ def claim_run_dir(run_dir: Path, resume: bool):
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Read-only: may this run start in `run_dir`? Nothing is created or removed here."""
+    owner = RunLock.holder(run_dir)
+    if owner is not None:
+        raise RunError(f"run folder {run_dir} is in use by another training (pid {owner}); "
+                       "wait for it or choose another --out")
     if not resume:
         if (run_dir / "config.json").exists():
             raise RunError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it or choose "
@@ -430,7 +462,7 @@ def git_state() -> dict[str, Any] | None:
 
 
 def write_config(run_dir: Path, cfg: TrainConfig, ds: FashionMNIST, splits: Splits, command: str,
-                 runtime: dict[str, Any]) -> None:
+                 runtime: dict[str, Any], model_origin: dict[str, Any] | None) -> None:
     src = ds.source
     info = cfg.to_dict() | {
         "data": {"source": str(Path(src.path).resolve()), "origin": src.origin, "sha256": dict(src.sha256),
@@ -439,6 +471,7 @@ def write_config(run_dir: Path, cfg: TrainConfig, ds: FashionMNIST, splits: Spli
         "versions": {"fashionlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": sys.version.split()[0], "git": git_state()},
         "runtime": runtime,
+        "model_origin": model_origin,
         "command": command,
     }
     atomic_write_json(run_dir / "config.json", info)
@@ -509,16 +542,16 @@ def restore(path: Path, state: dict) -> Progress:
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
-    """The saved config of a run; only options that cannot change its results may be overridden."""
+    """The saved config of a run; only options that cannot change its results may be overridden (an option given
+    again with its saved value is no change). Nothing is imported: an external model is checked by train()."""
     from fashionlab.config import PROVENANCE_KEYS, RESUME_MAY_CHANGE, build_config, normalize_keys
 
-    allowed = RESUME_MAY_CHANGE
     if not (run_dir / "config.json").is_file():
         raise RunError(f"nothing to resume: {run_dir} has no config.json")
-    changed = sorted(k for k in overrides if k not in allowed)
+    saved = read_json(run_dir / "config.json")
+    changed = sorted(k for k, v in overrides.items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v)
     if changed:
         raise ConfigError(f"--resume continues with the run's saved options; cannot change {', '.join(changed)}")
-    saved = read_json(run_dir / "config.json")
     keys = {k: v for k, v in saved.items() if k not in PROVENANCE_KEYS}
     per_step = saved.get("scheduler") in ("onecycle", "cosine")
     if per_step and overrides.get("epochs", saved.get("epochs")) != saved.get("epochs"):

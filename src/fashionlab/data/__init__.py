@@ -104,6 +104,13 @@ def _sorted_cat(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(parts).sort().values if parts else torch.empty(0, dtype=torch.long)
 
 
+def as_input(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 images [N, 28, 28] -> the models' input: float32 [N, 1, 28, 28] pixels / 255, in [0, 1].
+
+    This is the whole input contract of a fashionlab model (and of its exports); the model normalizes itself."""
+    return images_uint8.unsqueeze(1).float().div_(255)
+
+
 def pixel_stats(images_uint8: torch.Tensor) -> tuple[float, float]:
     """Mean and (population) standard deviation of all pixels, in [0, 1] units.
 

@@ -75,6 +75,43 @@ def check_io(model: nn.Module, name: str) -> None:
         raise ConfigError(f"model {name} maps (2, 1, 28, 28) to {shape}; fashionlab needs (N, 10) logits")
 
 
+class Normalize(nn.Module):
+    """The one definition of input normalization: (x - mean) / std, with the training split's pixel statistics
+    kept as buffers, so every checkpoint and export carries them."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """What fashionlab trains, saves, evaluates and exports: Normalize, then the architecture.
+
+    Input: float32 [N, 1, 28, 28] pixels / 255 (`data.as_input`); output: [N, 10] logits."""
+
+    def __init__(self, net: nn.Module, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+    def load_weights(self, state: dict[str, torch.Tensor], normalize: dict[str, float]) -> None:
+        """Load a checkpoint's weights; those saved before the model held its normalization (keys without
+        `net.`) take the statistics from the checkpoint's `normalize` entry."""
+        if any(k.startswith("net.") for k in state):
+            self.load_state_dict(state)
+        else:
+            self.net.load_state_dict(state)
+            self.normalize.mean.fill_(normalize["mean"])
+            self.normalize.std.fill_(normalize["std"])
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
