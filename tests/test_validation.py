@@ -496,7 +496,8 @@ CKPT_VALUES = st.one_of(
 )
 CKPT_PATHS = st.sampled_from([
     ("model",), ("model_name",), ("config",), ("epoch",), ("val_acc",), ("normalize",), ("normalize", "mean"),
-    ("normalize", "std"), ("model", "net.0.weight"), ("model", "net.0.bias"), ("config", "extra"), ("config", "dropout"),
+    ("normalize", "std"), ("model", "net.0.weight"), ("model", "net.0.bias"), ("config", "extra"),
+    ("config", "dropout"),
     ("config", "model"), ("config", "channels_last"), ("config", "tta"),
 ])
 

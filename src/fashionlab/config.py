@@ -163,7 +163,7 @@ class TrainConfig:
         from fashionlab.models import build_model
         from fashionlab.models.external import is_external
 
-        if is_external(self.model) and not external:
+        if (is_external(self.model) and not external) or self.model.startswith("object:"):
             return
 
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import time
 from pathlib import Path
@@ -49,8 +50,8 @@ def predict_logits(model: nn.Module, x_uint8: torch.Tensor, *, device, precision
     return torch.cat(out) if out else torch.empty(0, 10)
 
 
-def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *,
-                   trust_model_code: bool = False) -> tuple[Classifier, dict[str, Any]]:
+def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trust_model_code: bool = False,
+                   net: nn.Module | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as (with its normalization); refuse unknown or mismatched
     models. An external model's code is imported only with trust_model_code (models.external.run_model_spec)."""
     run_dir = Path(run_dir)
@@ -62,11 +63,15 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *,
     if not known_model(name):
         raise RunError(f"{path} holds unknown model {name!r}; this fashionlab knows {', '.join(model_names())}")
     spec = run_model_spec(run_dir, read_json(run_dir / "config.json") if is_external(name) else {"model": name},
-                          trust_model_code)
+                          trust_model_code) if net is None else None
     kwargs = dict(dropout=cfg.get("dropout"), **cfg.get("extra", {}))  # types checked by load_checkpoint
+
+    def architecture() -> nn.Module:
+        return net if net is not None else build_model(spec, **kwargs)
+
     try:  # first on the meta device: no memory, so absurd sizes or bad kwargs cannot hurt
         with torch.device("meta"):
-            expected = Classifier(build_model(spec, **kwargs))
+            expected = Classifier(copy.deepcopy(net).to("meta") if net is not None else architecture())
         expected = expected.state_dict() if _wrapped(ckpt["model"]) else expected.net.state_dict()
     except Exception as e:  # noqa: BLE001 - a checkpoint whose own config cannot build its model is damaged
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -74,7 +79,7 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *,
     problem = state_dict_mismatch(expected, ckpt["model"])
     if problem:
         raise RunError(f"{path} does not match model {name!r}: {problem}")
-    model = Classifier(build_model(spec, **kwargs))
+    model = Classifier(architecture())
     try:
         model.load_weights(ckpt["model"], ckpt["normalize"])
     except RuntimeError as e:
@@ -105,7 +110,7 @@ def state_dict_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.
 
 
 def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, device=None,
-                 verbose: bool = True, trust_model_code: bool = False) -> dict[str, Any]:
+                 verbose: bool = True, trust_model_code: bool = False, net: nn.Module | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint once on the untouched test set and write the test artefacts."""
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
@@ -115,7 +120,7 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
         data = load_fashion_mnist(config.get("data_dir") or config["data"]["source"], download=False,
                                   progress=verbose)
     device = torch.device(device) if device is not None else resolve_device(config.get("device", "auto"))
-    model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code)
+    model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code, net=net)
     precision = resolve_precision(config.get("precision", "auto"), device)
     logits = predict_logits(model, data.test_x, device=device, precision=precision,
                             tta=config.get("tta", False), channels_last=config.get("channels_last", True))

@@ -8,6 +8,7 @@ partial sums, the metrics so far) goes into checkpoints/last.pt, so a killed run
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import math
@@ -149,11 +150,13 @@ def prepare_data(cfg: TrainConfig, ds: FashionMNIST, device: torch.device) -> Sp
                   ds.train_x[val_idx].to(device), ds.train_y[val_idx].to(device), mean, std)
 
 
-def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str | None = None) -> Classifier:
+def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str | None = None,
+               net: nn.Module | None = None) -> Classifier:
     """The architecture behind its input normalization (the training split's statistics); `spec` is where an
-    external model's code is imported from (its run folder's copy on resume)."""
+    external model's code is imported from (its run folder's copy on resume); `net` is an architecture object
+    given in Python (used as is: its initialization is the caller's)."""
     torch.manual_seed(cfg.seed)
-    net = build_model(spec or cfg.model, dropout=cfg.dropout, **cfg.extra)
+    net = net if net is not None else build_model(spec or cfg.model, dropout=cfg.dropout, **cfg.extra)
     check_io(net, cfg.model)
     model = Classifier(net, splits.mean, splits.std).to(device)
     # channels_last lets oneDNN/cuDNN pick their fastest convolution kernels.
@@ -223,12 +226,14 @@ def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator | Non
 
 
 def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: FashionMNIST | None = None,
-          verbose: bool = True, on_epoch=None, evaluate_test: bool = True, trust_model_code: bool = False) -> Path:
+          verbose: bool = True, on_epoch=None, evaluate_test: bool = True, trust_model_code: bool = False,
+          architecture: nn.Module | None = None) -> Path:
     """Train `cfg` into its run folder, evaluate the best checkpoint on the test set, return the folder.
 
     on_epoch(row): called after each epoch with its metrics row (tuners prune from it; it may raise to stop).
     evaluate_test=False skips the test evaluation (hyperparameter search must never see the test set).
     trust_model_code: a resumed run with an external model may import that model's code (from its run folder).
+    architecture: an nn.Module object to train (cfg.model is then models.object_name(architecture)).
     """
     dist = Dist.from_env()
     run_dir = Path(cfg.out or default_run_dir(cfg))
@@ -241,7 +246,7 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
         splits = prepare_data(cfg, ds, device)
         precision = resolve_precision(cfg.precision, device)
         spec = run_model_spec(run_dir, read_json(run_dir / "config.json"), trust_model_code) if resume else None
-        model = make_model(cfg, device, splits, spec)
+        model = make_model(cfg, device, splits, spec, architecture)
         net = wrap_model(model, cfg, dist, device)
         opt = make_optimizer(cfg, model)
         rank_n = len(splits.train_y) // dist.world
@@ -316,7 +321,8 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
         if len(splits.val_y) == 0:
             log(f"no validation split: best.pt is the last epoch's model (epoch {prog.epoch})")
         if dist.main and evaluate_test:
-            metrics = evaluate_run(run_dir, "best", data=ds, device=device, verbose=verbose, trust_model_code=True)
+            metrics = evaluate_run(run_dir, "best", data=ds, device=device, verbose=verbose, trust_model_code=True,
+                                   net=copy.deepcopy(architecture) if architecture is not None else None)
             if tb is not None:
                 tb.finish(metrics)
         elif tb is not None:

@@ -22,11 +22,21 @@ def register(name: str, description: str):
     return wrap
 
 
+# The `model` of a run trained from an nn.Module object given to fashionlab.train(model=...): there is no code to
+# rebuild it from, so whoever reads the run gives the object again (fashionlab.load_run(path).load_model(model=...)).
+OBJECT_PREFIX = "object:"
+
+
+def object_name(model: nn.Module) -> str:
+    return OBJECT_PREFIX + type(model).__qualname__
+
+
 def known_model(name: str) -> bool:
-    """A registered name, an installed package's model (entry point), or a FILE.py:NAME / module:NAME spec."""
+    """A registered name, an installed package's model (entry point), a FILE.py:NAME / module:NAME spec, or the
+    name of an nn.Module object given in Python."""
     from fashionlab.models.external import entry_point_models, is_external
 
-    return name in MODELS or is_external(name) or name in entry_point_models()
+    return name in MODELS or name.startswith(OBJECT_PREFIX) or is_external(name) or name in entry_point_models()
 
 
 def model_names() -> list[str]:
@@ -39,6 +49,10 @@ def build_model(name: str, dropout: float | None = None, **kwargs) -> nn.Module:
     """Build a model by name; an external one (FILE.py:NAME, module:NAME, entry point) is imported here."""
     if dropout is not None:
         kwargs["dropout"] = dropout
+    if name.startswith(OBJECT_PREFIX):
+        raise ConfigError(f"model {name} was an nn.Module object given to fashionlab.train(); give it again: "
+                          "fashionlab.load_run(RUN).load_model(model=YourNet()) or fashionlab.train(resume=RUN, "
+                          "model=YourNet())")
     if name in MODELS:
         try:
             return MODELS[name](**kwargs)

@@ -30,8 +30,9 @@ _SPEC = re.compile(r"(?P<where>.+):(?P<name>[A-Za-z_]\w*)")
 
 
 def is_external(spec: str) -> bool:
-    """`file.py:Name` or `package.module:Name` (a registered name never holds a colon)."""
-    return bool(_SPEC.fullmatch(spec))
+    """`file.py:Name` or `package.module:Name` (a registered name never holds a colon; `object:Name` names an
+    nn.Module object given in Python, not code to import)."""
+    return bool(_SPEC.fullmatch(spec)) and not spec.startswith("object:")
 
 
 @dataclass(frozen=True)
