@@ -31,17 +31,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fashionlab.config import given, resolve
-    from fashionlab.train import elastic_restart, resume_config, train
+    from fashionlab.api import resolve_training  # the same resolution as fashionlab.train() in Python
+    from fashionlab.config import given
+    from fashionlab.train import train
 
-    resume, trust = bool(args.resume), args.trust_model_code
-    if args.resume:
-        cfg = resume_config(Path(args.resume), given(args))
-        trust = trust or given(args).get("model") == cfg.model  # the same --model given again
-    else:
-        cfg = resolve(given(args), args.config_file)
-        if (restarted := elastic_restart(cfg)) is not None:  # torchrun restarted the group: resume the run
-            cfg, resume = restarted, True
+    cfg, resume, trust = resolve_training(given(args), args.config_file, args.resume, args.trust_model_code)
     command = "fashionlab " + shlex.join(sys.argv[1:])
     train(cfg, command=command, resume=resume, verbose=not args.quiet, trust_model_code=trust)
     return 0

@@ -187,13 +187,16 @@ def write_outputs(run_dir: Path, y: np.ndarray, pred: np.ndarray, probs: np.ndar
 
 
 def plot_confusion(path: Path, cm: np.ndarray, title: str) -> None:
-    import matplotlib
+    atomic_save_figure(path, confusion_figure(cm, title))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def confusion_figure(cm: np.ndarray, title: str):
+    """Counts and row-normalized confusion matrix side by side, as a matplotlib Figure (no pyplot state)."""
+    from matplotlib.figure import Figure
 
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
+    fig = Figure(figsize=(15, 6.5))
+    axes = fig.subplots(1, 2)
     for ax, mat, label, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalized (recall)", ".2f")):
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
         for i in range(10):
@@ -206,19 +209,21 @@ def plot_confusion(path: Path, cm: np.ndarray, title: str) -> None:
         ax.set_ylabel("true")
         ax.set_title(f"{title}: {label}")
     fig.tight_layout()
-    atomic_save_figure(path, fig)
-    plt.close(fig)
+    return fig
 
 
 def plot_curves(path: Path, rows: list[dict[str, str]], title: str) -> None:
-    import matplotlib
+    atomic_save_figure(path, curves_figure(rows, title))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def curves_figure(rows: list[dict[str, str]], title: str):
+    """Loss and accuracy per epoch, train vs validation, as a matplotlib Figure (no pyplot state)."""
+    from matplotlib.figure import Figure
 
     epochs = [int(r["epoch"]) for r in rows]
     col = {k: [float(r[k]) for r in rows] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
     for ax, kind in zip(axes, ("loss", "acc")):
         ax.plot(epochs, col[f"train_{kind}"], "--o", ms=3, label="train")
         ax.plot(epochs, col[f"val_{kind}"], "-o", ms=3, label="validation")
@@ -228,5 +233,4 @@ def plot_curves(path: Path, rows: list[dict[str, str]], title: str) -> None:
         ax.legend()
     fig.suptitle(f"{title}: training curves")
     fig.tight_layout()
-    atomic_save_figure(path, fig)
-    plt.close(fig)
+    return fig

@@ -1,0 +1,414 @@
+"""The Python API: what the command line does, as functions that take and return Python objects (docs/api.md).
+
+    import fashionlab
+    run = fashionlab.train(model="cnn1", epochs=3)       # options as `fashionlab train` takes them
+    run.test_metrics["accuracy"], run.plot_curves()
+    fashionlab.compare([run, fashionlab.train(model="cnn2")])
+    fashionlab.predict(run, ["photo.jpg"])
+
+Options are resolved exactly as on the command line (defaults < recipe < config file < options), every bad input
+is a one-line `FashionlabError`, and a run made here is an ordinary run folder that every command can read.
+`fashionlab/__init__.py` loads this module on first use, so `import fashionlab` stays free of torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fashionlab import CLASSES
+from fashionlab.errors import ConfigError, RunError
+
+__all__ = ["Run", "compare", "load_run", "predict", "train"]
+
+CHECKPOINTS = ("best", "last")
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def resolve_training(options: dict[str, Any], config_file: str | os.PathLike | None = None,
+                     resume: str | os.PathLike | None = None, trust_model_code: bool = False):
+    """(config, resume, trust_model_code) for a training, resolved as `fashionlab train` does: a resumed run's
+    saved options (only those that cannot change its results may be overridden), else defaults < recipe <
+    config file < options; a torchrun restart of the same command resumes the run it started."""
+    from fashionlab.config import resolve
+    from fashionlab.train import elastic_restart, resume_config
+
+    if resume:
+        cfg = resume_config(Path(resume), options)
+        return cfg, True, bool(trust_model_code or options.get("model") == cfg.model)  # the same model given again
+    cfg = resolve(options, config_file)
+    if (restarted := elastic_restart(cfg)) is not None:
+        return restarted, True, bool(trust_model_code)
+    return cfg, False, bool(trust_model_code)
+
+
+def train(*, config: str | os.PathLike | None = None, model_args: dict[str, Any] | None = None,
+          resume: str | os.PathLike | Run | None = None, trust_model_code: bool = False, verbose: bool = True,
+          data=None, **options: Any) -> Run:
+    """Train a model into a run folder, evaluate its best checkpoint on the test set, and return the `Run`.
+
+    options: `fashionlab train`'s options by their names (`model="cnn2", epochs=5, lr=3e-3, out="runs/x"`; see
+    `fashionlab train --help`); `model` may also be an nn.Module object (copied, so the object itself is never
+    trained; the run's model is then "object:<class name>" and reading the run needs an object again).
+    config: a YAML/JSON file of options (the options given here override it). model_args: keyword arguments for
+    the model, added to option `extra` (like --model-arg). resume: continue a stopped run (a path or a Run).
+    data: an already loaded `fashionlab.data.load_fashion_mnist()` dataset, to skip loading it again.
+    """
+    from torch import nn
+
+    from fashionlab.config import normalize_keys
+    from fashionlab.models import OBJECT_PREFIX, object_name
+    from fashionlab.train import train as train_run
+
+    options = normalize_keys(options, "fashionlab.train()")
+    command = _call_text("fashionlab.train", {**options, **({"config": config} if config else {}),
+                                              **({"model_args": model_args} if model_args else {}),
+                                              **({"resume": resume} if resume else {})})
+    if config is not None and resume is not None:
+        raise ConfigError("fashionlab.train(): config= and resume= do not go together (a resumed run keeps its "
+                          "saved options)")
+    architecture = None
+    model = options.get("model")
+    if isinstance(model, nn.Module):
+        if model_args:
+            raise ConfigError("fashionlab.train(): model_args= is for a model given by name; an nn.Module object "
+                              "is already built")
+        architecture = copy.deepcopy(model)  # the caller's object stays as it is
+        options["model"] = object_name(model)
+    elif isinstance(model, type):
+        raise ConfigError(f"fashionlab.train(): model={model.__name__} is a class; give an object "
+                          f"(model={model.__name__}()), a model name, FILE.py:NAME or module:NAME")
+    if model_args is not None:
+        if not isinstance(model_args, dict):
+            raise ConfigError(f"fashionlab.train(): model_args must be a dict, got {type(model_args).__name__}")
+        extra = options.get("extra", {})
+        options["extra"] = {**extra, **model_args} if isinstance(extra, dict) else extra  # else: validation says
+    cfg, resuming, trust = resolve_training(options, config, resume, trust_model_code)
+    if cfg.model.startswith(OBJECT_PREFIX) and architecture is None:
+        raise ConfigError(f"{resume} was trained from an nn.Module object ({cfg.model}); give one again: "
+                          "fashionlab.train(resume=RUN, model=YourNet())")
+    path = train_run(cfg, command=command, resume=resuming, data=data, verbose=verbose, trust_model_code=trust,
+                     architecture=architecture)
+    return Run(path)
+
+
+def _call_text(function: str, kwargs: dict[str, Any]) -> str:
+    """How the call is recorded in config.json's "command"."""
+    def show(v: Any) -> str:
+        if isinstance(v, Run):
+            v = str(v.path)
+        elif isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if type(v).__module__.split(".")[0] in ("builtins", "pathlib"):
+            text = repr(v)
+            return text if len(text) <= 200 else text[:197] + "..."
+        return f"<{type(v).__name__} object>"
+
+    return f"{function}({', '.join(f'{k}={show(v)}' for k, v in kwargs.items())})"
+
+
+# ---------------------------------------------------------------------------------------------- a run folder
+
+
+class Run:
+    """A run folder (what `fashionlab train` and `fashionlab.train()` make), read from its files on each access.
+
+    `Run` is path-like (os.fspath(run) is its folder), so it goes wherever a run folder path does."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        if not path.is_dir():
+            raise RunError(f"{path} is not a run folder (no such folder)" if not path.exists()
+                           else f"{path} is not a run folder (not a folder)")
+        if not (path / "config.json").is_file():
+            raise RunError(f"{path} is not a run folder (no config.json)")
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and self.path.resolve() == other.path.resolve()
+
+    def __hash__(self) -> int:
+        return hash(self.path.resolve())
+
+    def __repr__(self) -> str:
+        parts = [repr(str(self.path))]
+        try:  # a repr never raises, even for a damaged folder
+            parts.append(f"model={self.config['model']!r}")
+            history = self.history
+            parts.append(f"epochs={len(history)}")
+            vals = [v for r in history if isinstance(v := r.get("val_acc"), float) and v == v]  # v == v: not NaN
+            if vals:
+                parts.append(f"best_val_acc={max(vals):.4f}")
+            metrics = self.test_metrics
+            parts.append(f"test_accuracy={metrics['accuracy']:.4f}" if metrics else "not evaluated")
+        except Exception:  # noqa: BLE001
+            parts.append("unreadable")
+        return f"Run({', '.join(parts)})"
+
+    # -- the files
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """config.json: every resolved option, plus "data", "versions", "command"."""
+        from fashionlab.runio import read_json
+
+        return read_json(self.path / "config.json")
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """metrics.csv, one dict per finished epoch: epoch (int), train_loss, train_acc, val_loss, val_acc, lr,
+        seconds (floats)."""
+        from fashionlab.evaluate import read_metrics
+
+        return [{k: _number(k, v) for k, v in row.items()} for row in read_metrics(self.path)]
+
+    @property
+    def test_metrics(self) -> dict[str, Any] | None:
+        """test_metrics.json (accuracy, macro_f1, per_class, confusion_matrix, ...), or None if not evaluated."""
+        from fashionlab.runio import read_json
+
+        path = self.path / "test_metrics.json"
+        return read_json(path) if path.is_file() else None
+
+    @property
+    def classification_report(self) -> str | None:
+        """scikit-learn's per-class precision/recall/F1 table on the test set, or None if not evaluated."""
+        path = self.path / "classification_report.txt"
+        return path.read_text() if path.is_file() else None
+
+    # -- the model
+
+    def load_model(self, checkpoint: str = "best", model=None, trust_model_code: bool = False, device=None):
+        """The trained model (a `fashionlab.models.Classifier`: its input normalization, then the architecture) in
+        eval mode. It takes float [N, 1, 28, 28] pixels / 255 (`fashionlab.data.as_input`) and returns logits.
+
+        model: an nn.Module object to load the weights into; needed for a run trained from an object.
+        trust_model_code: allow importing an external model's code (FILE.py:NAME / module:NAME runs)."""
+        from torch import nn
+
+        from fashionlab.evaluate import load_run_model
+
+        _check_checkpoint(checkpoint)
+        if model is not None and not isinstance(model, nn.Module):
+            raise ConfigError(f"model= must be an nn.Module object, got {_kind(model)}")
+        classifier, _ = load_run_model(self.path, checkpoint, device, trust_model_code=trust_model_code, net=model)
+        return classifier
+
+    def evaluate(self, checkpoint: str = "best", model=None, trust_model_code: bool = False,
+                 verbose: bool = False) -> dict[str, Any]:
+        """Evaluate a checkpoint on the test set again (as `fashionlab evaluate`); returns test_metrics."""
+        from torch import nn
+
+        from fashionlab.evaluate import evaluate_run
+
+        _check_checkpoint(checkpoint)
+        if model is not None and not isinstance(model, nn.Module):
+            raise ConfigError(f"model= must be an nn.Module object, got {_kind(model)}")
+        return evaluate_run(self.path, checkpoint, verbose=verbose, trust_model_code=trust_model_code, net=model)
+
+    # -- figures and summaries
+
+    def plot_curves(self):
+        """Loss and accuracy per epoch, train vs validation: a matplotlib Figure."""
+        from fashionlab.evaluate import curves_figure, read_metrics
+
+        rows = read_metrics(self.path)
+        if not rows:
+            raise RunError(f"{self.path} has no finished epoch yet (metrics.csv is empty or missing)")
+        return curves_figure(rows, self._title())
+
+    def plot_confusion_matrix(self):
+        """The test-set confusion matrix, counts and row-normalized: a matplotlib Figure."""
+        import numpy as np
+
+        from fashionlab.evaluate import confusion_figure
+
+        return confusion_figure(np.asarray(self._evaluated()["confusion_matrix"]), self._title())
+
+    def most_confused(self, k: int = 5) -> list[dict[str, Any]]:
+        """The k largest off-diagonal cells of the test confusion matrix, most first:
+        [{"true", "predicted", "count", "rate"}], rate = count / test images of the true class."""
+        from types import SimpleNamespace
+
+        from fashionlab.report.compare import Group, top_confusions
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"most_confused(k): k must be an integer >= 1, got {k!r}")
+        metrics = self._evaluated()
+        n = len(metrics["confusion_matrix"])
+        names = list(CLASSES) if n == len(CLASSES) else [str(i) for i in range(n)]
+        pairs = top_confusions(Group(self._title(), [SimpleNamespace(metrics=metrics)]), names, k)
+        return [{**p, "count": int(p["count"])} for p in pairs]
+
+    def _evaluated(self) -> dict[str, Any]:
+        metrics = self.test_metrics
+        if metrics is None:
+            raise RunError(f"{self.path} has not been evaluated on the test set: run.evaluate() or "
+                           f"`fashionlab evaluate {self.path}`")
+        if "confusion_matrix" not in metrics:
+            raise RunError(f"{self.path}/test_metrics.json has no confusion_matrix: evaluate it again")
+        return metrics
+
+    def _title(self) -> str:
+        config = self.config
+        return str(config.get("label") or config["model"])
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """The run folder at `path` (a one-line RunError if it is not one)."""
+    if isinstance(path, Run):
+        return path
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"load_run() takes a run folder path, got {_kind(path)}")
+    return Run(path)
+
+
+def _number(key: str, value: Any) -> Any:
+    try:
+        return int(value) if key == "epoch" else float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _check_checkpoint(checkpoint: str) -> None:
+    if checkpoint not in CHECKPOINTS:
+        raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return f"{text if len(text) <= 60 else text[:57] + '...'} ({type(value).__name__})"
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+
+def compare(runs: Sequence[Run | str | os.PathLike], out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Compare evaluated runs as `fashionlab compare` does: writes report.html, summary.md and summary.json into
+    `out` (default reports/compare-<timestamp>) and returns the summary (summary.json's numbers: per-model
+    accuracy with confidence intervals, pairwise significance tests) with "report": the report.html path."""
+    from fashionlab.report import compare_runs
+
+    if isinstance(runs, (str, os.PathLike)) or not isinstance(runs, Sequence):
+        raise ConfigError(f"compare() takes a list of runs or run folders, got {_kind(runs)}")
+    for r in runs:
+        if not isinstance(r, (str, os.PathLike)):
+            raise ConfigError(f"compare(): each run must be a Run or a run folder path, got {_kind(r)}")
+    folder = Path(out) if out is not None else Path("reports") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = compare_runs([Path(r) for r in runs], folder)
+    return {**summary, "report": str(folder / "report.html")}
+
+
+# ---------------------------------------------------------------------------------------------- predict
+
+
+def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_model_code: bool = False, *,
+            checkpoint: str = "best", preprocess: bool = True, device: str = "cpu", model=None) -> list[dict[str, Any]]:
+    """Top-k classes for each image, as `fashionlab predict --json` prints them: [{"file", "top": [{"label",
+    "index", "prob"}, ...]}] (plus "warnings" for a tiny or blank image), or {"file", "error"} for a file that
+    cannot be read. Photos are preprocessed the way Fashion-MNIST was made (trim, fit, centre, invert).
+
+    run_or_onnx: a Run, a run folder, or an .onnx file from `fashionlab export`.
+    images: one image or a list; each a file path (folders are walked), a PIL image, or a uint8 numpy array
+    HxW or HxWxC (C = 1, 3 or 4). In-memory images are named "<image N>" (N: their place in the list).
+    model: an nn.Module object, for a run trained from one."""
+    import fashionlab.predict as predicting
+
+    _check_checkpoint(checkpoint)
+    items = _inputs(images, preprocess)
+    source = run_or_onnx.path if isinstance(run_or_onnx, Run) else run_or_onnx
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(f"predict() takes a Run, a run folder or an .onnx file, got {_kind(run_or_onnx)}")
+    source = Path(source)
+    if model is None:
+        loaded = predicting.load_model(source, checkpoint, device, trust_model_code)
+    else:
+        loaded = _ObjectModel(Run(source), checkpoint, device, model)
+    return [r.as_json() for r in predicting.predict_items(loaded, items, top_k, preprocess)]
+
+
+class _ObjectModel:
+    """A run trained from an nn.Module object, for predict.predict_items (which needs .classes and .logits)."""
+
+    def __init__(self, run: Run, checkpoint: str, device: str, net):
+        from fashionlab.device import resolve_device
+
+        config = run.config
+        self.device = resolve_device(device)
+        self.model = run.load_model(checkpoint, model=net, device=self.device)
+        self.tta = bool(config.get("tta", False))
+        self.channels_last = bool(config.get("channels_last", True))
+        self.classes = list(CLASSES)
+
+    def logits(self, x):
+        from fashionlab.evaluate import predict_logits
+
+        return predict_logits(self.model, x, device=self.device, tta=self.tta, channels_last=self.channels_last)
+
+
+def _inputs(images, preprocess: bool) -> list:
+    """predict.predict_items' input: a Path per file (read there), a prepared Result per in-memory image."""
+    import numpy as np
+    from PIL import Image
+
+    from fashionlab.predict import collect_inputs
+
+    if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)):
+        images = [images]
+    elif not isinstance(images, Sequence):
+        raise ConfigError(f"predict(): images must be an image or a list of them, got {_kind(images)}")
+    items: list = []
+    for i, image in enumerate(images):
+        if isinstance(image, (str, os.PathLike)):
+            items += collect_inputs([Path(image)])
+        elif isinstance(image, np.ndarray):
+            items.append(_prepared(_array_image(image, i), i, preprocess))
+        elif isinstance(image, Image.Image):
+            items.append(_prepared(image, i, preprocess))
+        else:
+            raise ConfigError(f"predict(): images[{i}] is {_kind(image)}; give a file path, a PIL image or a uint8 "
+                              "numpy array")
+    return items
+
+
+def _array_image(a, i: int):
+    import numpy as np
+    from PIL import Image
+
+    if a.dtype != np.uint8:
+        raise ConfigError(f"predict(): images[{i}] is a {a.dtype} array; give uint8 pixels (0-255)")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or min(a.shape[:2]) == 0:
+        raise ConfigError(f"predict(): images[{i}] has shape {a.shape}; give HxW or HxWxC (C = 1, 3 or 4)")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _prepared(image, i: int, preprocess: bool):
+    """An in-memory image prepared as `imageprep.read` prepares a decoded file (upright, flattened, 28x28)."""
+    from fashionlab import imageprep
+    from fashionlab.predict import Result
+
+    w, h = image.size
+    if w * h > imageprep.MAX_PIXELS or min(w, h) == 0:
+        raise ConfigError(f"predict(): images[{i}] is {w}x{h}; give 1 to {imageprep.MAX_PIXELS:,} pixels")
+    try:
+        pixels = imageprep.prepare(imageprep.flatten(imageprep.upright(image)), preprocess)
+    except Exception as e:  # noqa: BLE001 - an image mode PIL cannot convert
+        raise ConfigError(f"predict(): images[{i}] (PIL mode {image.mode}) cannot be used: {e}") from None
+    warnings = ()
+    if min(w, h) < imageprep.MIN_SIDE:
+        warnings += (f"tiny image ({w}x{h} pixels, under {imageprep.MIN_SIDE} on its short side): "
+                     "prediction unreliable",)
+    if blank := imageprep.blank_warning(pixels):
+        warnings += (blank,)
+    return Result(f"<image {i}>", pixels=pixels, warnings=warnings)
