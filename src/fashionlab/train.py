@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import io
 import math
 import os
 import random
@@ -44,18 +42,13 @@ from fashionlab.evaluate import evaluate_run, predict_logits
 from fashionlab.models import Classifier, build_model, check_io, count_params
 from fashionlab.models.external import record as record_model
 from fashionlab.models.external import run_model_spec
+from fashionlab.runfolder import RunFolder
 from fashionlab.runio import (
     MARKER,
-    METRIC_COLUMNS,
     RunLock,
-    atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
     check_new_folder,
     clean_temp_files,
-    load_checkpoint,
     make_folder,
-    read_json,
     undo_folder,
 )
 from fashionlab.tensorboard import TensorBoardLog
@@ -222,6 +215,96 @@ def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator | Non
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
+# ---------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Context:
+    """What stays fixed while a run trains: its options, where it runs, its data, its folder and its log."""
+
+    cfg: TrainConfig
+    dist: Dist
+    device: torch.device
+    precision: str
+    splits: Splits
+    folder: RunFolder
+    log: Logger
+    rank_n: int  # training images this rank sees per epoch
+    batch: int  # images per step on this rank
+    steps: int  # steps per epoch
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while a run trains; state_dict() is what last.pt holds to resume bit-identically."""
+
+    model: Classifier
+    opt: torch.optim.Optimizer
+    sched: Any  # an LR scheduler or None
+    per_step: bool  # the scheduler steps per batch (else per epoch, on validation accuracy)
+    ema: Any  # AveragedModel or None
+    scaler: torch.amp.GradScaler
+    order: torch.Generator  # the data order, the same on every rank
+    aug: torch.Generator  # augmentation, per rank
+    prog: Progress = field(default_factory=Progress)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "epoch": self.prog.epoch,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "progress": asdict(self.prog),
+            "rng": {"torch": torch.get_rng_state(), "order": self.order.get_state(), "aug": self.aug.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    "python": list(random.getstate()[1]), "numpy": numpy_rng_state()},
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_weights(ckpt["model"], ckpt["normalize"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        if self.sched is not None and ckpt["scheduler"] is not None:
+            self.sched.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None and ckpt["ema"] is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.order.set_state(rng["order"])
+        self.aug.set_state(rng["aug"])
+        if rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate((3, tuple(rng["python"]), None))
+        keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+        self.prog = Progress(**ckpt["progress"])
+
+
+def make_context(cfg: TrainConfig, dist: Dist, device: torch.device, ds: FashionMNIST, folder: RunFolder,
+                 verbose: bool) -> Context:
+    splits = prepare_data(cfg, ds, device)
+    rank_n = len(splits.train_y) // dist.world
+    batch = max(1, cfg.batch_size // dist.world)
+    return Context(cfg, dist, device, resolve_precision(cfg.precision, device), splits, folder,
+                   Logger(verbose and dist.main), rank_n, batch, batches_per_epoch(rank_n, batch))
+
+
+def make_state(ctx: Context, model: Classifier) -> TrainState:
+    cfg = ctx.cfg
+    opt = make_optimizer(cfg, model)
+    sched, per_step = make_scheduler(cfg, opt, ctx.steps)
+    return TrainState(model, opt, sched, per_step, make_ema(cfg, model),
+                      torch.amp.GradScaler(ctx.device.type, enabled=ctx.precision == "fp16"),
+                      torch.Generator().manual_seed(cfg.seed),
+                      torch.Generator(device=ctx.device).manual_seed(cfg.seed + 1 + 1000 * ctx.dist.rank))
+
+
 # ---------------------------------------------------------------------------------------------- the loop
 
 
@@ -236,98 +319,85 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
     architecture: an nn.Module object to train (cfg.model is then models.object_name(architecture)).
     """
     dist = Dist.from_env()
-    run_dir = Path(cfg.out or default_run_dir(cfg))
+    folder = RunFolder(cfg.out or default_run_dir(cfg))
     if cfg.tensorboard:
         require_tensorboard()  # before any run folder exists
-    claim = claim_run_dir(run_dir, resume) if dist.main else contextlib.nullcontext()
+    claim = claim_run_dir(folder, resume) if dist.main else contextlib.nullcontext()
     with claim, StopFlag() as stop, distributed(dist, cfg) as device, contextlib.ExitStack() as closing:
-        log = Logger(verbose and dist.main)
         ds = data or load_fashion_mnist(cfg.data_dir, progress=verbose)
-        splits = prepare_data(cfg, ds, device)
-        precision = resolve_precision(cfg.precision, device)
-        spec = run_model_spec(run_dir, read_json(run_dir / "config.json"), trust_model_code) if resume else None
-        model = make_model(cfg, device, splits, spec, architecture)
-        net = wrap_model(model, cfg, dist, device)
-        opt = make_optimizer(cfg, model)
-        rank_n = len(splits.train_y) // dist.world
-        batch = max(1, cfg.batch_size // dist.world)
-        steps = batches_per_epoch(rank_n, batch)
-        sched, per_step = make_scheduler(cfg, opt, steps)
-        ema = make_ema(cfg, model)
-        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        order_gen = torch.Generator().manual_seed(cfg.seed)  # same data order on every rank
-        aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 1000 * dist.rank)
-        prog = Progress()
-        state = dict(model=model, opt=opt, sched=sched, ema=ema, scaler=scaler, order=order_gen, aug=aug_gen)
-        if dist.main and not (run_dir / "config.json").exists():
-            write_config(run_dir, cfg, ds, splits, command, runtime={
-                "device": str(device), "precision": precision, "world_size": dist.world},
-                model_origin=record_model(run_dir, cfg.model))
-        if resume and (run_dir / "checkpoints" / "last.pt").exists():
-            prog = restore(run_dir / "checkpoints" / "last.pt", state)
-            log(f"resumed {run_dir} at epoch {prog.epoch + 1}, step {prog.step}")
-        elif resume:
-            log(f"{run_dir} has no checkpoint yet: starting at epoch 1")
-        log(f"{cfg.model}: {count_params(model):,} params | {len(splits.train_y):,} train / {len(splits.val_y):,} val"
-            f" | {device.type} {precision} | batch {cfg.batch_size} x {steps} steps/epoch")
+        ctx = make_context(cfg, dist, device, ds, folder, verbose)
+        spec = run_model_spec(folder.path, folder.saved_config(), trust_model_code) if resume else None
+        state = make_state(ctx, make_model(cfg, device, ctx.splits, spec, architecture))
+        net = wrap_model(state.model, cfg, dist, device)
+        if dist.main and not folder.exists():
+            folder.write_config(run_record(ctx, ds, command))
+        if resume:
+            resume_state(ctx, state)
+        ctx.log(f"{cfg.model}: {count_params(state.model):,} params | {len(ctx.splits.train_y):,} train / "
+                f"{len(ctx.splits.val_y):,} val | {device.type} {ctx.precision} | batch {cfg.batch_size} x "
+                f"{ctx.steps} steps/epoch")
         tb = None
         if cfg.tensorboard and dist.main:
-            tb = closing.enter_context(TensorBoardLog(run_dir, cfg.to_dict(), history=prog.rows))
+            tb = closing.enter_context(TensorBoardLog(folder.path, cfg.to_dict(), history=state.prog.rows))
 
-        while prog.epoch < cfg.epochs:
-            t0 = time.perf_counter()
-            if prog.step == 0:
-                prog.perm = torch.randperm(len(splits.train_y), generator=order_gen)
-            idx = prog.perm[dist.rank::dist.world][:rank_n]
-            with log.bar(f"epoch {prog.epoch + 1}/{cfg.epochs}", steps, prog.step) as advance:
-                while prog.step < steps:
-                    b = idx[prog.step * batch:(prog.step + 1) * batch].to(device)
-                    x = to_input(splits.train_x[b], cfg, aug_gen)
-                    y = splits.train_y[b]
-                    loss, correct = train_step(net, opt, scaler, x, y, cfg, precision, device)
-                    if not math.isfinite(loss):
-                        if cfg.on_nan == "stop":
-                            raise diverged(run_dir, prog, opt, loss)
-                        prog.nan_skipped += 1
-                    else:
-                        prog.loss_sum += loss * len(y)
-                        prog.correct += correct
-                        prog.seen += len(y)
-                        if ema is not None:
-                            ema.update_parameters(model)
-                    prog.step += 1
-                    prog.global_step += 1
-                    prog.lr = opt.param_groups[0]["lr"]
-                    if sched is not None and per_step:
-                        sched.step()
-                    advance()
-                    if stop.signum is not None or due(cfg, prog):
-                        prog.epoch_seconds += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        if dist.main:
-                            save_last(run_dir, state, prog, cfg, splits)
-                        if stop.signum is not None:
-                            raise interrupted(run_dir, prog, stop.signum)
-            prog.epoch_seconds += time.perf_counter() - t0
-            end_epoch(run_dir, cfg, dist, state, prog, splits, precision, device, log)
-            if tb is not None:
-                tb.epoch(prog.rows[-1])
-            if on_epoch is not None:
-                on_epoch(prog.rows[-1])
-            if cfg.patience is not None and prog.bad_epochs >= cfg.patience:
-                log(f"early stop: no validation improvement for {cfg.patience} epochs")
+        while state.prog.epoch < cfg.epochs:
+            train_epoch(ctx, state, net, stop)
+            end_epoch(ctx, state)
+            for hook in (tb.epoch if tb is not None else None, on_epoch):
+                if hook is not None:
+                    hook(state.prog.rows[-1])
+            if cfg.patience is not None and state.prog.bad_epochs >= cfg.patience:
+                ctx.log(f"early stop: no validation improvement for {cfg.patience} epochs")
                 break
 
-        if len(splits.val_y) == 0:
-            log(f"no validation split: best.pt is the last epoch's model (epoch {prog.epoch})")
+        if len(ctx.splits.val_y) == 0:
+            ctx.log(f"no validation split: best.pt is the last epoch's model (epoch {state.prog.epoch})")
+        metrics = None
         if dist.main and evaluate_test:
-            metrics = evaluate_run(run_dir, "best", data=ds, device=device, verbose=verbose, trust_model_code=True,
-                                   net=copy.deepcopy(architecture) if architecture is not None else None)
-            if tb is not None:
-                tb.finish(metrics)
-        elif tb is not None:
-            tb.finish(None)
-    return run_dir
+            metrics = evaluate_run(folder.path, "best", data=ds, device=device, verbose=verbose,
+                                   trust_model_code=True, net=copy.deepcopy(architecture) if architecture else None)
+        if tb is not None:
+            tb.finish(metrics)
+    return folder.path
+
+
+def train_epoch(ctx: Context, state: TrainState, net: nn.Module, stop: StopFlag) -> None:
+    """One epoch, or the rest of one after a resume: batches in the epoch's order, augmented on the device.
+    A stop signal or --checkpoint-every-steps saves last.pt mid-epoch."""
+    cfg, prog = ctx.cfg, state.prog
+    t0 = time.perf_counter()
+    if prog.step == 0:
+        prog.perm = torch.randperm(len(ctx.splits.train_y), generator=state.order)
+    idx = prog.perm[ctx.dist.rank::ctx.dist.world][:ctx.rank_n]
+    with ctx.log.bar(f"epoch {prog.epoch + 1}/{cfg.epochs}", ctx.steps, prog.step) as advance:
+        while prog.step < ctx.steps:
+            b = idx[prog.step * ctx.batch:(prog.step + 1) * ctx.batch].to(ctx.device)
+            x, y = to_input(ctx.splits.train_x[b], cfg, state.aug), ctx.splits.train_y[b]
+            loss, correct = train_step(net, state.opt, state.scaler, x, y, cfg, ctx.precision, ctx.device)
+            if not math.isfinite(loss):
+                if cfg.on_nan == "stop":
+                    raise diverged(ctx.folder, prog, state.opt, loss)
+                prog.nan_skipped += 1
+            else:
+                prog.loss_sum += loss * len(y)
+                prog.correct += correct
+                prog.seen += len(y)
+                if state.ema is not None:
+                    state.ema.update_parameters(state.model)
+            prog.step += 1
+            prog.global_step += 1
+            prog.lr = state.opt.param_groups[0]["lr"]
+            if state.sched is not None and state.per_step:
+                state.sched.step()
+            advance()
+            if stop.signum is not None or checkpoint_due(cfg, prog):
+                prog.epoch_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if ctx.dist.main:
+                    save_last(ctx, state)
+                if stop.signum is not None:
+                    raise interrupted(ctx.folder, prog, stop.signum)
+    prog.epoch_seconds += time.perf_counter() - t0
 
 
 def train_step(net, opt, scaler, x, y, cfg: TrainConfig, precision: str, device) -> tuple[float, int]:
@@ -347,35 +417,34 @@ def train_step(net, opt, scaler, x, y, cfg: TrainConfig, precision: str, device)
     return value, int((logits.argmax(1) == y).sum())
 
 
-def end_epoch(run_dir: Path, cfg: TrainConfig, dist: Dist, state: dict, prog: Progress, splits: Splits,
-              precision: str, device, log) -> None:
+def end_epoch(ctx: Context, state: TrainState) -> None:
     """Validate, step the plateau scheduler, log the row, update best.pt, then last.pt (in that order)."""
+    cfg, prog = ctx.cfg, state.prog
     t0 = time.perf_counter()
-    loss_sum, correct, seen = all_reduce(dist, device, prog.loss_sum, prog.correct, prog.seen)
-    eval_model = state["ema"].module if state["ema"] is not None else state["model"]
-    broadcast(dist, state["model"], eval_model)
-    val_loss, val_acc = validate(eval_model, splits, cfg, precision, device)
+    loss_sum, correct, seen = all_reduce(ctx.dist, ctx.device, prog.loss_sum, prog.correct, prog.seen)
+    broadcast(ctx.dist, state.model, state.eval_model)
+    val_loss, val_acc = validate(state.eval_model, ctx.splits, cfg, ctx.precision, ctx.device)
     lr = prog.lr
-    if state["sched"] is not None and cfg.scheduler == "plateau":
-        state["sched"].step(val_acc)
+    if state.sched is not None and cfg.scheduler == "plateau":
+        state.sched.step(val_acc)
     prog.epoch += 1
     seconds = prog.epoch_seconds + time.perf_counter() - t0
     row = dict(epoch=prog.epoch, train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1),
                val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=seconds)
     prog.rows.append(row)
     # Without a validation split every epoch "improves", so best.pt is the last model; a NaN never improves.
-    improved = len(splits.val_y) == 0 or (math.isfinite(val_acc) and val_acc > prog.best_val_acc)
+    improved = len(ctx.splits.val_y) == 0 or (math.isfinite(val_acc) and val_acc > prog.best_val_acc)
     if improved:
         prog.best_val_acc, prog.best_epoch, prog.bad_epochs = val_acc, prog.epoch, 0
     else:
         prog.bad_epochs += 1
     prog.step, prog.perm, prog.loss_sum, prog.correct, prog.seen, prog.epoch_seconds = 0, None, 0.0, 0, 0, 0.0
-    log.epoch(row, improved, prog.nan_skipped)
-    if dist.main:
+    ctx.log.epoch(row, improved, prog.nan_skipped)
+    if ctx.dist.main:
         if improved:
-            save_best(run_dir, eval_model, cfg, splits, prog)
-        write_metrics(run_dir, prog.rows)
-        save_last(run_dir, state, prog, cfg, splits)
+            save_best(ctx, state)
+        ctx.folder.write_history(prog.rows)
+        save_last(ctx, state)
 
 
 def validate(model: nn.Module, splits: Splits, cfg: TrainConfig, precision: str, device) -> tuple[float, float]:
@@ -387,7 +456,8 @@ def validate(model: nn.Module, splits: Splits, cfg: TrainConfig, precision: str,
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
-def due(cfg: TrainConfig, prog: Progress) -> bool:
+def checkpoint_due(cfg: TrainConfig, prog: Progress) -> bool:
+    """--checkpoint-every-steps N: save last.pt mid-epoch every N steps."""
     n = cfg.checkpoint_every_steps
     return n > 0 and prog.global_step % n == 0
 
@@ -396,58 +466,72 @@ def due(cfg: TrainConfig, prog: Progress) -> bool:
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    return Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = cfg.model.rsplit(":", 1)[-1].removesuffix(".py")  # FILE.py:NAME -> NAME
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 # What a fresh start writes before its first last.pt: a start that fails before then removes exactly these.
-STARTED_FILES = ("config.json", "model_source.py", "metrics.csv", "checkpoints/best.pt")
+STARTED_FILES = (RunFolder.CONFIG, RunFolder.SOURCE_COPY, RunFolder.METRICS,
+                 f"{RunFolder.CHECKPOINTS}/best.pt")
 
 
 @contextlib.contextmanager
-def claim_run_dir(run_dir: Path, resume: bool):
+def claim_run_dir(folder: RunFolder, resume: bool):
     """Check the run folder before any work, then create, mark and lock it.
 
     A fresh start that fails before its first last.pt leaves nothing behind; a resumed run is never undone.
     """
-    check_run_dir(run_dir, resume)
+    check_run_dir(folder, resume)
+    run_dir = folder.path
     fresh = [n for n in (MARKER, ".lock") if not (run_dir / n).exists()]
     created = make_folder(run_dir)
-    created = ([run_dir / "checkpoints"] if not (run_dir / "checkpoints").exists() else []) + created
+    checkpoints = run_dir / RunFolder.CHECKPOINTS
+    created = ([checkpoints] if not checkpoints.exists() else []) + created
     mine = False
     try:
         with RunLock(run_dir):
-            if not resume and (run_dir / "config.json").exists():  # another start won the race for the lock
+            if not resume and folder.exists():  # another start won the race for the lock
                 raise RunError(f"{run_dir} already holds a run; choose another --out")
             mine = True
             if resume:
                 clean_temp_files(run_dir)
             yield
     except BaseException:
-        if mine and not resume and not (run_dir / "checkpoints" / "last.pt").exists():
+        if mine and not resume and not folder.has_checkpoint("last"):
             clean_temp_files(run_dir)
             undo_folder(run_dir, created, [*STARTED_FILES, *fresh])
         raise
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Read-only: may this run start in `run_dir`? Nothing is created or removed here."""
+def check_run_dir(folder: RunFolder, resume: bool) -> None:
+    """Read-only: may this run start in `folder`? Nothing is created or removed here."""
+    run_dir = folder.path
     owner = RunLock.holder(run_dir)
     if owner is not None:
         raise RunError(f"run folder {run_dir} is in use by another training (pid {owner}); "
                        "wait for it or choose another --out")
     if not resume:
-        if (run_dir / "config.json").exists():
+        if folder.exists():
             raise RunError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it or choose "
                            "another --out")
         check_new_folder(run_dir, "run folder")
         return
-    if not (run_dir / "config.json").is_file():
-        raise RunError(f"nothing to resume: {run_dir} has no config.json")
-    if not (run_dir / "checkpoints" / "last.pt").exists():
-        kept = [n for n in ("metrics.csv", "checkpoints/best.pt", "test_metrics.json") if (run_dir / n).exists()]
+    if not folder.exists():
+        raise RunError(f"nothing to resume: {run_dir} has no {RunFolder.CONFIG}")
+    if not folder.has_checkpoint("last"):
+        produced = (RunFolder.METRICS, f"{RunFolder.CHECKPOINTS}/best.pt", RunFolder.TEST_METRICS)
+        kept = [n for n in produced if folder.file(n).exists()]
         if kept:
             raise RunError(f"cannot resume {run_dir}: checkpoints/last.pt is missing, and starting over would "
                            f"overwrite its {kept[0]}; its files are kept (train a new run with another --out)")
+
+
+def resume_state(ctx: Context, state: TrainState) -> None:
+    if ctx.folder.has_checkpoint("last"):
+        state.load_state_dict(ctx.folder.load_checkpoint("last"))
+        ctx.log(f"resumed {ctx.folder.path} at epoch {state.prog.epoch + 1}, step {state.prog.step}")
+    else:
+        ctx.log(f"{ctx.folder.path} has no checkpoint yet: starting at epoch 1")
 
 
 def git_state() -> dict[str, Any] | None:
@@ -467,57 +551,34 @@ def git_state() -> dict[str, Any] | None:
     return {"commit": commit, "dirty": dirty}
 
 
-def write_config(run_dir: Path, cfg: TrainConfig, ds: FashionMNIST, splits: Splits, command: str,
-                 runtime: dict[str, Any], model_origin: dict[str, Any] | None) -> None:
-    src = ds.source
-    info = cfg.to_dict() | {
+def run_record(ctx: Context, ds: FashionMNIST, command: str) -> dict[str, Any]:
+    """config.json: every option, plus where the data, code and machine came from."""
+    src, splits = ds.source, ctx.splits
+    return ctx.cfg.to_dict() | {
         "data": {"source": str(Path(src.path).resolve()), "origin": src.origin, "sha256": dict(src.sha256),
                  "test_sha256": ds.test_sha256, "normalize": {"mean": splits.mean, "std": splits.std},
                  "n_train": len(splits.train_y), "n_val": len(splits.val_y)},
         "versions": {"fashionlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": sys.version.split()[0], "git": git_state()},
-        "runtime": runtime,
-        "model_origin": model_origin,
+        "runtime": {"device": str(ctx.device), "precision": ctx.precision, "world_size": ctx.dist.world},
+        "model_origin": record_model(ctx.folder.path, ctx.cfg.model),
         "command": command,
     }
-    atomic_write_json(run_dir / "config.json", info)
 
 
-def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (r[k] if k == "epoch" else f"{r[k]:.6g}") for k in METRIC_COLUMNS})
-    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
-
-
-def checkpoint_base(model: nn.Module, cfg: TrainConfig, splits: Splits) -> dict[str, Any]:
-    return {"model": model.state_dict(), "model_name": cfg.model, "config": cfg.to_dict(),
+def checkpoint_meta(ctx: Context) -> dict[str, Any]:
+    splits = ctx.splits
+    return {"model_name": ctx.cfg.model, "config": ctx.cfg.to_dict(),
             "normalize": {"mean": splits.mean, "std": splits.std}}
 
 
-def save_best(run_dir: Path, eval_model: nn.Module, cfg: TrainConfig, splits: Splits, prog: Progress) -> None:
-    ckpt = checkpoint_base(eval_model, cfg, splits) | {"epoch": prog.epoch, "val_acc": prog.best_val_acc}
-    atomic_torch_save(run_dir / "checkpoints" / "best.pt", ckpt)
+def save_best(ctx: Context, state: TrainState) -> None:
+    ctx.folder.save_checkpoint("best", checkpoint_meta(ctx) | {
+        "model": state.eval_model.state_dict(), "epoch": state.prog.epoch, "val_acc": state.prog.best_val_acc})
 
 
-def save_last(run_dir: Path, state: dict, prog: Progress, cfg: TrainConfig, splits: Splits) -> None:
-    ema, sched = state["ema"], state["sched"]
-    ckpt = checkpoint_base(state["model"], cfg, splits) | {
-        "epoch": prog.epoch,
-        "optimizer": state["opt"].state_dict(),
-        "scheduler": sched.state_dict() if sched is not None else None,
-        "ema": ema.state_dict() if ema is not None else None,
-        "scaler": state["scaler"].state_dict(),
-        "progress": asdict(prog),
-        "rng": {"torch": torch.get_rng_state(), "order": state["order"].get_state(),
-                "aug": state["aug"].get_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": list(random.getstate()[1]),
-                "numpy": numpy_rng_state()},
-    }
-    atomic_torch_save(run_dir / "checkpoints" / "last.pt", ckpt)
+def save_last(ctx: Context, state: TrainState) -> None:
+    ctx.folder.save_checkpoint("last", checkpoint_meta(ctx) | state.state_dict())
 
 
 def numpy_rng_state() -> list:
@@ -526,35 +587,15 @@ def numpy_rng_state() -> list:
     return [keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
-def restore(path: Path, state: dict) -> Progress:
-    ckpt = load_checkpoint(path)
-    state["model"].load_state_dict(ckpt["model"])
-    state["opt"].load_state_dict(ckpt["optimizer"])
-    if state["sched"] is not None and ckpt["scheduler"] is not None:
-        state["sched"].load_state_dict(ckpt["scheduler"])
-    if state["ema"] is not None and ckpt["ema"] is not None:
-        state["ema"].load_state_dict(ckpt["ema"])
-    state["scaler"].load_state_dict(ckpt["scaler"])
-    rng = ckpt["rng"]
-    torch.set_rng_state(rng["torch"])
-    state["order"].set_state(rng["order"])
-    state["aug"].set_state(rng["aug"])
-    if rng["cuda"]:
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    random.setstate((3, tuple(rng["python"]), None))
-    keys, pos, has_gauss, cached = rng["numpy"]
-    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    return Progress(**ckpt["progress"])
-
-
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     """The saved config of a run; only options that cannot change its results may be overridden (an option given
     again with its saved value is no change). Nothing is imported: an external model is checked by train()."""
     from fashionlab.config import PROVENANCE_KEYS, RESUME_MAY_CHANGE, build_config, normalize_keys
 
-    if not (run_dir / "config.json").is_file():
-        raise RunError(f"nothing to resume: {run_dir} has no config.json")
-    saved = read_json(run_dir / "config.json")
+    folder = RunFolder(run_dir)
+    if not folder.exists():
+        raise RunError(f"nothing to resume: {run_dir} has no {RunFolder.CONFIG}")
+    saved = folder.saved_config()
     changed = sorted(k for k, v in overrides.items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v)
     if changed:
         raise ConfigError(f"--resume continues with the run's saved options; cannot change {', '.join(changed)}")
@@ -563,30 +604,30 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     if per_step and overrides.get("epochs", saved.get("epochs")) != saved.get("epochs"):
         raise ConfigError(f"cannot change --epochs of a run with a {saved['scheduler']} schedule: "
                           "its LR curve is planned for the original length")
-    return build_config(normalize_keys(keys, str(run_dir / "config.json")), overrides, {"out": str(run_dir)})
+    return build_config(normalize_keys(keys, str(folder.file(RunFolder.CONFIG))), overrides, {"out": str(run_dir)})
 
 
 def elastic_restart(cfg: TrainConfig) -> TrainConfig | None:
     """`torchrun --max-restarts` re-runs a failed group's original command: then the run its first attempt
     started in --out is resumed from its last checkpoint instead of refused. None when this is no such restart."""
     restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    if not restarts.isdigit() or int(restarts) == 0 or not cfg.out or not (Path(cfg.out) / "config.json").is_file():
+    if not restarts.isdigit() or int(restarts) == 0 or not cfg.out or not RunFolder(cfg.out).exists():
         return None
     return resume_config(Path(cfg.out), {})  # the same command: the saved options are this command's
 
 
-def diverged(run_dir: Path, prog: Progress, opt, loss: float) -> TrainingDiverged:
-    last = run_dir / "checkpoints" / "last.pt"
+def diverged(folder: RunFolder, prog: Progress, opt, loss: float) -> TrainingDiverged:
+    last = folder.checkpoint_path("last")
     kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was saved before it"
     return TrainingDiverged(
         f"loss became {loss} at epoch {prog.epoch + 1}, step {prog.step + 1} (lr {opt.param_groups[0]['lr']:.3g}); "
         f"stopped, {kept}. Lower --lr, add --grad-clip, or pass --on-nan skip")
 
 
-def interrupted(run_dir: Path, prog: Progress, signum: int) -> Interrupted:
+def interrupted(folder: RunFolder, prog: Progress, signum: int) -> Interrupted:
     name = signal.Signals(signum).name
     return Interrupted(f"{name} at epoch {prog.epoch + 1}, step {prog.step}: state saved; "
-                       f"resume with: fashionlab train --resume {run_dir}", signum)
+                       f"resume with: fashionlab train --resume {folder.path}", signum)
 
 
 # ---------------------------------------------------------------------------------------------- distributed

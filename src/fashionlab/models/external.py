@@ -23,9 +23,11 @@ from typing import Any
 from torch import nn
 
 from fashionlab.errors import ConfigError
+from fashionlab.runfolder import RunFolder
+
+SOURCE_COPY = RunFolder.SOURCE_COPY  # in the run folder, for file-based models
 
 ENTRY_POINT_GROUP = "fashionlab.models"
-SOURCE_COPY = "model_source.py"  # in the run folder, for file-based models
 _SPEC = re.compile(r"(?P<where>.+):(?P<name>[A-Za-z_]\w*)")
 
 

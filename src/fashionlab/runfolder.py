@@ -1,0 +1,156 @@
+"""RunFolder: the one owner of a run folder's files.
+
+A run is a folder (docs/design.md, "The run-folder contract"):
+
+    .fashionlab          marker: fashionlab made this folder (runio.make_folder)
+    config.json          every option, plus provenance: data, versions, runtime, model_origin, command
+    metrics.csv          one row per epoch (runio.METRIC_COLUMNS)
+    checkpoints/best.pt  the best-validation model (the last epoch's without a validation split)
+    checkpoints/last.pt  everything a resume needs
+    model_source.py      a copy of a FILE.py:NAME model's source
+    test_metrics.json  classification_report.txt  confusion_matrix.png  curves.png
+    test_predictions.npy  test_probs.npy
+
+Only this class knows these names, reads and writes these files, decides whether a folder is a run, and fills in
+what folders written by older versions lack. Writes are atomic (runio).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashionlab.errors import RunError
+from fashionlab.runio import (
+    METRIC_COLUMNS,
+    atomic_save_figure,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    read_json,
+)
+
+
+def _option_defaults() -> dict[str, Any]:
+    """What a config.json written before an option existed means: the option's default."""
+    from fashionlab.config import TrainConfig
+
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
+class RunFolder:
+    CONFIG = "config.json"
+    METRICS = "metrics.csv"
+    CHECKPOINTS = "checkpoints"
+    SOURCE_COPY = "model_source.py"
+    TEST_METRICS = "test_metrics.json"
+    REPORT = "classification_report.txt"
+    CONFUSION = "confusion_matrix.png"
+    CURVES = "curves.png"
+    PREDICTIONS = "test_predictions.npy"
+    PROBS = "test_probs.npy"
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # ------------------------------------------------------------------ identity
+
+    def exists(self) -> bool:
+        """A run folder is one with a config.json (the marker alone is a folder fashionlab made, not yet a run)."""
+        return self.file(self.CONFIG).is_file()
+
+    def require(self) -> RunFolder:
+        if not self.path.is_dir():
+            raise RunError(f"run folder {self.path} not found")
+        if not self.exists():
+            raise RunError(f"{self.path} is not a run folder (no {self.CONFIG})")
+        return self
+
+    # ------------------------------------------------------------------ config
+
+    def saved_config(self) -> dict[str, Any]:
+        """config.json exactly as written (types checked by runio.read_json)."""
+        return read_json(self.file(self.CONFIG))
+
+    def config(self) -> dict[str, Any]:
+        """config.json with the defaults of options added since the folder was written."""
+        return _option_defaults() | self.saved_config()
+
+    def write_config(self, info: dict[str, Any]) -> None:
+        atomic_write_json(self.file(self.CONFIG), info)
+
+    # ------------------------------------------------------------------ per-epoch metrics
+
+    def history(self) -> list[dict[str, float]]:
+        """metrics.csv as rows of floats (epoch as int); [] before the first epoch."""
+        path = self.file(self.METRICS)
+        if not path.exists():
+            return []
+        try:
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunError(f"{path}: malformed {self.METRICS} ({type(e).__name__}: {e})") from None
+
+    def write_history(self, rows: list[dict[str, float]]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (r[k] if k == "epoch" else f"{r[k]:.6g}") for k in METRIC_COLUMNS})
+        atomic_write_text(self.file(self.METRICS), buf.getvalue())
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.path / self.CHECKPOINTS / f"{name}.pt"
+
+    def has_checkpoint(self, name: str) -> bool:
+        return self.checkpoint_path(name).exists()
+
+    def load_checkpoint(self, name: str) -> dict[str, Any]:
+        """Validated, weights-only (runio.load_checkpoint)."""
+        return load_checkpoint(self.checkpoint_path(name))
+
+    def save_checkpoint(self, name: str, ckpt: dict[str, Any]) -> None:
+        atomic_torch_save(self.checkpoint_path(name), ckpt)
+
+    # ------------------------------------------------------------------ test outputs
+
+    def test_metrics(self) -> dict[str, Any] | None:
+        return read_json(self.file(self.TEST_METRICS)) if self.file(self.TEST_METRICS).is_file() else None
+
+    def write_test_outputs(self, metrics: dict[str, Any], report: str, predictions: np.ndarray, probs: np.ndarray,
+                           confusion_figure, curves_figure) -> None:
+        atomic_write_json(self.file(self.TEST_METRICS), metrics)
+        atomic_write_text(self.file(self.REPORT), report)
+        for name, arr in ((self.PREDICTIONS, predictions.astype(np.int64)), (self.PROBS, probs.astype(np.float32))):
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            atomic_write_bytes(self.file(name), buf.getvalue())
+        atomic_save_figure(self.file(self.CONFUSION), confusion_figure)
+        atomic_save_figure(self.file(self.CURVES), curves_figure)
+
+    def test_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions int64 [n], probabilities float32 [n, classes]) as the last evaluation wrote them."""
+        out = []
+        for name in (self.PREDICTIONS, self.PROBS):
+            try:
+                out.append(np.load(self.file(name), allow_pickle=False))
+            except (OSError, ValueError) as e:
+                raise RunError(f"cannot read {self.file(name)}: {e}") from None
+        return out[0].astype(np.int64, copy=False), out[1]
