@@ -198,8 +198,7 @@ class Run:
         from fashionlab.evaluate import load_run_model
 
         _check_checkpoint(checkpoint)
-        if model is not None and not isinstance(model, nn.Module):
-            raise ConfigError(f"model= must be an nn.Module object, got {_kind(model)}")
+        self._check_object(model, nn)
         classifier, _ = load_run_model(self.path, checkpoint, device, trust_model_code=trust_model_code, net=model)
         return classifier
 
@@ -211,8 +210,7 @@ class Run:
         from fashionlab.evaluate import evaluate_run
 
         _check_checkpoint(checkpoint)
-        if model is not None and not isinstance(model, nn.Module):
-            raise ConfigError(f"model= must be an nn.Module object, got {_kind(model)}")
+        self._check_object(model, nn)
         return evaluate_run(self.path, checkpoint, verbose=verbose, trust_model_code=trust_model_code, net=model)
 
     # -- figures and summaries
@@ -248,6 +246,17 @@ class Run:
         names = list(CLASSES) if n == len(CLASSES) else [str(i) for i in range(n)]
         pairs = top_confusions(Group(self._title(), [SimpleNamespace(metrics=metrics)]), names, k)
         return [{**p, "count": int(p["count"])} for p in pairs]
+
+    def _check_object(self, model, nn) -> None:
+        """model= is an nn.Module object, and a run trained from an object gets one."""
+        from fashionlab.models import OBJECT_PREFIX
+
+        if model is not None and not isinstance(model, nn.Module):
+            raise ConfigError(f"model= must be an nn.Module object, got {_kind(model)}")
+        name = self.config["model"]
+        if model is None and name.startswith(OBJECT_PREFIX):
+            raise ConfigError(f"{self.path} was trained from an nn.Module object ({name}); give one of the same "
+                              f"architecture again: model={name.removeprefix(OBJECT_PREFIX)}()")
 
     def _evaluated(self) -> dict[str, Any]:
         metrics = self.test_metrics
@@ -329,6 +338,8 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"predict() takes a Run, a run folder or an .onnx file, got {_kind(run_or_onnx)}")
     source = Path(source)
+    if model is None and (source / "config.json").is_file():
+        Run(source)._check_object(None, None)  # a run trained from an object needs one
     if model is None:
         loaded = predicting.load_model(source, checkpoint, device, trust_model_code)
     else:
