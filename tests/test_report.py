@@ -145,7 +145,7 @@ def test_different_test_data_refused(data, tmp_path):
 
 def test_missing_or_unevaluated_run_refused(data, tmp_path):
     (run,) = make_runs(tmp_path, data, models=("cnn1",))
-    with pytest.raises(RunError, match="not found"):
+    with pytest.raises(RunError, match="no such folder"):
         compare([run, tmp_path / "nope"], tmp_path / "out")
     (tmp_path / "bare").mkdir()
     with pytest.raises(RunError, match="not a run folder"):

@@ -43,10 +43,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fashionlab.evaluate import evaluate_run
+    from fashionlab.runfolder import RunFolder
 
-    run = Path(args.run)
-    if not (run / "config.json").exists():
-        raise FashionlabError(f"{run} is not a run folder (no config.json)")
+    run = RunFolder(args.run).require().path
     evaluate_run(run, args.checkpoint, device=args.device, trust_model_code=args.trust_model_code)
     return 0
 

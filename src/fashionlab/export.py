@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from fashionlab import CLASSES, __version__
-from fashionlab.errors import ConfigError, FashionlabError, RunError
+from fashionlab.errors import ConfigError, FashionlabError
 
 DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
 INPUT_CONTRACT = "float32 [N,1,28,28], pixel/255 in [0, 1]; the model normalizes"
@@ -54,7 +54,7 @@ def metadata(ckpt: dict, config: dict, checkpoint: str) -> dict[str, str]:
         "fashionlab.mean": repr(float(norm["mean"])),
         "fashionlab.std": repr(float(norm["std"])),
         "fashionlab.model": ckpt["model_name"],
-        "fashionlab.tta": "true" if config.get("tta", False) else "false",
+        "fashionlab.tta": "true" if config["tta"] else "false",
         "fashionlab.checkpoint": checkpoint,
         "fashionlab.input": INPUT_CONTRACT,
         "fashionlab.version": __version__,
@@ -145,17 +145,17 @@ def export_run(run_dir: Path | str, fmt: str = "exported", out: Path | str | Non
     The default path lies in the run folder (fashionlab's, so an earlier export there is replaced); an explicit
     `out` must be a new file."""
     from fashionlab.evaluate import load_run_model
-    from fashionlab.runio import atomic_write_bytes, check_new_file, read_json
+    from fashionlab.runfolder import RunFolder
+    from fashionlab.runio import atomic_write_bytes, check_new_file
 
-    run_dir = Path(run_dir)
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not (run_dir / "config.json").is_file():
-        raise RunError(f"{run_dir} is not a run folder (no config.json)")
+    folder = RunFolder(run_dir).require()
+    run_dir = folder.path
     path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
     if out:
         check_new_file(path, "--out")  # before any work; never over a file fashionlab did not make
-    config = read_json(run_dir / "config.json")
+    config = folder.config()
     model, ckpt = load_run_model(run_dir, checkpoint, "cpu", trust_model_code=trust_model_code)
     model = model.float().to(memory_format=torch.contiguous_format).eval()
     x, kind = check_images(config, ckpt)

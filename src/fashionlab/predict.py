@@ -50,15 +50,15 @@ class TorchModel:
     def __init__(self, run_dir: Path, checkpoint: str, device: str, trust_model_code: bool = False):
         from fashionlab.device import resolve_device
         from fashionlab.evaluate import load_run_model
-        from fashionlab.runio import read_json
+        from fashionlab.runfolder import RunFolder
 
-        if not (run_dir / "config.json").is_file():
-            raise RunError(f"{run_dir} is not a run folder (no config.json) nor an exported .onnx file")
-        config = read_json(run_dir / "config.json")
+        folder = RunFolder(run_dir)
+        if not folder.exists():
+            raise RunError(f"{run_dir} is not a run folder (no {RunFolder.CONFIG}) nor an exported .onnx file")
+        config = folder.config()
         self.device = resolve_device(device)
         self.model, _ = load_run_model(run_dir, checkpoint, self.device, trust_model_code=trust_model_code)
-        self.tta = bool(config.get("tta", False))
-        self.channels_last = bool(config.get("channels_last", True))
+        self.tta, self.channels_last = bool(config["tta"]), bool(config["channels_last"])
         self.classes = list(CLASSES)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

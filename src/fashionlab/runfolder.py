@@ -73,8 +73,11 @@ class RunFolder:
         return self.file(self.CONFIG).is_file()
 
     def require(self) -> RunFolder:
+        """This folder, if it is a run; else a one-line RunError saying why not."""
+        if not self.path.exists():
+            raise RunError(f"{self.path} is not a run folder (no such folder)")
         if not self.path.is_dir():
-            raise RunError(f"run folder {self.path} not found")
+            raise RunError(f"{self.path} is not a run folder (not a folder)")
         if not self.exists():
             raise RunError(f"{self.path} is not a run folder (no {self.CONFIG})")
         return self

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import time
@@ -17,7 +16,8 @@ import numpy as np
 from fashionlab import CLASSES, __version__
 from fashionlab.config import NOT_RESULTS, PROVENANCE_KEYS
 from fashionlab.errors import FashionlabError, RunError
-from fashionlab.runio import METRIC_COLUMNS, read_json
+from fashionlab.runfolder import RunFolder
+from fashionlab.runio import METRIC_COLUMNS
 from fashionlab.stats import (
     bootstrap_ci,
     format_p,
@@ -86,47 +86,36 @@ class Comparison:
 
 def load_run(path: Path | str) -> Run:
     """Read one evaluated run folder; anything missing or inconsistent is a one-line RunError."""
-    path = Path(path)
-    if not path.is_dir():
-        raise RunError(f"run folder {path} not found")
-    if not (path / "config.json").is_file():
-        raise RunError(f"{path} is not a run folder (no config.json)")
+    folder = RunFolder(path).require()
+    path = folder.path
     evaluate = f"run `fashionlab evaluate {path}` first"
-    for name in ("test_metrics.json", "test_predictions.npy", "test_probs.npy"):
-        if not (path / name).is_file():
+    for name in (RunFolder.TEST_METRICS, RunFolder.PREDICTIONS, RunFolder.PROBS):
+        if not folder.file(name).is_file():
             raise RunError(f"{path} has no {name}: {evaluate}")
-    config, metrics = read_json(path / "config.json"), read_json(path / "test_metrics.json")
+    config, metrics = folder.config(), folder.test_metrics()
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
     if missing:
         raise RunError(f"{path}/test_metrics.json lacks {', '.join(missing)}: {evaluate} again")
     n = int(metrics["n_test"])
-    predictions = _load_npy(path / "test_predictions.npy").astype(np.int64, copy=False)
-    probs = _load_npy(path / "test_probs.npy")
+    predictions, probs = folder.test_arrays()
     n_classes = len(metrics["confusion_matrix"])
     if predictions.shape != (n,) or probs.shape != (n, n_classes):
         raise RunError(
             f"{path}: test_predictions.npy {predictions.shape} / test_probs.npy {probs.shape} do not match "
             f"n_test={n}: {evaluate} again"
         )
-    return Run(path, config, metrics, _load_history(path / "metrics.csv"), predictions, probs)
+    return Run(path, config, metrics, _history(folder), predictions, probs)
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _history(folder: RunFolder) -> dict[str, np.ndarray]:
+    """metrics.csv as one array per column."""
+    if not folder.file(RunFolder.METRICS).is_file():
+        raise RunError(f"{folder.file(RunFolder.METRICS)} not found: the run folder is incomplete")
+    rows = folder.history()
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise RunError(f"cannot read {path}: {e}") from None
-
-
-def _load_history(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise RunError(f"{path} not found: the run folder is incomplete")
-    try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
         return {col: np.array([float(r[col]) for r in rows]) for col in HISTORY_COLUMNS}
-    except (KeyError, TypeError, ValueError) as e:
-        raise RunError(f"{path}: malformed metrics.csv ({type(e).__name__}: {e})") from None
+    except KeyError as e:
+        raise RunError(f"{folder.file(RunFolder.METRICS)}: malformed metrics.csv (no column {e})") from None
 
 
 def load_test_data(runs: Sequence[Run]) -> TestData:
