@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 import time
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,7 @@ from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.errors import RunError
 from fashionlab.models import Classifier, build_model, count_params, forward_mflops, known_model, model_names
 from fashionlab.models.external import is_external, run_model_spec
-from fashionlab.runio import (
-    atomic_save_figure,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    read_json,
-)
+from fashionlab.runfolder import RunFolder
 
 
 @torch.no_grad()
@@ -54,15 +46,15 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trus
                    net: nn.Module | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as (with its normalization); refuse unknown or mismatched
     models. An external model's code is imported only with trust_model_code (models.external.run_model_spec)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    ckpt = load_checkpoint(path)
+    folder = RunFolder(run_dir)
+    run_dir, path = folder.path, folder.checkpoint_path(checkpoint)
+    ckpt = folder.load_checkpoint(checkpoint)
     name, cfg = ckpt["model_name"], ckpt.get("config", {})
     if cfg.get("model", name) != name:
         raise RunError(f"{path} is inconsistent: weights of {name!r} but config says {cfg.get('model')!r}")
     if not known_model(name):
         raise RunError(f"{path} holds unknown model {name!r}; this fashionlab knows {', '.join(model_names())}")
-    spec = run_model_spec(run_dir, read_json(run_dir / "config.json") if is_external(name) else {"model": name},
+    spec = run_model_spec(run_dir, folder.saved_config() if is_external(name) else {"model": name},
                           trust_model_code) if net is None else None
     kwargs = dict(dropout=cfg.get("dropout"), **cfg.get("extra", {}))  # types checked by load_checkpoint
 
@@ -112,36 +104,35 @@ def state_dict_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.
 def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, device=None,
                  verbose: bool = True, trust_model_code: bool = False, net: nn.Module | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint once on the untouched test set and write the test artefacts."""
-    run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json")
+    folder = RunFolder(run_dir).require()
+    run_dir, config = folder.path, folder.config()
     if data is None:
         from fashionlab.data import load_fashion_mnist
 
-        data = load_fashion_mnist(config.get("data_dir") or config["data"]["source"], download=False,
-                                  progress=verbose)
-    device = torch.device(device) if device is not None else resolve_device(config.get("device", "auto"))
+        data = load_fashion_mnist(config["data_dir"] or config["data"]["source"], download=False, progress=verbose)
+    device = torch.device(device) if device is not None else resolve_device(config["device"])
     model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code, net=net)
-    precision = resolve_precision(config.get("precision", "auto"), device)
-    logits = predict_logits(model, data.test_x, device=device, precision=precision,
-                            tta=config.get("tta", False), channels_last=config.get("channels_last", True))
+    precision = resolve_precision(config["precision"], device)
+    logits = predict_logits(model, data.test_x, device=device, precision=precision, tta=config["tta"],
+                            channels_last=config["channels_last"])
     y = data.test_y.cpu()
     probs = F.softmax(logits, 1)
     pred = probs.argmax(1).numpy()
-    metrics = test_metrics(y.numpy(), pred, config, ckpt, model, run_dir, data.test_sha256, checkpoint)
+    metrics = test_metrics(y.numpy(), pred, config, ckpt, model, folder, data.test_sha256, checkpoint)
     metrics["test_loss"] = F.cross_entropy(logits, y).item()
-    write_outputs(run_dir, y.numpy(), pred, probs.numpy(), metrics)
+    write_outputs(folder, y.numpy(), pred, probs.numpy(), metrics)
     if verbose:
         print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
               f"({checkpoint} checkpoint, epoch {metrics['best_epoch']}) -> {run_dir}")
     return metrics
 
 
-def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, model: nn.Module, run_dir: Path,
+def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, model: nn.Module, folder: RunFolder,
                  test_sha256: str, checkpoint: str) -> dict[str, Any]:
     from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
     rep = classification_report(y, pred, labels=range(10), target_names=CLASSES, output_dict=True, zero_division=0)
-    rows = read_metrics(run_dir)
+    rows = folder.history()
     return {
         "model": config["model"], "recipe": config.get("recipe"), "seed": config.get("seed"),
         "accuracy": float((pred == y).mean()),
@@ -154,7 +145,7 @@ def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, mode
         "best_epoch": int(ckpt.get("epoch", 0)),
         "epochs_run": len(rows),
         "params": count_params(model),
-        "mflops": round(forward_mflops(model.to("cpu").float()), 3),
+        "mflops": round(forward_mflops(copy.deepcopy(model).to("cpu").float()), 3),  # leaves the model as is
         "train_seconds": round(sum(float(r["seconds"]) for r in rows), 2),
         "tta": bool(config.get("tta", False)),
         "test_sha256": test_sha256,
@@ -162,32 +153,17 @@ def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, mode
     }
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, str]]:
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    return RunFolder(run_dir).history()
 
 
-def write_outputs(run_dir: Path, y: np.ndarray, pred: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
-    import io
-
+def write_outputs(folder: RunFolder, y: np.ndarray, pred: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
     from sklearn.metrics import classification_report
 
-    atomic_write_json(run_dir / "test_metrics.json", metrics)
     report = classification_report(y, pred, labels=range(10), target_names=CLASSES, digits=4, zero_division=0)
-    atomic_write_text(run_dir / "classification_report.txt", report)
-    for name, arr in (("test_predictions.npy", pred.astype(np.int64)), ("test_probs.npy", probs.astype(np.float32))):
-        buf = io.BytesIO()
-        np.save(buf, arr)
-        atomic_write_bytes(run_dir / name, buf.getvalue())
-    plot_confusion(run_dir / "confusion_matrix.png", np.array(metrics["confusion_matrix"]), metrics["model"])
-    plot_curves(run_dir / "curves.png", read_metrics(run_dir), metrics["model"])
-
-
-def plot_confusion(path: Path, cm: np.ndarray, title: str) -> None:
-    atomic_save_figure(path, confusion_figure(cm, title))
+    folder.write_test_outputs(metrics, report, pred, probs,
+                              confusion_figure(np.array(metrics["confusion_matrix"]), metrics["model"]),
+                              curves_figure(folder.history(), metrics["model"]))
 
 
 def confusion_figure(cm: np.ndarray, title: str):
@@ -210,10 +186,6 @@ def confusion_figure(cm: np.ndarray, title: str):
         ax.set_title(f"{title}: {label}")
     fig.tight_layout()
     return fig
-
-
-def plot_curves(path: Path, rows: list[dict[str, str]], title: str) -> None:
-    atomic_save_figure(path, curves_figure(rows, title))
 
 
 def curves_figure(rows: list[dict[str, str]], title: str):
