@@ -104,7 +104,7 @@ def test_cli_resume_without_last_checkpoint_is_one_line_exit_2(tmp_path, data, s
 def test_nan_validation_accuracy_never_replaces_best(tmp_path, data, monkeypatch):
     import fashionlab.train as train_mod
 
-    real = train_mod.validate
+    real = train_mod.validation_metrics
     calls = {"n": 0}
 
     def nan_in_epoch_2(*a, **k):
@@ -112,7 +112,7 @@ def test_nan_validation_accuracy_never_replaces_best(tmp_path, data, monkeypatch
         loss, acc = real(*a, **k)
         return (float("nan"), float("nan")) if calls["n"] == 2 else (loss, acc)
 
-    monkeypatch.setattr(train_mod, "validate", nan_in_epoch_2)
+    monkeypatch.setattr(train_mod, "validation_metrics", nan_in_epoch_2)
     run = train(cfg(tmp_path / "run", epochs=2), data=data, verbose=False)
     assert load_checkpoint(run / "checkpoints" / "best.pt")["epoch"] == 1
 
@@ -160,3 +160,18 @@ def test_data_grid_writes_a_new_png(tmp_path, synthetic_env, capsys):
     grid = tmp_path / "grid.png"
     assert main(["data", "--grid", str(grid)]) == 0
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_never_writes_into_a_users_folder(tmp_path, capsys):
+    from fashionlab.report import compare_runs
+
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my own summary\n")
+    with pytest.raises(RunError, match="not empty and was not made by fashionlab"):
+        compare_runs([tmp_path / "whatever"], mine)
+    assert (mine / "summary.md").read_text() == "my own summary\n"
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    with pytest.raises(RunError, match="is a file, not a folder"):
+        compare_runs([tmp_path / "whatever"], target)

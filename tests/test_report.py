@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from fashionlab.errors import RunError
-from fashionlab.report import add_compare_arguments, cmd_compare, compare_runs, print_summary
+from fashionlab.report import compare_runs, print_summary
 from fashionlab.report.compare import Run, group_runs
 from fashionlab.stats import mcnemar_exact
 from report_fixtures import Dataset, make_dataset, make_run, make_runs, wrong_indices
@@ -61,7 +60,7 @@ def correct(run: Path, data: Dataset) -> np.ndarray:
 
 def test_writes_three_files_with_every_section(one_seed):
     _, out, summary = one_seed
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "summary.json", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".fashionlab", "report.html", "summary.json", "summary.md"]
     assert json.loads((out / "summary.json").read_text()) == summary
     html = (out / "report.html").read_text()
     for sid in SECTIONS:
@@ -210,11 +209,10 @@ def test_single_run(data, tmp_path, fast_figures):
 
 
 def test_cmd_compare(one_seed, tmp_path, capsys, fast_figures):
-    parser = argparse.ArgumentParser()
-    add_compare_arguments(parser)
-    args = parser.parse_args([*map(str, one_seed[0]), "--out", str(tmp_path / "rep")])
+    from fashionlab.cli import main
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FASHIONLAB_SKIP_VERIFY", "1")
-        assert cmd_compare(args) == 0
+        assert main(["compare", *map(str, one_seed[0]), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "report.html").is_file()
     assert "report.html" in capsys.readouterr().out

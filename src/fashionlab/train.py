@@ -423,7 +423,7 @@ def end_epoch(ctx: Context, state: TrainState) -> None:
     t0 = time.perf_counter()
     loss_sum, correct, seen = all_reduce(ctx.dist, ctx.device, prog.loss_sum, prog.correct, prog.seen)
     broadcast(ctx.dist, state.model, state.eval_model)
-    val_loss, val_acc = validate(state.eval_model, ctx.splits, cfg, ctx.precision, ctx.device)
+    val_loss, val_acc = validation_metrics(state.eval_model, ctx.splits, cfg, ctx.precision, ctx.device)
     lr = prog.lr
     if state.sched is not None and cfg.scheduler == "plateau":
         state.sched.step(val_acc)
@@ -447,7 +447,9 @@ def end_epoch(ctx: Context, state: TrainState) -> None:
         save_last(ctx, state)
 
 
-def validate(model: nn.Module, splits: Splits, cfg: TrainConfig, precision: str, device) -> tuple[float, float]:
+def validation_metrics(model: nn.Module, splits: Splits, cfg: TrainConfig, precision: str,
+                       device) -> tuple[float, float]:
+    """(loss, accuracy) on the validation split; NaN without one. (TrainConfig.validate checks options.)"""
     if len(splits.val_y) == 0:
         return float("nan"), float("nan")
     logits = predict_logits(model, splits.val_x, device=device, precision=precision,
@@ -715,9 +717,10 @@ class Logger:
         if not self.verbose:
             yield lambda: None
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+        from rich.progress import Progress as ProgressBar  # not train.Progress, which is where training stands
 
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        with ProgressBar("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=self.console, transient=True) as p:
             task = p.add_task(label, total=total, completed=done)
             yield lambda: p.advance(task)

@@ -61,10 +61,6 @@ class DataSource:
     files: dict[str, Path]
     sha256: dict[str, str]  # of the decompressed bytes, whether or not they were checked against FILES
 
-    def as_dict(self) -> dict:
-        """The JSON form recorded in a run's config.json under "data"."""
-        return {"source": str(self.path), "origin": self.origin, "sha256": dict(self.sha256)}
-
 
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/fashionlab/fashion-mnist`, or `~/.cache/...` when that is unset or relative."""
@@ -173,12 +169,13 @@ def _read_memo(memo: Path | None) -> dict:
 
 
 def _write_memo(memo: Path, table: dict) -> None:
-    tmp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
+    from fashionlab.errors import FashionlabError
+    from fashionlab.runio import atomic_write_text
+
     try:
-        tmp.write_text(json.dumps(table, indent=1))
-        os.replace(tmp, memo)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # the memo is only an optimisation; a read-only cache is fine
+        atomic_write_text(memo, json.dumps(table, indent=1))
+    except FashionlabError:
+        pass  # the memo is only an optimisation; a read-only cache is fine
 
 
 def _download_missing(cache: Path, mirrors: Sequence[str], progress: bool, verify: bool) -> DataSource:

@@ -9,12 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fashionlab.errors import RunError
 from fashionlab.report.compare import build_comparison
 from fashionlab.report.tables import print_summary, to_markdown
-from fashionlab.runio import atomic_write_text
+from fashionlab.runio import atomic_write_text, check_new_folder, make_folder
 
-__all__ = ["add_compare_arguments", "cmd_compare", "compare_runs", "print_summary"]
+__all__ = ["cmd_compare", "compare_runs", "print_summary"]
 
 
 def compare_runs(run_dirs: Sequence[Path | str], out_dir: Path | str, *, n_boot: int = 2000, alpha: float = 0.05,
@@ -24,19 +23,13 @@ def compare_runs(run_dirs: Sequence[Path | str], out_dir: Path | str, *, n_boot:
     from fashionlab.report.html import render_report  # matplotlib is imported only when a report is made
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} is a file, not a folder")
+    check_new_folder(out, "report folder")  # new, empty, or one fashionlab made: never a folder of the user's
     comp = build_comparison(run_dirs, n_boot=n_boot, alpha=alpha, seed=seed)
+    make_folder(out)
     atomic_write_text(out / "summary.json", json.dumps(comp.summary, indent=2) + "\n")
     atomic_write_text(out / "summary.md", to_markdown(comp.summary))
     atomic_write_text(out / "report.html", render_report(comp))
     return comp.summary
-
-
-def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="evaluated run folders")
-    parser.add_argument("--out", type=Path, default=None, metavar="REPORT_DIR",
-                        help="folder for report.html, summary.md, summary.json (default: reports/compare-<timestamp>)")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
