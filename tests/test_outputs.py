@@ -175,3 +175,12 @@ def test_compare_never_writes_into_a_users_folder(tmp_path, capsys):
     target.write_text("x")
     with pytest.raises(RunError, match="is a file, not a folder"):
         compare_runs([tmp_path / "whatever"], target)
+
+
+def test_export_never_overwrites_a_users_file(tmp_path, data, synthetic_env, capsys):
+    run = train(cfg(tmp_path / "run"), data=data, verbose=False)
+    mine = tmp_path / "model.onnx"
+    mine.write_bytes(b"the user's own model")
+    assert main(["export", str(run), "--format", "onnx", "--out", str(mine)]) == 2
+    assert "already exists" in one_line_error(capsys)
+    assert mine.read_bytes() == b"the user's own model"
