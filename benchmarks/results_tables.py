@@ -44,6 +44,9 @@ MEASURED = ROOT / "src" / "fashionlab" / "measured.json"
 # run and benchmark ran on, as documented in docs/results.md and docs/performance.md.
 NEAR = 0.001  # "within 0.1 points of the target", for the reference's plateau before it
 MACHINE = "2-core AMD EPYC CPU (AVX-512 BF16), no GPU"
+# `fashionlab train --budget`: per device kind, benchmarks/step_time.py's output from the machine on which the
+# recipes' times were measured (absent: no recipe has a reference step time, and --budget has nothing to choose).
+STEP_TIME_FILES = {"cpu": BENCH / "step_time.json"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -530,7 +533,41 @@ def measured() -> dict[str, dict | None]:
                                        "test evaluation, idle machine, 2 threads",
                        "seconds_source": "docs/benchmarks/time_to_accuracy-fast.json", "machine": MACHINE,
                        "torch": t["json"]["torch"], "date": t["json"]["date"]}
+    add_budget_references(out)
     return out
+
+
+def reference_seconds(kind: str, entry: dict) -> tuple[float, str, str] | None:
+    """(seconds, what they are, source) of a recipe's measured run on a device of KIND. The recipes' times are
+    measured on the CPU; a GPU reference needs the recipe's time measured on that GPU returned here for "cuda",
+    with its step times in STEP_TIME_FILES["cuda"] (benchmarks/step_time.py --device cuda)."""
+    if kind == "cpu":
+        return entry["seconds"], entry["seconds_kind"], entry["seconds_source"]
+    return None
+
+
+def add_budget_references(out: dict[str, dict | None]) -> None:
+    """Each measured recipe's `budget_reference` per device kind: its time and step time on the reference
+    machine. A step time counts only if it was measured with every setting the recipe has today."""
+    for kind, path in STEP_TIME_FILES.items():
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        if d.get("device") != kind:
+            raise ValueError(f"{path}: device {d.get('device')!r}, expected {kind!r}")
+        for name, entry in out.items():
+            step = d["recipes"].get(name)
+            ref = reference_seconds(kind, entry) if entry else None
+            if ref is None or step is None or step["settings"] != recipe_overrides(name):
+                continue
+            seconds, seconds_kind, source = ref
+            entry.setdefault("budget_reference", {})[kind] = {
+                "seconds": seconds, "seconds_kind": seconds_kind, "seconds_source": source,
+                "step_seconds": step["step_seconds"],
+                "step_seconds_source": rel(path) if path.is_relative_to(ROOT) else str(path),
+                "batch_size": step["batch_size"], "precision": step["precision"], "machine": MACHINE,
+                "step_machine": d["machine"], "threads": d["machine"]["threads"], "torch": d["torch"],
+                "date": d["date"]}
 
 
 def measured_json() -> str:

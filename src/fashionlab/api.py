@@ -50,7 +50,7 @@ def resolve_training(options: dict[str, Any], config_file: str | os.PathLike | N
 
 def train(*, config: str | os.PathLike | None = None, model_args: dict[str, Any] | None = None,
           resume: str | os.PathLike | Run | None = None, trust_model_code: bool = False, verbose: bool = True,
-          data=None, **options: Any) -> Run:
+          data=None, budget: str | None = None, **options: Any) -> Run:
     """Train a model into a run folder, evaluate its best checkpoint on the test set, and return the `Run`.
 
     options: `fashionlab train`'s options by their names (`model="cnn2", epochs=5, lr=3e-3, out="runs/x"`; see
@@ -59,6 +59,8 @@ def train(*, config: str | os.PathLike | None = None, model_args: dict[str, Any]
     config: a YAML/JSON file of options (the options given here override it). model_args: keyword arguments for
     the model, added to option `extra` (like --model-arg). resume: continue a stopped run (a path or a Run).
     data: an already loaded `fashionlab.data.load_fashion_mnist()` dataset, to skip loading it again.
+    budget: like `--budget` ("90s", "5m", "1h30m"): train the most accurate measured recipe estimated to fit
+    in that time on this machine (not with model= or recipe=).
     """
     from torch import nn
 
@@ -69,7 +71,12 @@ def train(*, config: str | os.PathLike | None = None, model_args: dict[str, Any]
     options = normalize_keys(options, "fashionlab.train()")
     command = _call_text("fashionlab.train", {**options, **({"config": config} if config else {}),
                                               **({"model_args": model_args} if model_args else {}),
-                                              **({"resume": resume} if resume else {})})
+                                              **({"resume": resume} if resume else {}),
+                                              **({"budget": budget} if budget is not None else {})})
+    if budget is not None:
+        from fashionlab.budget import pick_recipe
+
+        options["recipe"] = pick_recipe(budget, options, config, resume=resume, log=print if verbose else None)
     if config is not None and resume is not None:
         raise ConfigError("fashionlab.train(): config= and resume= do not go together (a resumed run keeps its "
                           "saved options)")

@@ -35,7 +35,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fashionlab.config import given
     from fashionlab.train import train
 
-    cfg, resume, trust = resolve_training(given(args), args.config_file, args.resume, args.trust_model_code)
+    options = given(args)
+    if args.budget is not None:  # the most accurate measured recipe that fits, timed on this machine
+        from fashionlab.budget import pick_recipe
+
+        options["recipe"] = pick_recipe(args.budget, options, args.config_file, resume=args.resume)
+    cfg, resume, trust = resolve_training(options, args.config_file, args.resume, args.trust_model_code)
     command = "fashionlab " + shlex.join(sys.argv[1:])
     train(cfg, command=command, resume=resume, verbose=not args.quiet, trust_model_code=trust)
     return 0
@@ -200,6 +205,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--trust-model-code", action="store_true",
                    help="with --resume: allow importing the run's external model code (or give the same --model)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--budget", metavar="DURATION", default=None,
+                   help="train the most accurate measured recipe estimated to fit in DURATION here (90s, 5m, 1h30m); "
+                        "not with --recipe/--model")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run folder's checkpoint on the test set")

@@ -1,0 +1,227 @@
+"""`fashionlab train --budget 5m`: the most accurate measured recipe that fits a time budget on this machine.
+
+Each recipe in measured.json may carry, per device kind ("cpu", "cuda", "mps"), a reference: the recipe's
+measured time on the reference machine (`seconds`) and the seconds one training step took there
+(`step_seconds`, from `benchmarks/step_time.py`, which calls `measure_step_seconds` below). Here the same
+step is timed again (a few steps of the recipe's model at its batch size, precision and memory format, on
+random inputs: a few seconds in all), and the reference time is scaled by the ratio of the two step times:
+
+    estimate here = reference seconds × step seconds here / step seconds on the reference machine
+
+The estimate assumes the whole run scales like one training step (data loading and evaluation are a small
+part of every measured recipe). Recipes are timed from the most accurate down; the first that fits is chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fashionlab.errors import ConfigError
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '1h', '1h30m', '1.5h' -> seconds; a one-line ConfigError otherwise."""
+    cleaned = str(text).strip().lower().replace(" ", "")
+    match = _DURATION.fullmatch(cleaned)
+    if not cleaned or match is None or not any(match.groups()):
+        hint = "; give a unit" if re.fullmatch(r"\d+(?:\.\d+)?", cleaned) else ""
+        raise ConfigError(f"--budget {text!r} is not a duration{hint}: use e.g. 90s, 5m, 1h or 1h30m")
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    seconds = 3600 * h + 60 * m + s
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"--budget {text!r} must be a duration longer than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """46 s, 5 min 10 s, 1 h 30 min."""
+    s = round(seconds)
+    if s < 60:
+        return f"{seconds:.0f} s"
+    if s < 3600:
+        m, s = divmod(s, 60)
+        return f"{m} min {s} s" if s else f"{m} min"
+    h, rest = divmod(s, 3600)
+    m = round(rest / 60)
+    if m == 60:
+        h, m = h + 1, 0
+    return f"{h} h {m} min" if m else f"{h} h"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# timing one training step
+
+
+def measure_step_seconds(cfg, device=None, *, warmup: int = 3, steps: int = 5) -> float:
+    """Median seconds of one training step of cfg's model, as train.train_epoch takes it (augmentation of a
+    uint8 batch, forward, loss, backward, optimizer step, EMA update) at cfg's batch size, precision and
+    memory format, on random inputs; `warmup` untimed steps first (oneDNN/cuDNN choose kernels then).
+
+    The same function times the reference machine (benchmarks/step_time.py) and the user's (--budget). It
+    leaves the global random state as it found it."""
+    import torch
+
+    from fashionlab.device import resolve_device, resolve_precision
+    from fashionlab.train import Splits, make_ema, make_model, make_optimizer, to_input, train_step
+
+    device = resolve_device(cfg.device) if device is None else torch.device(device)
+    precision = resolve_precision(cfg.precision, device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
+
+    fork = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):
+        none = torch.zeros(0, 28, 28, dtype=torch.uint8)
+        labels = torch.zeros(0, dtype=torch.long)
+        splits = Splits(none, labels, none, labels, mean=0.286, std=0.353)  # Fashion-MNIST's pixel statistics
+        model = make_model(cfg, device, splits)  # seeds torch with cfg.seed, as training does
+        opt = make_optimizer(cfg, model)
+        ema = make_ema(cfg, model)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        aug = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        images = torch.randint(0, 256, (cfg.batch_size, 28, 28), dtype=torch.uint8).to(device)
+        y = torch.randint(0, 10, (cfg.batch_size,)).to(device)
+        times = []
+        for i in range(warmup + steps):
+            sync()
+            t0 = time.perf_counter()
+            x = to_input(images, cfg, aug)
+            train_step(model, opt, scaler, x, y, cfg, precision, device)
+            if ema is not None:
+                ema.update_parameters(model)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def recipe_config(name: str, device: str = "auto"):
+    """The configuration recipe NAME trains with (its settings and defaults; only the device given)."""
+    from fashionlab.config import build_config
+    from fashionlab.recipes import recipe_overrides
+
+    return build_config(recipe_overrides(name), {"device": device})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# choosing
+
+
+@dataclass
+class Estimate:
+    recipe: str
+    accuracy_mean: float
+    accuracy_sd: float
+    n_seeds: int
+    reference_seconds: float
+    ratio: float  # step seconds here / on the reference machine
+
+    @property
+    def seconds(self) -> float:
+        return self.reference_seconds * self.ratio
+
+
+@dataclass
+class Choice:
+    budget_seconds: float
+    device: str
+    chosen: Estimate
+    more_accurate: list[Estimate] = field(default_factory=list)  # timed and too slow for the budget
+    reference: dict[str, Any] = field(default_factory=dict)  # the chosen recipe's reference entry
+
+    def lines(self) -> list[str]:
+        c, ref = self.chosen, self.reference
+        where = ref.get("machine", "the reference machine")
+        out = [f"--budget {format_duration(self.budget_seconds)}: recipe {c.recipe}",
+               f"  expected test accuracy {100 * c.accuracy_mean:.2f} ± {100 * c.accuracy_sd:.2f}% "
+               f"(n = {c.n_seeds} seeds) on the reference machine ({where})",
+               f"  estimated time here: {format_duration(c.seconds)} ({self.device}; a training step takes "
+               f"{c.ratio:.2f}× as long as on the reference machine, where the run took "
+               f"{format_duration(c.reference_seconds)})"]
+        out += [f"  not chosen: {e.recipe} ({100 * e.accuracy_mean:.2f}%) would take about "
+                f"{format_duration(e.seconds)} here" for e in self.more_accurate]
+        return out
+
+
+def candidates(table: dict[str, Any], device: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(recipe, measured entry, reference for this device kind) for each recipe with a measured accuracy and a
+    reference step time on this kind of device, most accurate first."""
+    found = []
+    for name, entry in table.items():
+        if not entry or entry.get("accuracy_mean") is None:
+            continue
+        ref = (entry.get("budget_reference") or {}).get(device)
+        if not ref or not ref.get("step_seconds") or not ref.get("seconds"):
+            continue
+        found.append((name, entry, ref))
+    return sorted(found, key=lambda t: (-t[1]["accuracy_mean"], t[2]["seconds"]))
+
+
+def choose(budget_seconds: float, table: dict[str, Any], device: str,
+           step_seconds_here: Callable[[str], float]) -> Choice:
+    """The most accurate recipe whose estimated time here fits the budget. Recipes are timed here
+    (`step_seconds_here(name)`) from the most accurate down, and timing stops at the first that fits."""
+    found = candidates(table, device)
+    if not found:
+        raise ConfigError(f"--budget: no recipe has a measured accuracy and a reference step time for a {device} "
+                          "device (see `fashionlab recipes`); give --recipe or --model instead")
+    tried: list[Estimate] = []
+    for name, entry, ref in found:
+        ratio = step_seconds_here(name) / ref["step_seconds"]
+        est = Estimate(name, entry["accuracy_mean"], entry.get("accuracy_sd") or 0.0, entry.get("n_seeds", 1),
+                       ref["seconds"], ratio)
+        if est.seconds <= budget_seconds:
+            return Choice(budget_seconds, device, est, tried, ref)
+        tried.append(est)
+    fastest = min(tried, key=lambda e: e.seconds)
+    raise ConfigError(f"--budget {format_duration(budget_seconds)}: no measured recipe fits; the fastest, "
+                      f"{fastest.recipe}, would take about {format_duration(fastest.seconds)} here")
+
+
+def load_measured() -> dict[str, Any]:
+    from importlib.resources import files
+
+    return json.loads(files("fashionlab").joinpath("measured.json").read_text())["recipes"]
+
+
+def pick_recipe(budget: str, options: dict[str, Any], config_file=None, *, resume=None,
+                log: Callable[[str], None] | None = print, table: dict[str, Any] | None = None,
+                step_seconds_here: Callable[[str], float] | None = None) -> str:
+    """The recipe `train --budget BUDGET` trains, with `options` (the other options given) and `config_file`.
+    Every problem is a one-line ConfigError raised before anything is written."""
+    from fashionlab.config import FIELDS, read_config_file
+    from fashionlab.device import resolve_device
+
+    seconds = parse_duration(budget)
+    if resume:
+        raise ConfigError("--budget picks a recipe for a new run; a resumed run keeps its own")
+    file_layer = read_config_file(config_file) if config_file else {}
+    for where, layer in (("", options), (f" (in {config_file})", file_layer)):
+        named = [k for k in ("recipe", "model") if layer.get(k) is not None]
+        if named:
+            raise ConfigError(f"--budget picks the recipe itself: not with --{named[0]}{where}")
+    device = resolve_device(options.get("device") or file_layer.get("device") or "auto")
+    measure = step_seconds_here or (lambda name: measure_step_seconds(recipe_config(name, device.type), device))
+    choice = choose(seconds, load_measured() if table is None else table, device.type, measure)
+    if log is not None:
+        for line in choice.lines():
+            log(line)
+        changed = sorted(k for k in {**file_layer, **options} if k in FIELDS and FIELDS[k].metadata["results"]
+                         and k != "seed")
+        if changed:
+            log(f"  note: {', '.join('--' + k.replace('_', '-') for k in changed)} change the recipe; the accuracy "
+                "and time above are the recipe's own")
+    return choice.chosen.recipe
