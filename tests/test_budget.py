@@ -292,3 +292,16 @@ def test_results_tables_refuses_a_step_time_file_of_another_device(rt, tmp_path,
 def test_step_time_script_uses_the_budget_timer():
     text = (ROOT / "benchmarks" / "step_time.py").read_text()
     assert "from fashionlab.budget import measure_step_seconds, recipe_config" in text
+
+
+def test_frontier_json_is_what_the_committed_results_give():
+    """docs/results/frontier.json (the numbers behind docs/frontier.png) agrees with measured.json's figures."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "frontier.py"), "--check"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((ROOT / "docs" / "results" / "frontier.json").read_text())
+    shipped = budget.load_measured()
+    plotted = {p["recipe"]: p for p in data["points"] if p["recipe"]}
+    assert set(plotted) == {name for name, e in shipped.items() if e}
+    for name, p in plotted.items():
+        assert (p["accuracy_mean"], p["seconds"]) == (shipped[name]["accuracy_mean"], shipped[name]["seconds"])
