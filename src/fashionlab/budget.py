@@ -202,7 +202,7 @@ def pick_recipe(budget: str, options: dict[str, Any], config_file=None, *, resum
                 step_seconds_here: Callable[[str], float] | None = None) -> str:
     """The recipe `train --budget BUDGET` trains, with `options` (the other options given) and `config_file`.
     Every problem is a one-line ConfigError raised before anything is written."""
-    from fashionlab.config import FIELDS, read_config_file
+    from fashionlab.config import FIELDS, flag, read_config_file
     from fashionlab.device import resolve_device
 
     seconds = parse_duration(budget)
@@ -222,6 +222,6 @@ def pick_recipe(budget: str, options: dict[str, Any], config_file=None, *, resum
         changed = sorted(k for k in {**file_layer, **options} if k in FIELDS and FIELDS[k].metadata["results"]
                          and k != "seed")
         if changed:
-            log(f"  note: {', '.join('--' + k.replace('_', '-') for k in changed)} change the recipe; the accuracy "
+            log(f"  note: {', '.join(flag(k) for k in changed)} change the recipe; the accuracy "
                 "and time above are the recipe's own")
     return choice.chosen.recipe
