@@ -593,5 +593,86 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------------
+# the claims study (docs/results/claims/) and the option list
+
+
+CLAIM_GROUPS = ("cnn2", "no-augment", "no-bn", "no-dropout", "no-schedule", "cnn1")
+CLAIMS = (("no-augment", "data augmentation (flip + 2-pixel translation)"), ("no-bn", "batch normalization"),
+          ("no-dropout", "dropout"), ("no-schedule", "the one-cycle LR schedule"))
+
+
+@region("readme-claims", "README.md")
+def readme_claims() -> str:
+    if not (RESULTS / "claims" / "summary.json").exists():  # the study is still running: say how far it is
+        done = {g: len(list((RESULTS / "claims" / g).rglob("test_metrics.json"))) for g in CLAIM_GROUPS}
+        return ("Not yet measured in full: the committed runs so far are "
+                + ", ".join(f"{g} {n}/3" for g, n in done.items()) + " (`docs/results/claims/run_claims.sh`).")
+    s = summary("claims")
+    models = {m["label"]: m for m in s["models"]}
+    versus = {v["label"]: v for v in s["versus_base"]}
+    base = models[s["base"]]
+    epochs = {r.config["epochs"] for label in models for r in runs(f"claims/{label}")}
+    rows = []
+    for label, what in CLAIMS:
+        v, m = versus[label], models[label]
+        effect, (lo, hi) = -v["diff"], (-v["ci"][1], -v["ci"][0])  # what the ingredient adds: base - without
+        if v["significant"]:
+            finding = f"**{'helps' if effect > 0 else 'hurts'}**"
+        else:
+            finding = "no significant difference"
+        rows.append([what, f"`{label}`", acc_stat(m), f"{points(effect)} [{points(lo)}, {points(hi)}]",
+                     p_text(v["p_adjusted"]), p_text(v["seed_p_adjusted"]) if v["seed_p_adjusted"] is not None
+                     else "n/a", gap_stat(m), finding])
+    cnn1 = versus.get("cnn1")
+    tail = ""
+    if cnn1 is not None:
+        tail = (f" For scale, CNN_1 (its own recipe, same length) reached {acc_stat(models['cnn1'])}: "
+                f"{points(cnn1['diff'])} points against the full CNN_2 recipe (Holm {p_text(cnn1['p_adjusted'])}).")
+    n = sorted({len(m["seeds"]) for m in s["models"]})
+    return (f"CNN_2's recipe ({acc_stat(base)}, n = {'/'.join(map(str, n))} seeds) against the same recipe with one "
+            f"ingredient removed, {'/'.join(map(str, sorted(epochs)))} epochs each, on the 10,000 test images. "
+            "Effect = accuracy with the ingredient minus without (points, paired bootstrap 95% CI). p: McNemar on "
+            "each seed pair (largest), Holm-adjusted over all "
+            f"{len(s['comparisons'])} pairs of the {len(s['models'])} groups; seed p: paired t-test on per-seed "
+            "accuracies, Holm-adjusted. Gap: train − validation accuracy at the last epoch (train accuracy is "
+            "measured on augmented batches).\n\n"
+            + table(["ingredient", "removed in", "test accuracy without it", "effect", "p (Holm)", "seed p (Holm)",
+                     "train − val gap without it", "verdict"], ["---", "---"] + ["---:"] * 5 + ["---"], rows)
+            + "\n" + tail)
+
+
+def points(x: float) -> str:
+    return f"{100 * x:+.2f}".replace("-", "−")
+
+
+def acc_stat(m: dict) -> str:
+    a = m["accuracy"]
+    return f"{100 * a['mean']:.2f} ± {100 * a['sd']:.2f}%" if a["n"] > 1 else f"{100 * a['mean']:.2f}%"
+
+
+def gap_stat(m: dict) -> str:
+    g = m["train_val_gap"]
+    mean = f"{100 * g['mean']:+.1f}".replace("-", "−")
+    return f"{mean} ± {100 * g['sd']:.1f} pts" if g["n"] > 1 else f"{mean} pts"
+
+
+@region("readme-options", "README.md")
+def readme_options() -> str:
+    """The training options, from TrainConfig's fields (the one place each is defined)."""
+    from dataclasses import fields
+
+    from fashionlab.config import TrainConfig, flag
+
+    names = []
+    for f in fields(TrainConfig):
+        if not f.metadata["cli"]:
+            continue
+        choices = f.metadata.get("choices")
+        names.append(f"{flag(f.name)}" + (f" {'|'.join(choices)}" if choices else ""))
+    return "`" + " ".join(names) + "`, and `--model-arg KEY=VALUE` (model keyword arguments; in a file: `extra:`)."
+
+
 if __name__ == "__main__":
     sys.exit(main())
+
