@@ -22,6 +22,7 @@ from typing import Any
 
 from fashionlab import CLASSES
 from fashionlab.errors import ConfigError, RunError
+from fashionlab.runfolder import RunFolder
 
 __all__ = ["Run", "compare", "load_run", "predict", "train"]
 
@@ -129,13 +130,8 @@ class Run:
     `Run` is path-like (os.fspath(run) is its folder), so it goes wherever a run folder path does."""
 
     def __init__(self, path: str | os.PathLike):
-        path = Path(path)
-        if not path.is_dir():
-            raise RunError(f"{path} is not a run folder (no such folder)" if not path.exists()
-                           else f"{path} is not a run folder (not a folder)")
-        if not (path / "config.json").is_file():
-            raise RunError(f"{path} is not a run folder (no config.json)")
-        self.path = path
+        self._folder = RunFolder(path).require()  # the one owner of the folder's files
+        self.path = self._folder.path
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -165,31 +161,25 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any]:
-        """config.json: every resolved option, plus "data", "versions", "command"."""
-        from fashionlab.runio import read_json
-
-        return read_json(self.path / "config.json")
+        """config.json: every resolved option (with the defaults of options newer than the folder), plus "data",
+        "versions", "runtime", "model_origin", "command"."""
+        return self._folder.config()
 
     @property
     def history(self) -> list[dict[str, Any]]:
         """metrics.csv, one dict per finished epoch: epoch (int), train_loss, train_acc, val_loss, val_acc, lr,
         seconds (floats)."""
-        from fashionlab.evaluate import read_metrics
-
-        return [{k: _number(k, v) for k, v in row.items()} for row in read_metrics(self.path)]
+        return self._folder.history()
 
     @property
     def test_metrics(self) -> dict[str, Any] | None:
         """test_metrics.json (accuracy, macro_f1, per_class, confusion_matrix, ...), or None if not evaluated."""
-        from fashionlab.runio import read_json
-
-        path = self.path / "test_metrics.json"
-        return read_json(path) if path.is_file() else None
+        return self._folder.test_metrics()
 
     @property
     def classification_report(self) -> str | None:
         """scikit-learn's per-class precision/recall/F1 table on the test set, or None if not evaluated."""
-        path = self.path / "classification_report.txt"
+        path = self._folder.file(self._folder.REPORT)
         return path.read_text() if path.is_file() else None
 
     # -- the model
@@ -288,13 +278,6 @@ def load_run(path: str | os.PathLike) -> Run:
     return Run(path)
 
 
-def _number(key: str, value: Any) -> Any:
-    try:
-        return int(value) if key == "epoch" else float(value)
-    except (TypeError, ValueError):
-        return value
-
-
 def _check_checkpoint(checkpoint: str) -> None:
     if checkpoint not in CHECKPOINTS:
         raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
@@ -345,7 +328,7 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"predict() takes a Run, a run folder or an .onnx file, got {_kind(run_or_onnx)}")
     source = Path(source)
-    if model is None and (source / "config.json").is_file():
+    if model is None and RunFolder(source).exists():
         Run(source)._check_object(None, None)  # a run trained from an object needs one
     if model is None:
         loaded = predicting.load_model(source, checkpoint, device, trust_model_code)
