@@ -54,7 +54,7 @@ import fashionlab.train as t
 real = t.end_epoch
 def end_epoch(*args):
     real(*args)
-    prog = args[4]
+    prog = args[1].prog  # end_epoch(ctx, state)
     row = {k: v for k, v in prog.rows[-1].items() if k != "seconds"}
     print("ROW", os.environ["RANK"], json.dumps(row | {"bad_epochs": prog.bad_epochs}), flush=True)
 t.end_epoch = end_epoch

@@ -81,7 +81,8 @@ def test_reading_the_run_folder_needs_trust_and_imports_nothing_without_it(tmp_p
     assert main(["train", "--model", f"{mynet}:Net", *TRAIN, "--out", str(run)]) == 0
     mark = tmp_path / "imported"
     monkeypatch.setenv("MYNET_MARK", str(mark))
-    sys.modules.pop(next((m for m in sys.modules if m.startswith("fashionlab_user_model_")), ""), None)
+    for name in [m for m in sys.modules if m.startswith("fashionlab_user_model_")]:  # imported by training
+        del sys.modules[name]
     for args in (["evaluate", str(run)], ["export", str(run), "--format", "onnx"],
                  ["predict", str(run), str(mynet)], ["train", "--resume", str(run), "--epochs", "1"]):
         assert main(args) == 2, args

@@ -194,7 +194,7 @@ probe_dir = Path(os.environ["PROBE_DIR"])
 pause = float(os.environ.get("PROBE_STEP_SECONDS", "0"))
 print("NODE", os.environ["GROUP_RANK"], rank, os.environ["WORLD_SIZE"], attempt, flush=True)
 (probe_dir / f"pid.{rank}.{attempt}").write_text(str(os.getpid()))
-real_step, real_restore = t.train_step, t.restore
+real_step, real_resume = t.train_step, t.resume_state
 done = 0
 
 def train_step(*args, **kwargs):
@@ -208,12 +208,12 @@ def train_step(*args, **kwargs):
     time.sleep(pause)
     return result
 
-def restore(*args, **kwargs):
-    prog = real_restore(*args, **kwargs)
+def resume_state(ctx, state):
+    real_resume(ctx, state)
+    prog = state.prog
     print("RESTORED", rank, attempt, prog.epoch, prog.step, prog.global_step, flush=True)
-    return prog
 
-t.train_step, t.restore = train_step, restore
+t.train_step, t.resume_state = train_step, resume_state
 from fashionlab.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -159,3 +159,28 @@ def test_verdicts_use_the_adjusted_p(four_groups):
         assert c["p_adjusted"] >= c["p_value"]
         assert c["significant"] == (c["p_adjusted"] < 0.05 and c["consistent"])
         assert "Holm-adjusted over 6 pairs" in c["verdict"]
+
+
+@pytest.mark.parametrize("command", [["recipes"], ["models"]])
+def test_listing_tables_fit_80_columns(command):
+    import os
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "fashionlab", *command], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "80"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert all(len(line) <= 80 for line in proc.stdout.splitlines()), proc.stdout
+    assert "…" not in proc.stdout, proc.stdout
+
+
+def test_compare_command_fits_80_columns(four_groups, tmp_path):
+    import os
+    import subprocess
+
+    runs = [r for m in four_groups["models"] for r in m["runs"]]
+    env = {**os.environ, "COLUMNS": "80", "FASHIONLAB_SKIP_VERIFY": "1"}
+    proc = subprocess.run([sys.executable, "-m", "fashionlab", "compare", *runs, "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert all(len(line) <= 80 for line in proc.stdout.splitlines()), proc.stdout
+    assert "…" not in proc.stdout and "Holm" in proc.stdout

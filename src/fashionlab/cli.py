@@ -77,8 +77,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             row = ["?", "?"]
             ep = f"{ep.value}: {e}"
         table.add_row(name, *row, f"from {ENTRY_POINT_GROUP} entry point {getattr(ep, 'value', ep)}")
-    Console().print(table)
-    print("Your own model: --model FILE.py:NAME or --model package.module:NAME (an nn.Module class or factory).")
+    console = Console()
+    console.print(table)
+    console.print("Your own model: --model FILE.py:NAME or --model package.module:NAME (an nn.Module class or a "
+                  "function returning one).")
     return 0
 
 
