@@ -10,13 +10,11 @@ predictions: they are printed first.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import torch
 from fashionlab import CLASSES
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.imageprep import ImageError, describe_os_error, file_kind, find_images, not_regular, read
+from fashionlab.runio import write_new_file
 
 
 @dataclass
@@ -219,36 +218,6 @@ def check_save_names(folder: Path, items: list[Path | Result]) -> None:
         more = f" and {len(taken) - 1} more of the names it would write" if len(taken) > 1 else ""
         raise RunError(f"--save-preprocessed folder {folder} already holds {taken[0]}{more}; predict never "
                        "overwrites files: choose a new or empty folder, or remove them")
-
-
-def write_new_file(path: Path, data: bytes) -> None:
-    """Create `path` with `data`, complete or not at all, and never replace an existing file: written to a
-    temp file beside it, then hard-linked to its name (which fails if the name exists)."""
-    from fashionlab.runio import TMP_MARK
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-        try:
-            os.link(tmp, path)
-        except OSError as e:
-            if isinstance(e, FileExistsError):
-                raise
-            with open(path, "xb") as f:  # a file system without hard links: exclusive create instead
-                f.write(data)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_preprocessed(results: list[Result], folder: Path) -> str | None:

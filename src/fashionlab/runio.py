@@ -45,6 +45,28 @@ def _umask() -> int:
     return mask
 
 
+def write_new_file(path: Path, data: bytes) -> None:
+    """Create `path` with `data`, complete or not at all, and never replace an existing file: written to a
+    temp file beside it, then hard-linked to its name (which fails if the name exists)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        try:
+            os.link(tmp, path)
+        except OSError as e:
+            if isinstance(e, FileExistsError):
+                raise
+            with open(path, "xb") as f:  # a file system without hard links: exclusive create instead
+                f.write(data)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fashionlab import CLASSES
 from fashionlab.data import FashionMNIST, pixel_stats
 from fashionlab.errors import RunError
+from fashionlab.runio import write_new_file
 
 SCALE = 2  # 28-pixel images are too small to judge at 1x
 PAD = 2
@@ -60,16 +61,10 @@ def save_grid(ds: FashionMNIST, path: str | os.PathLike, per_class: int = 8, see
 
 
 def _save_new(image: Image.Image, path: Path) -> Path:
-    # Mode "x" refuses a file that exists (or appeared since the check); a failed write removes only our file.
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     try:
-        with open(path, "xb") as f:
-            try:
-                f.write(buf.getvalue())
-            except OSError:
-                path.unlink(missing_ok=True)
-                raise
+        write_new_file(path, buf.getvalue())  # complete or not at all, never over a file that appeared meanwhile
     except FileExistsError:
         raise RunError(f"{path} already exists; fashionlab does not overwrite files it did not create") from None
     except OSError as e:
