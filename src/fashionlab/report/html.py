@@ -190,7 +190,7 @@ def _significance(s: dict[str, Any], cmap: dict[str, str]) -> str:
         verdict = f'<span class="sig">{escape(row[-1])}</span>' if c["significant"] else escape(row[-1])
         rows.append([_label(row[0], cmap), _label(row[1], cmap), *map(escape, row[2:-1]), verdict])
     base = ""
-    if len(s["models"]) > 2:
+    if len(s["models"]) > 1:
         base_rows = [[_label(r[0], cmap), *map(escape, r[1:])] for r in versus_base_rows(s)]
         base = (f"<h3>Versus the base ({escape(s['base'])})</h3>"
                 + _table(VERSUS_BASE_HEADER, base_rows, NUMERIC_VERSUS_BASE)

@@ -169,7 +169,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
     if note:
         lines.append(note)
     else:
-        if len(summary["models"]) > 2:
+        if len(summary["models"]) > 1:
             lines += [f"### Versus the base ({summary['base']})", "",
                       *table(VERSUS_BASE_HEADER, versus_base_rows(summary), NUMERIC_VERSUS_BASE), "",
                       "### Every pair", ""]
