@@ -627,9 +627,14 @@ def readme_claims() -> str:
     cnn1 = versus.get("cnn1")
     tail = ""
     if cnn1 is not None:
-        tail = (f" For scale, CNN_1 (its own recipe, same length) reached {acc_stat(models['cnn1'])}: "
-                f"{points(cnn1['diff'])} points against the full CNN_2 recipe (Holm {p_text(cnn1['p_adjusted'])}).")
+        tail = (f"For scale, CNN_1 (its own recipe, same length) reached {acc_stat(models['cnn1'])}: "
+                f"{points(cnn1['diff'])} points against the full CNN_2 recipe (Holm {p_text(cnn1['p_adjusted'])}). ")
     n = sorted({len(m["seeds"]) for m in s["models"]})
+    seed_sig = [label for label, _ in CLAIMS if (versus[label]["seed_p_adjusted"] or 1) < s["alpha"]]
+    tail += (f"The seed-level test is significant for {len(seed_sig)} of the {len(CLAIMS)} ingredients"
+             + (f" ({', '.join(seed_sig)})" if seed_sig else "")
+             + ": the per-image test shows each difference is larger than test-set sampling explains, while "
+             f"{min(n)} seeds are too few to show it is larger than the seed-to-seed spread as well.")
     return (f"CNN_2's recipe ({acc_stat(base)}, n = {'/'.join(map(str, n))} seeds) against the same recipe with one "
             f"ingredient removed, {'/'.join(map(str, sorted(epochs)))} epochs each, on the 10,000 test images. "
             "Effect = accuracy with the ingredient minus without (points, paired bootstrap 95% CI). p: McNemar on "
