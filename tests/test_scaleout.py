@@ -192,7 +192,11 @@ import fashionlab.train as t
 rank, attempt = os.environ["RANK"], os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
 probe_dir = Path(os.environ["PROBE_DIR"])
 pause = float(os.environ.get("PROBE_STEP_SECONDS", "0"))
-print("NODE", os.environ["GROUP_RANK"], rank, os.environ["WORLD_SIZE"], attempt, flush=True)
+def say(*words):  # one write per line: the ranks share one pipe, and print() writes word by word
+    sys.stdout.write(" ".join(map(str, words)) + "\\n")
+    sys.stdout.flush()
+
+say("NODE", os.environ["GROUP_RANK"], rank, os.environ["WORLD_SIZE"], attempt)
 (probe_dir / f"pid.{rank}.{attempt}").write_text(str(os.getpid()))
 real_step, real_resume = t.train_step, t.resume_state
 done = 0
@@ -211,7 +215,7 @@ def train_step(*args, **kwargs):
 def resume_state(ctx, state):
     real_resume(ctx, state)
     prog = state.prog
-    print("RESTORED", rank, attempt, prog.epoch, prog.step, prog.global_step, flush=True)
+    say("RESTORED", rank, attempt, prog.epoch, prog.step, prog.global_step)
 
 t.train_step, t.resume_state = train_step, resume_state
 from fashionlab.cli import main
