@@ -117,3 +117,38 @@ def real_data(real_data_dir: Path):
     from fashionlab.data import load_fashion_mnist
 
     return load_fashion_mnist(real_data_dir, download=False, progress=False)
+
+
+# A tiny trained cnn1 run (synthetic data), trained once per session; tests that tamper with a run folder take
+# `run`, a fresh copy of it.
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fashionlab.config import build_config
+    from fashionlab.data import load_fashion_mnist
+    from fashionlab.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    data = load_fashion_mnist(write_synthetic_dataset(root / "data", n_train=300, n_test=100), verify=False,
+                              progress=False)
+    cfg = dict(model="cnn1", epochs=1, batch_size=64, val_fraction=0.2, device="cpu", precision="fp32",
+               channels_last=False, extra={"width": 8}, out=str(root / "run"), data_dir=str(root / "data"))
+    return train(build_config(cfg), data=data, verbose=False)
+
+
+@pytest.fixture
+def run(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy of the trained run to tamper with; `evaluate` reads its synthetic test set."""
+    import shutil
+
+    monkeypatch.setenv("FASHIONLAB_SKIP_VERIFY", "1")
+    return Path(shutil.copytree(trained, tmp_path / "run"))
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    """A plain 28x28 image to predict."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "item.png")
+    return tmp_path / "item.png"

@@ -4,19 +4,11 @@ and an unknown or mismatched model, each with a one-line error."""
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import write_synthetic_dataset
 from fashionlab.cli import main
-from fashionlab.config import build_config
-from fashionlab.data import load_fashion_mnist
-from fashionlab.train import train
 
 COMMANDS = {
     "evaluate": lambda run, image: ["evaluate", str(run)],
@@ -33,29 +25,6 @@ class RunsACommand:
 
     def __reduce__(self):
         return os.system, (self.command,)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("safe")
-    data = load_fashion_mnist(write_synthetic_dataset(root / "data", n_train=300, n_test=100), verify=False,
-                              progress=False)
-    cfg = dict(model="cnn1", epochs=1, batch_size=64, val_fraction=0.2, device="cpu", precision="fp32",
-               channels_last=False, extra={"width": 8}, out=str(root / "run"))
-    return train(build_config(cfg), data=data, verbose=False)
-
-
-@pytest.fixture
-def run(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh copy of the trained run to tamper with; `evaluate` reads its synthetic test set."""
-    monkeypatch.setenv("FASHIONLAB_SKIP_VERIFY", "1")
-    return Path(shutil.copytree(trained, tmp_path / "run"))
-
-
-@pytest.fixture
-def image(tmp_path: Path) -> Path:
-    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "item.png")
-    return tmp_path / "item.png"
 
 
 def one_line_error(capsys, argv: list[str], *needles: str) -> str:

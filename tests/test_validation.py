@@ -19,12 +19,9 @@ import torch
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
-from conftest import write_synthetic_dataset
 from fashionlab.cli import main
 from fashionlab.config import FIELD_NAMES, FIELDS, SEED_MAX, TrainConfig, build_config, read_config_file
-from fashionlab.data import load_fashion_mnist
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.evaluate import load_run_model
 from fashionlab.runio import load_checkpoint, read_json
@@ -319,32 +316,6 @@ def test_read_config_file_errors_are_config_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------ run folders and checkpoints
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fashionlab.train import train
-
-    root = tmp_path_factory.mktemp("validation")
-    data = load_fashion_mnist(write_synthetic_dataset(root / "data", n_train=300, n_test=100), verify=False,
-                              progress=False)
-    cfg = dict(model="cnn1", epochs=1, batch_size=64, val_fraction=0.2, device="cpu", precision="fp32",
-               channels_last=False, extra={"width": 8}, out=str(root / "run"), data_dir=str(root / "data"))
-    return train(build_config(cfg), data=data, verbose=False)
-
-
-@pytest.fixture
-def run(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FASHIONLAB_SKIP_VERIFY", "1")
-    return Path(shutil.copytree(trained, tmp_path / "run"))
-
-
-@pytest.fixture
-def image(tmp_path: Path) -> Path:
-    import numpy as np
-
-    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "item.png")
-    return tmp_path / "item.png"
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -214,9 +214,9 @@ class Run:
 
     def plot_curves(self):
         """Loss and accuracy per epoch, train vs validation: a matplotlib Figure."""
-        from fashionlab.evaluate import curves_figure, read_metrics
+        from fashionlab.evaluate import curves_figure
 
-        rows = read_metrics(self.path)
+        rows = self._folder.history()
         if not rows:
             raise RunError(f"{self.path} has no finished epoch yet (metrics.csv is empty or missing)")
         return curves_figure(rows, self._title())

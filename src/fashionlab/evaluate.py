@@ -153,10 +153,6 @@ def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, mode
     }
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    return RunFolder(run_dir).history()
-
-
 def write_outputs(folder: RunFolder, y: np.ndarray, pred: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
     from sklearn.metrics import classification_report
 

@@ -76,9 +76,8 @@ def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epo
     for model in models:
         base = model_layers(model)
         for name, options in parsed:
-            extra = {**base.get("extra", {}), **options.get("extra", {})}
-            layer = options | ({"extra": extra, "label": f"{model}-{name}" if len(models) > 1 else name}
-                               if name else {})
+            # build_config adds a variant's model options (`extra`) to the recipe's.
+            layer = options | ({"label": f"{model}-{name}" if len(models) > 1 else name} if name else {})
             folder = f"{model}-{name}" if name else model
             for seed in range(seeds):
                 cfg = build_config(base, QUICK if quick else {}, {"epochs": epochs} if epochs else {}, layer,
