@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -295,14 +294,14 @@ def compare(runs: Sequence[Run | str | os.PathLike], out: str | os.PathLike | No
     """Compare evaluated runs as `fashionlab compare` does: writes report.html, summary.md and summary.json into
     `out` (default reports/compare-<timestamp>) and returns the summary (summary.json's numbers: per-model
     accuracy with confidence intervals, pairwise significance tests) with "report": the report.html path."""
-    from fashionlab.report import compare_runs
+    from fashionlab.report import compare_runs, default_report_dir
 
     if isinstance(runs, (str, os.PathLike)) or not isinstance(runs, Sequence):
         raise ConfigError(f"compare() takes a list of runs or run folders, got {_kind(runs)}")
     for r in runs:
         if not isinstance(r, (str, os.PathLike)):
             raise ConfigError(f"compare(): each run must be a Run or a run folder path, got {_kind(r)}")
-    folder = Path(out) if out is not None else Path("reports") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = Path(out) if out is not None else default_report_dir()
     summary = compare_runs([Path(r) for r in runs], folder)
     return {**summary, "report": str(folder / "report.html")}
 

@@ -32,8 +32,12 @@ def compare_runs(run_dirs: Sequence[Path | str], out_dir: Path | str, *, n_boot:
     return comp.summary
 
 
+def default_report_dir() -> Path:
+    return Path("reports") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path("reports") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else default_report_dir()
     summary = compare_runs(args.runs, out)
     print_summary(summary)
     print(f"report: {out / 'report.html'}\n        {out / 'summary.md'}\n        {out / 'summary.json'}")
