@@ -51,10 +51,11 @@ def main() -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir")
+    p.add_argument("--no-baseline", action="store_true", help="only the variants (the baseline was run before)")
     p.add_argument("--quick", action="store_true", help="CI smoke test: subset, 1 epoch")
     a = p.parse_args()
     base = {"val_fraction": a.val_fraction, "seed": a.seed}
-    variants = [("baseline", {}), *map(parse_variant, a.variant)]
+    variants = [*([] if a.no_baseline else [("baseline", {})]), *map(parse_variant, a.variant)]
     if a.quick:
         base |= {"train_subset": 1000, "epochs": 1}
         variants = variants[:2] if len(variants) > 1 else [*variants, ("lr x2", {"lr": 8e-3})]
@@ -63,8 +64,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for name, overrides in variants:
                 result = run_variant(a.recipe, base, overrides, data, Path(tmp))
-                print(json.dumps({"variant": name, "recipe": a.recipe, **base, "overrides": overrides, **result}),
-                      flush=True)
+                print(json.dumps({"variant": name, "recipe": a.recipe, "recipe_settings": recipe_overrides(a.recipe),
+                                  **base, "overrides": overrides, **result}), flush=True)
     except FashionlabError as e:
         sys.exit(f"error: {e}")
 

@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py                          # cnn1, cnn2, fastnet; all variants
     python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --inference-only
-    python benchmarks/throughput.py --models fastnet --compile  # torch.compile: compile time apart
+    python benchmarks/throughput.py --models fastnet --compile  # torch.compile, with eager in the same run
     python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --precisions bf16,int8 --inference-only
     python benchmarks/throughput.py --quick                  # CI smoke test
 """
@@ -122,8 +122,10 @@ def main() -> None:
             rate, compile_s = measure(name, precision, fmt == "channels_last", batch, device, a.seconds,
                                       mode == "train", a.compile)
             row[f"{mode}_img_s"] = round(rate)
-            if compile_s is not None:
+            if compile_s is not None:  # the eager rate of the same cell, in the same run: a ratio without drift
                 row[f"{mode}_compile_s"] = compile_s
+                eager, _ = measure(name, precision, fmt == "channels_last", batch, device, a.seconds, mode == "train")
+                row[f"{mode}_eager_img_s"] = round(eager)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     models = {n: {"params": count_params(build_model(n)), "mflops": round(forward_mflops(build_model(n)), 2)}

@@ -1,14 +1,21 @@
 """Time to accuracy: a fashionlab recipe against a conventional PyTorch pipeline, side by side, as JSON.
 
-The recipe runs a fixed number of epochs per seed; wall time counts everything from loading the IDX
-files to the test evaluation. The reference is what a typical tutorial does: a torch Dataset with
-per-sample transforms behind a DataLoader, fp32, CNN_2, Adam + ReduceLROnPlateau. It trains on 90% of the
-training images and steps its plateau scheduler on the other 10% (a stratified validation split), as a
-careful pipeline would; it is timed until its test accuracy first reaches the target. The test set is read
-each epoch *by this benchmark only*, to report that moment: no training decision depends on it, and the
-clock is paused while it is evaluated. fashionlab's own training never sees it.
+Each recipe seed is one `fashionlab train --recipe R --seed N` process, timed from process start to exit:
+starting Python, importing torch, reading and verifying the IDX files, training, the test evaluation and
+the run folder's report, everything a user waits for. With --save DIR each seed's test_metrics.json,
+config.json and metrics.csv are copied to DIR/seed<N>/ with a timing.json beside them (wall seconds, the
+command, threads, date, and whether the machine was idle: pass --shared when other work ran at the same
+time, so that the accuracy counts and the time does not).
 
-    python benchmarks/time_to_accuracy.py --recipe fast --seeds 3            # full (minutes)
+The reference is what a typical tutorial does: a torch Dataset with per-sample transforms behind a
+DataLoader, fp32, CNN_2, Adam + ReduceLROnPlateau. It trains on 90% of the training images and steps its
+plateau scheduler on the other 10% (a stratified validation split), as a careful pipeline would; it is timed
+until its test accuracy first reaches the target. The test set is read each epoch *by this benchmark only*,
+to report that moment: no training decision depends on it, and the clock is paused while it is evaluated.
+fashionlab's own training never sees it.
+
+    python benchmarks/time_to_accuracy.py --recipe fast --seeds 3 --save docs/results/fast --no-reference
+    python benchmarks/time_to_accuracy.py --recipe fast95 --seeds 2 --first-seed 1 --shared --save docs/results/fast95
     python benchmarks/time_to_accuracy.py --quick                            # CI smoke test
 """
 
@@ -16,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,28 +36,62 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
-from fashionlab.recipes import recipe_overrides
-from fashionlab.train import train
+
+SAVED = ("test_metrics.json", "config.json", "metrics.csv")
 
 
-def run_recipe(recipe: str, seed: int, epochs: int | None, subset: int | None, data_dir: str | None,
-               device: str, compile_: bool) -> dict:
+def recipe_command(recipe: str, seed: int, out: Path, a: argparse.Namespace) -> list[str]:
+    cmd = ["fashionlab", "train", "--recipe", recipe, "--seed", str(seed), "--out", str(out), "--quiet"]
+    for flag, value in (("--epochs", a.epochs), ("--train-subset", a.train_subset), ("--data-dir", a.data_dir)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if a.device != "auto":
+        cmd += ["--device", a.device]
+    return cmd + (["--compile"] if a.compile else [])
+
+
+def run_recipe(recipe: str, seed: int, a: argparse.Namespace) -> dict:
+    """One seed in its own process; the wall clock runs from launching Python to its exit."""
     with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        cmd = recipe_command(recipe, seed, run, a)
         t0 = time.perf_counter()
-        data = load_fashion_mnist(data_dir, progress=False)  # timed: data loading is part of the cost
-        overrides = {"seed": seed, "out": str(Path(tmp) / "run"), "device": device, "compile": compile_}
-        if epochs:
-            overrides["epochs"] = epochs
-        if subset:
-            overrides["train_subset"] = subset
-        cfg = build_config(recipe_overrides(recipe), overrides)
-        run = train(cfg, data=data, verbose=False)
+        proc = subprocess.run([sys.executable, "-m", "fashionlab", *cmd[1:]], capture_output=True, text=True)
         wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.exit(f"error: seed {seed} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
         metrics = json.loads((run / "test_metrics.json").read_text())
-    return {"seed": seed, "epochs": cfg.epochs, "wall_s": round(wall, 2), "train_s": metrics["train_seconds"],
-            "test_acc": metrics["accuracy"]}
+        config = json.loads((run / "config.json").read_text())
+        result = {"seed": seed, "epochs": config["epochs"], "wall_s": round(wall, 2),
+                  "train_s": metrics["train_seconds"], "test_acc": metrics["accuracy"],
+                  "threads": config["runtime"].get("threads"), "idle": not a.shared}
+        if a.save:
+            save_seed(run, Path(a.save) / f"seed{seed}", result, " ".join(cmd))
+    return result
+
+
+def save_seed(run: Path, dest: Path, result: dict, command: str) -> None:
+    dest.mkdir(parents=True)  # an existing seed folder is never overwritten (checked before any training)
+    for name in SAVED:
+        shutil.copy2(run / name, dest / name)
+    timing = {"wall_s": result["wall_s"], "idle": result["idle"], "threads": result["threads"],
+              "measures": "wall seconds from launching the process to its exit: Python start, imports, data "
+                          "loading and verification, training, test evaluation, report files",
+              "command": command, "benchmark": "benchmarks/time_to_accuracy.py",
+              "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count()}, "torch": torch.__version__,
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    (dest / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
@@ -119,17 +163,21 @@ def accuracy(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> flo
 
 
 def summary(runs: list[dict]) -> dict:
-    accs, walls = [r["test_acc"] for r in runs], [r["wall_s"] for r in runs]
+    accs = [r["test_acc"] for r in runs]
+    walls = [r["wall_s"] for r in runs if r["idle"]]
     return {"runs": runs, "mean_test_acc": round(statistics.mean(accs), 4),
             "sd_test_acc": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
-            "mean_wall_s": round(statistics.mean(walls), 2)}
+            "mean_wall_s": round(statistics.mean(walls), 2) if walls else None}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", default="fast")
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds (0: the reference only)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST, FIRST+1, ...")
+    p.add_argument("--save", metavar="DIR", help="copy each seed's results to DIR/seed<N>/ (never overwritten)")
+    p.add_argument("--shared", action="store_true", help="other work shares the machine: times are not idle times")
     p.add_argument("--target", type=float, default=0.93)
     p.add_argument("--reference-max-epochs", type=int, default=30)
     p.add_argument("--no-reference", action="store_true")
@@ -141,16 +189,21 @@ def main() -> None:
     a = p.parse_args()
     if a.quick:
         a.epochs, a.seeds, a.train_subset, a.reference_max_epochs = 1, 1, 2000, 1
-    recipe_runs = [run_recipe(a.recipe, s, a.epochs, a.train_subset, a.data_dir, a.device, a.compile)
-                   for s in range(a.seeds)]
+    seeds = range(a.first_seed, a.first_seed + a.seeds)
+    if a.save:
+        taken = [str(Path(a.save) / f"seed{s}") for s in seeds if (Path(a.save) / f"seed{s}").exists()]
+        if taken:
+            sys.exit(f"error: {', '.join(taken)} already exist; results are never overwritten")
+    recipe_runs = [run_recipe(a.recipe, s, a) for s in seeds]
     out = {"benchmark": "time_to_accuracy", "recipe": a.recipe, "target": a.target,
-           "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(),
                        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "fashionlab": summary(recipe_runs)}
+           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "idle": not a.shared,
+           "fashionlab": summary(recipe_runs) if recipe_runs else None}
     if not a.no_reference:
         ref = run_reference(0, a.target, a.reference_max_epochs, a.train_subset, a.data_dir)
         out["reference"] = ref
-        if ref["reached"]:
+        if ref["reached"] and recipe_runs and out["fashionlab"]["mean_wall_s"]:
             out["speedup_to_target"] = round(ref["reached"]["wall_s"] / out["fashionlab"]["mean_wall_s"], 2)
     json.dump(out, sys.stdout, indent=2)
     print()

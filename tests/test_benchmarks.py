@@ -31,11 +31,34 @@ def run_script(name, *args):
 
 
 @pytest.mark.realdata
-def test_time_to_accuracy_quick(real_data_dir):
-    out = run_script("time_to_accuracy.py", "--quick", "--data-dir", str(real_data_dir))
+def test_time_to_accuracy_quick(real_data_dir, tmp_path):
+    save = tmp_path / "results" / "fast"
+    out = run_script("time_to_accuracy.py", "--quick", "--data-dir", str(real_data_dir), "--save", str(save))
     (run,) = out["fashionlab"]["runs"]
-    assert run["epochs"] == 1 and 0.1 < run["test_acc"] <= 1 and run["wall_s"] > 0
+    assert run["epochs"] == 1 and 0.1 < run["test_acc"] <= 1 and run["wall_s"] > run["train_s"] > 0
+    assert run["idle"] is True and out["fashionlab"]["mean_wall_s"] == run["wall_s"]
     assert len(out["reference"]["history"]) == 1
+    saved = save / "seed0"
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "metrics.csv", "test_metrics.json", "timing.json"]
+    timing = json.loads((saved / "timing.json").read_text())
+    assert timing["wall_s"] == run["wall_s"] and timing["idle"] is True
+    assert timing["command"].startswith("fashionlab train --recipe fast --seed 0 ")
+    assert json.loads((saved / "test_metrics.json").read_text())["accuracy"] == run["test_acc"]
+    # a second run never overwrites a saved seed: refused before any training, in one line
+    before = (saved / "timing.json").read_bytes()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--quick", "--shared",
+                           "--save", str(save)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "already exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert (saved / "timing.json").read_bytes() == before
+
+
+@pytest.mark.realdata
+def test_ladder_quick_times_every_rung(real_data_dir):
+    out = run_script("ladder.py", "--quick", "--data-dir", str(real_data_dir))
+    assert [r["rung"][0] for r in out["rungs"]] == ["1", "2", "3", "4"]
+    assert all(r["seconds_per_epoch"] > 0 and r["images_per_epoch"] == 1000 for r in out["rungs"])
+    assert out["rungs"][0]["loader"] and not out["rungs"][1]["loader"] and out["rungs"][2]["bf16"]
+    assert out["rungs"][3]["model"] == "fastnet" and out["rungs"][3]["batch_size"] == 256
 
 
 def test_throughput_quick():
@@ -49,6 +72,7 @@ def test_throughput_reports_compile_time_apart():
                      "--memory-formats", "contiguous")
     (row,) = out["results"]
     assert out["compile"] is True and row["inference_compile_s"] > 0 and row["inference_img_s"] > 0
+    assert row["inference_eager_img_s"] > 0  # the eager rate of the same cell, same run
 
 
 @pytest.mark.realdata

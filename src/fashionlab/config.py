@@ -102,6 +102,10 @@ class TrainConfig:
     rotate_degrees: float = opt(10.0, lo=0, hi=180, help="max rotation for `rotate`")
     crop_pad: int = opt(2, lo=0, hi=14, why="half the 28-pixel image", help="max translation in pixels for `crop`")
     erase_prob: float = opt(0.5, lo=0, hi=1, help="probability of random erasing per image")
+    low_res: int = opt(28, lo=8, hi=28, why="up to the full 28-pixel image",
+                       help="progressive resizing: image size of the first --low-res-epochs epochs (a model that "
+                            "takes any size, e.g. fastnet)")
+    low_res_epochs: int = opt(0, lo=0, hi=100_000, help="epochs trained at --low-res before the full 28x28 images")
     dropout: float | None = opt(None, lo=0, hi=1, hi_open=True, help="dropout rate (model default if unset)")
     val_fraction: float = opt(0.1, lo=0, hi=1, hi_open=True,
                               help="stratified validation fraction of the 60k training images")
@@ -175,6 +179,14 @@ class TrainConfig:
         except Exception as e:  # noqa: BLE001 - any failure to build is a bad option value
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise ConfigError(f"model {self.model!r} cannot be built with extra={self.extra!r}: {first}") from None
+        if self.low_res_epochs and self.low_res < 28:
+            try:
+                with torch.device("meta"):
+                    model.eval()(torch.zeros(2, 1, self.low_res, self.low_res))
+            except Exception as e:  # noqa: BLE001 - e.g. a fully connected layer sized for 28x28
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+                raise ConfigError(f"model {self.model!r} cannot train on {self.low_res}x{self.low_res} images "
+                                  f"(--low-res); use a model that takes any size, e.g. fastnet: {first}") from None
         n = sum(p.numel() for p in model.parameters())
         if n > MAX_MODEL_PARAMS:
             raise ConfigError(f"model {self.model!r} with extra={self.extra!r} would have {n:,} parameters "

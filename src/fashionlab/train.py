@@ -151,6 +151,8 @@ def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str
     torch.manual_seed(cfg.seed)
     net = net if net is not None else build_model(spec or cfg.model, dropout=cfg.dropout, **cfg.extra)
     check_io(net, cfg.model)
+    if cfg.low_res_epochs and cfg.low_res < 28:
+        check_io(net, cfg.model, cfg.low_res)
     model = Classifier(net, splits.mean, splits.std).to(device)
     # channels_last lets oneDNN/cuDNN pick their fastest convolution kernels.
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
@@ -207,11 +209,13 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return max(1, full + (rest > 1))
 
 
-def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator | None) -> torch.Tensor:
+def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator | None, size: int = 28) -> torch.Tensor:
     x = as_input(x_uint8)
     if gen is not None:
         x = augment(x, cfg.augmentations(), gen, rotate_degrees=cfg.rotate_degrees, crop_pad=cfg.crop_pad,
                     erase_prob=cfg.erase_prob)
+    if size != x.shape[-1]:  # progressive resizing: early epochs see smaller images, for fewer FLOPs
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
@@ -369,10 +373,11 @@ def train_epoch(ctx: Context, state: TrainState, net: nn.Module, stop: StopFlag)
     if prog.step == 0:
         prog.perm = torch.randperm(len(ctx.splits.train_y), generator=state.order)
     idx = prog.perm[ctx.dist.rank::ctx.dist.world][:ctx.rank_n]
+    size = cfg.low_res if prog.epoch < cfg.low_res_epochs else 28
     with ctx.log.bar(f"epoch {prog.epoch + 1}/{cfg.epochs}", ctx.steps, prog.step) as advance:
         while prog.step < ctx.steps:
             b = idx[prog.step * ctx.batch:(prog.step + 1) * ctx.batch].to(ctx.device)
-            x, y = to_input(ctx.splits.train_x[b], cfg, state.aug), ctx.splits.train_y[b]
+            x, y = to_input(ctx.splits.train_x[b], cfg, state.aug, size), ctx.splits.train_y[b]
             loss, correct = train_step(net, state.opt, state.scaler, x, y, cfg, ctx.precision, ctx.device)
             if not math.isfinite(loss):
                 if cfg.on_nan == "stop":
@@ -562,7 +567,8 @@ def run_record(ctx: Context, ds: FashionMNIST, command: str) -> dict[str, Any]:
                  "n_train": len(splits.train_y), "n_val": len(splits.val_y)},
         "versions": {"fashionlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": sys.version.split()[0], "git": git_state()},
-        "runtime": {"device": str(ctx.device), "precision": ctx.precision, "world_size": ctx.dist.world},
+        "runtime": {"device": str(ctx.device), "precision": ctx.precision, "world_size": ctx.dist.world,
+                    "threads": torch.get_num_threads()},
         "model_origin": record_model(ctx.folder.path, ctx.cfg.model),
         "command": command,
     }

@@ -73,20 +73,22 @@ def build_model(name: str, dropout: float | None = None, **kwargs) -> nn.Module:
     return external.instantiate(target, name, kwargs)
 
 
-def check_io(model: nn.Module, name: str) -> None:
-    """Every model maps (N, 1, 28, 28) images to (N, 10) logits; checked before any training."""
+def check_io(model: nn.Module, name: str, size: int = 28) -> None:
+    """Every model maps (N, 1, 28, 28) images to (N, 10) logits; checked before any training (also at `size`,
+    for progressive resizing)."""
     was_training = model.training
     model.eval()
+    shape_in = (2, 1, size, size)
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, 1, 28, 28))
+            out = model(torch.zeros(shape_in))
     except Exception as e:  # noqa: BLE001 - a model that cannot take the input is the user's to fix
-        raise ConfigError(f"model {name} cannot take a (2, 1, 28, 28) batch: {type(e).__name__}: {e}") from None
+        raise ConfigError(f"model {name} cannot take a {shape_in} batch: {type(e).__name__}: {e}") from None
     finally:
         model.train(was_training)
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (2, 10):
-        raise ConfigError(f"model {name} maps (2, 1, 28, 28) to {shape}; fashionlab needs (N, 10) logits")
+        raise ConfigError(f"model {name} maps {shape_in} to {shape}; fashionlab needs (N, 10) logits")
 
 
 class Normalize(nn.Module):

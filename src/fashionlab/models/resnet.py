@@ -112,6 +112,11 @@ def _register() -> None:
 
     register("fastnet", "residual net for time-to-accuracy: early downsampling, 3 residual stages, global max-pool")(
         lambda widths=(16, 32, 64, 128), dropout=0.0, act="relu": FastNet(tuple(widths), dropout, act))
+    for base in (24, 32, 48):
+        widths = (base, 2 * base, 4 * base, 8 * base)
+        register(f"fastnet{base}", f"fastnet {base / 16:g}x as wide ({'-'.join(map(str, widths))}): "
+                                   f"{(base / 16) ** 2:g}x the FLOPs, for longer budgets")(
+            lambda dropout=0.0, act="relu", widths=widths: FastNet(widths, dropout, act))
     register("wrn16-4", "Wide ResNet 16-4 (pre-activation, 3 stages)")(
         lambda dropout=0.0: WideResNet(16, 4, dropout))
     register("wrn28-10", "Wide ResNet 28-10 (pre-activation, 3 stages)")(
