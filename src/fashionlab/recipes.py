@@ -23,18 +23,44 @@ RECIPES: dict[str, dict[str, Any]] = {
         model="cnn2", epochs=30, batch_size=128, lr=3e-3, optimizer="adamw", weight_decay=5e-4,
         scheduler="onecycle", label_smoothing=0.1, augment="flip,crop", crop_pad=2, tta=True,
     ),
-    # Tuned on the validation split (docs/performance.md): 6 epochs with flip only beat flip+crop (93.2% vs
-    # 92.4% val) because short runs underfit; the final recipe then trains on all 60k images.
+    # Tuned on the validation split (docs/performance.md, ablation tables): fastnet's accuracy per epoch is
+    # saturated at 4-6 epochs (batch, LR, smoothing, SGD, crop, width and progressive resizing all measured), so
+    # the recipe buys time with batch 128 at a higher peak LR: 5 epochs came within seed noise of the old 6
+    # (seed 0: equal; seed 1: 0.15 points lower) in 5/6 of the time.
     "fast": dict(
         about="time-to-accuracy: fastnet, bf16 + channels-last, one-cycle, label smoothing, flip, flip TTA",
         model="fastnet",
-        epochs=6,  # one-cycle over 6 epochs: 5 gave 93.0% val, 6 gave 93.2%
-        batch_size=256, lr=4e-3, optimizer="adamw", weight_decay=5e-4,
+        epochs=5,  # with batch 128 and lr 6e-3; the old recipe: 6 epochs at batch 256 and lr 4e-3
+        batch_size=128, lr=6e-3,  # twice the steps per epoch at the same images/s on this CPU, and a hotter peak
+        optimizer="adamw", weight_decay=5e-4,
         scheduler="onecycle",  # warm up then anneal: most accuracy per epoch in a fixed budget
-        label_smoothing=0.1,  # calibrated targets help the short schedule (and TTA averaging)
-        augment="flip",  # crop/erase regularize long runs; in 6 epochs they only slow learning
-        tta=True,  # mirror averaging at evaluation: free accuracy, costs one extra forward pass
+        label_smoothing=0.1,  # 0.2 measured no better
+        augment="flip",  # crop: see the ablation (no gain at 12 epochs either)
+        tta=True,  # mirror averaging at evaluation: +0.6 points on validation; one-pixel shifts hurt (no crop)
         val_fraction=0.0,  # fixed budget, no model selection: train on all 60k (tuned with val 0.1)
+    ),
+    # The cheapest run measured to reach 94% on validation: fastnet for 20 epochs with crop (94.1%) beat fastnet24
+    # (2.25x the FLOPs per epoch) for 12 epochs (94.0%) at about 80% of its time; fastnet for 12 epochs: 93.5%.
+    "fast94": dict(
+        about="time to 94%: fastnet, bf16 + channels-last, one-cycle, label smoothing, flip/crop, flip TTA",
+        model="fastnet",
+        epochs=20,  # 94.1% validation at epoch 20 (one-cycle over 20)
+        batch_size=256, lr=4e-3, optimizer="adamw", weight_decay=5e-4, scheduler="onecycle",
+        label_smoothing=0.1,
+        augment="flip,crop", crop_pad=2,  # the 20-epoch run measured used crop (at 12 epochs crop tied flip-only)
+        tta=True,
+        val_fraction=0.0,  # fixed budget: train on all 60k (tuned with val 0.1)
+    ),
+    # A first point past cnn2 for the 20-minute budget: cnn2 v2's settings on fastnet32, which has cnn2's FLOPs
+    # (60 M) but residual stages, early pooling and a global max-pool head.
+    "fast95": dict(
+        about="20 minutes on a 2-core CPU: fastnet32, bf16 + channels-last, AdamW one-cycle, flip/crop, flip TTA",
+        model="fastnet32",  # 4x fastnet's width: accuracy that 6 epochs of fastnet cannot reach
+        epochs=30,  # what cnn2's recipe needed to converge; ~18 min here at fastnet32's step time
+        batch_size=256, lr=3e-3, optimizer="adamw", weight_decay=5e-4,
+        scheduler="onecycle", label_smoothing=0.1,
+        augment="flip,crop", crop_pad=2,  # cnn2's: erasing over-regularized nets of this size in 30 epochs
+        tta=True, val_fraction=0.1,  # the validation curve chooses best.pt and every change to this recipe
     ),
     "sota": dict(
         about="accuracy at the top: WRN-28-10, SGD-nesterov + cosine with warmup, random erasing, EMA, TTA",
