@@ -5,14 +5,15 @@
 
 Points: every recipe with measured figures (src/fashionlab/measured.json, as benchmarks/results_tables.py
 derives it: test accuracy mean ± sd over the committed seeds; time from the idle-machine runs), and the
-conventional DataLoader pipeline of docs/benchmarks/time_to_accuracy-fast.json when it first reached its
-target. The JSON holds every plotted number with the file it comes from.
+conventional DataLoader pipeline of benchmarks/time_to_accuracy.py when it first reached its target (when that
+run had the machine to itself). The JSON holds every plotted number with the file it comes from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def points() -> dict:
     m = rt.measured()
     pts = []
     for name, e in m.items():
-        if e is None:
+        if e is None or e["seconds"] is None:  # no accuracy, or an accuracy without an idle time
             continue
         wall = e["seconds_kind"].startswith("wall")
         pts.append({
@@ -40,29 +41,29 @@ def points() -> dict:
             "time": "wall" if wall else "training",
             "seconds_kind": e["seconds_kind"], "seconds_source": e["seconds_source"],
             "machine": e["machine"], "torch": e["torch"], "date": e["date"]})
-    d = rt.bench("time_to_accuracy-fast.json")
-    ref, reached = d["reference"], d["reference"]["reached"]
-    if reached:
+    t = rt.reference()
+    d, reached = t["json"], t["reached"]
+    if reached and t["idle"]:  # a reference that shared the CPU has no speed figure to plot
         pts.append({
             "label": "DataLoader reference", "recipe": None, "model": "cnn2 (dropout 0.3)",
-            "accuracy_mean": reached["test_acc"], "accuracy_sd": None, "n_seeds": 1, "seeds": [ref["seed"]],
-            "accuracy_source": "docs/benchmarks/time_to_accuracy-fast.json",
+            "accuracy_mean": reached["test_acc"], "accuracy_sd": None, "n_seeds": 1, "seeds": [d["reference"]["seed"]],
+            "accuracy_source": t["file"],
             "seconds": reached["wall_s"], "minutes": round(reached["wall_s"] / 60, 4), "time": "wall",
             "seconds_kind": f"wall_s when the test accuracy first reached the target {d['target']} (epoch "
                             f"{reached['epoch']}): a threshold crossing, not a converged accuracy; one seed; "
-                            + ("scheduler stepped on validation accuracy" if ref.get("scheduler_metric") == "val_acc"
+                            + ("scheduler stepped on validation accuracy" if t["on_val"]
                                else "in this run its plateau scheduler stepped on test accuracy, so it must be "
                                     "re-measured"),
-            "seconds_source": "docs/benchmarks/time_to_accuracy-fast.json",
-            "machine": rt.MACHINE, "torch": d["torch"], "date": d["date"]})
+            "seconds_source": t["file"], "machine": rt.MACHINE, "torch": d["torch"], "date": d["date"]})
     dates = sorted({p["date"] for p in pts})
     return {"generated_by": "benchmarks/frontier.py", "machine": rt.MACHINE,
             "torch": sorted({p["torch"] for p in pts}), "dates": dates,
             "not_measured": [n for n, e in m.items() if e is None],
+            "not_timed": [n for n, e in m.items() if e is not None and e["seconds"] is None],
             "notes": ["time 'training': train_seconds of test_metrics.json (training only: no data loading, no "
                       "test evaluation), one run (seed 0) on the idle machine, while the accuracy is over the seeds "
-                      "listed; time 'wall': the benchmark's wall clock, data loading included",
-                      "recipes fast94, fast95 and cpu-best are not built yet"],
+                      "listed; time 'wall': wall seconds from process start (timing.json of "
+                      "benchmarks/time_to_accuracy.py), mean over the seeds timed on the idle machine"],
             "points": pts}
 
 
@@ -75,7 +76,8 @@ def draw(data: dict, path: Path) -> None:
     fig = Figure(figsize=(8, 5), dpi=120)
     ax = fig.add_subplot()
     styles = {"training": dict(marker="o", color="tab:blue"), "wall": dict(marker="s", color="tab:green")}
-    for p in data["points"]:
+    placed: list[tuple[float, float]] = []
+    for p in sorted(data["points"], key=lambda q: q["minutes"]):
         style = dict(marker="^", color="tab:red") if p["recipe"] is None else styles[p["time"]]
         y, err = 100 * p["accuracy_mean"], 100 * p["accuracy_sd"] if p["accuracy_sd"] is not None else None
         ax.errorbar(p["minutes"], y, yerr=err, capsize=4, linestyle="none", markersize=7, **style)
@@ -83,7 +85,11 @@ def draw(data: dict, path: Path) -> None:
         n = f"n = {p['n_seeds']} seeds" if p["n_seeds"] > 1 else f"n = 1, seed {p['seeds'][0]}"
         text = (f"{p['label']}\n{y:.2f}{sd}% ({n})\n{p['minutes']:.2f} min "
                 f"({'training' if p['time'] == 'training' else 'wall'})")
-        ax.annotate(text, (p["minutes"], y), xytext=(8, -4), textcoords="offset points", fontsize=8, va="top")
+        # a label that would overlap its left neighbour's goes above the point instead of below it
+        crowded = any(abs(math.log10(p["minutes"] / m)) < 0.3 and abs(y - a) < 0.8 for m, a in placed)
+        ax.annotate(text, (p["minutes"], y), xytext=(8, 34 if crowded else -4), textcoords="offset points",
+                    fontsize=8, va="top")
+        placed.append((p["minutes"], y))
     ax.set_xscale("log")
     xs = [p["minutes"] for p in data["points"]]
     ax.set_xlim(min(xs) / 2, max(xs) * 4)

@@ -8,7 +8,8 @@ state. Each rung changes one thing from the rung before:
      (dropout 0.3), fp32, contiguous, batch 64, Adam 1e-3 (what benchmarks/time_to_accuracy.py runs)
   2. + the images resident on the device as one uint8 tensor, flip/translate as batched tensor ops
   3. + bf16 autocast and channels-last
-  4. + fastnet, batch 256, AdamW with one-cycle, label smoothing, flip only: the `fast` recipe's training
+  4. + fastnet with the `fast` recipe's batch size, AdamW with one-cycle, label smoothing, flip only: the
+     `fast` recipe's training
 
 Rungs 1-3 optimise the same way, so they need the same number of epochs to an accuracy; rung 4 changes
 the model and the schedule, so it also changes how many epochs it needs (the `fast` recipe trains a fixed
@@ -39,7 +40,8 @@ RUNGS = (
     ("1 reference: DataLoader, per-sample transforms, CNN_2, fp32", dict(loader=True, model="cnn2", bf16=False)),
     ("2 + resident tensors, batched augmentation", dict(loader=False, model="cnn2", bf16=False)),
     ("3 + bf16 autocast, channels-last", dict(loader=False, model="cnn2", bf16=True)),
-    ("4 + fastnet, batch 256, AdamW one-cycle, flip only (`fast`)", dict(loader=False, model="fastnet", bf16=True)),
+    ("4 + fastnet and the `fast` recipe's batch, AdamW one-cycle, flip only", dict(loader=False, model="fastnet",
+                                                                                    bf16=True)),
 )
 
 

@@ -73,9 +73,11 @@ def main() -> None:
         p_avg = sum(w * softmax(v) for v, w in weights.items()) / sum(weights.values())
         acc = (p_avg.argmax(1) == y).float().mean().item()
         rows.append({"views": name, "n_views": len(weights), "val_acc": round(acc, 6)})
-    out = {"benchmark": "tta_views", "run": a.run, "run_command": cfg.get("command"), "model": cfg["model"],
-           "recipe": cfg.get("recipe"), "augment": cfg["augment"], "seed": cfg["seed"], "n_val": len(y),
-           "precision": precision, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "results": rows}
+    settings = ("model", "recipe", "epochs", "batch_size", "lr", "optimizer", "scheduler", "label_smoothing",
+                "augment", "tta", "val_fraction", "seed")
+    out = {"benchmark": "tta_views", "run": a.run, "run_command": cfg.get("command"),
+           "run_settings": {k: cfg.get(k) for k in settings}, "n_val": len(y), "precision": precision,
+           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "results": rows}
     json.dump(out, sys.stdout, indent=2)
     print()
 

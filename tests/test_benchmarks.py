@@ -58,7 +58,10 @@ def test_ladder_quick_times_every_rung(real_data_dir):
     assert [r["rung"][0] for r in out["rungs"]] == ["1", "2", "3", "4"]
     assert all(r["seconds_per_epoch"] > 0 and r["images_per_epoch"] == 1000 for r in out["rungs"])
     assert out["rungs"][0]["loader"] and not out["rungs"][1]["loader"] and out["rungs"][2]["bf16"]
-    assert out["rungs"][3]["model"] == "fastnet" and out["rungs"][3]["batch_size"] == 256
+    from fashionlab.recipes import recipe_overrides
+
+    fast = out["rungs"][3]
+    assert fast["model"] == "fastnet" and fast["batch_size"] == recipe_overrides("fast")["batch_size"]
 
 
 def test_throughput_quick():
@@ -111,3 +114,11 @@ def test_int8_accuracy_reports_both(real_data_dir, tiny_real_run):
     run = tiny_real_run
     out = run_script("int8_accuracy.py", str(run), "--calibration", "256", "--data-dir", str(real_data_dir))
     assert out["n_test"] == 10000 and out["fp32_acc"] > 0.5 and abs(out["int8_acc"] - out["fp32_acc"]) < 0.05
+
+
+@pytest.mark.realdata
+def test_tta_views_scores_every_view_set_on_validation_only(real_data_dir, tiny_real_run):
+    out = run_script("tta_views.py", str(tiny_real_run), "--data-dir", str(real_data_dir))
+    assert [r["views"] for r in out["results"]][:2] == ["identity", "flip (the recipes' --tta)"]
+    assert all(0 <= r["val_acc"] <= 1 for r in out["results"]) and out["n_val"] == 6000
+    assert out["run_settings"]["model"] == "cnn1" and out["run_settings"]["val_fraction"] == 0.1

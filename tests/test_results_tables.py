@@ -124,4 +124,39 @@ def test_recipes_command_shows_measured_figures_within_80_columns(monkeypatch, c
             assert row.count("not measured") == 2
         else:
             assert f"{100 * m['accuracy_mean']:.2f} ± {100 * m['accuracy_sd']:.2f}% ({m['n_seeds']} seeds)" in row
-            assert f"{m['seconds']:.0f} s (" in row
+            assert (f"{m['seconds']:.0f} s (" if m["seconds"] is not None else "not timed") in row
+
+
+def write_seed(folder: Path, recipe: str, seed: int, accuracy: float, wall: float | None, idle: bool = True,
+               **changed) -> None:
+    from fashionlab.recipes import recipe_overrides
+
+    folder.mkdir(parents=True)
+    config = recipe_overrides(recipe) | changed | {"versions": {"torch": "2.x"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "test_metrics.json").write_text(json.dumps({"seed": seed, "accuracy": accuracy,
+                                                           "evaluated_at": "2026-11-29T18:00:00"}))
+    (folder / "metrics.csv").write_text("epoch,val_acc\n1,0.5\n")
+    if wall is not None:
+        (folder / "timing.json").write_text(json.dumps({"wall_s": wall, "idle": idle, "threads": 2}))
+
+
+def test_a_timed_recipe_takes_accuracy_from_every_seed_and_time_from_idle_seeds(rt, tmp_path, monkeypatch):
+    results = tmp_path / "docs" / "results"
+    monkeypatch.setattr(rt, "ROOT", tmp_path)
+    monkeypatch.setattr(rt, "RESULTS", results)
+    rt.runs.cache_clear()
+    try:
+        write_seed(results / "fast95" / "seed0", "fast95", 0, 0.95, 1300.0, idle=False)  # shared: accuracy only
+        write_seed(results / "fast95" / "seed1", "fast95", 1, 0.94, 1100.0)
+        write_seed(results / "fast95" / "seed2", "fast95", 2, 0.93, 900.0, epochs=3)  # other settings: left out
+        e = rt.timed_recipe("fast95")
+        assert e["n_seeds"] == 2 and e["seeds"] == [0, 1] and e["accuracy_mean"] == pytest.approx(0.945)
+        assert e["seconds"] == 1100.0 and "idle seeds (1)" in e["seconds_kind"]
+        assert e["accuracy_source"] == e["seconds_source"] == "docs/results/fast95"
+        write_seed(results / "fast" / "seed0", "fast", 0, 0.93, 50.0, idle=False)
+        e = rt.timed_recipe("fast")
+        assert e["seconds"] is None and e["seconds_kind"].startswith("not timed")
+        assert rt.reference_seconds("cpu", e) is None  # --budget never picks a recipe without an idle time
+    finally:
+        rt.runs.cache_clear()

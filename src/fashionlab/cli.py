@@ -106,7 +106,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         m = measured.get(name)
         if m:
             acc = f"{100 * m['accuracy_mean']:.2f} ± {100 * m['accuracy_sd']:.2f}% ({m['n_seeds']} seeds)"
-            secs = f"{m['seconds']:.0f} s ({'wall' if m['seconds_kind'].startswith('wall') else 'train'})"
+            secs = ("not timed" if m["seconds"] is None else
+                    f"{m['seconds']:.0f} s ({'wall' if m['seconds_kind'].startswith('wall') else 'train'})")
             lines.append(f"measured: accuracy {m['accuracy_source']}; time {m['seconds_kind']} "
                          f"({m['seconds_source']}); {m['machine']}, torch {m['torch']}, {m['date']}")
         else:
