@@ -28,7 +28,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ class Run:
     def date(self) -> str:
         return self.test["evaluated_at"][:10]
 
-    @property
+    @cached_property
     def timing(self) -> dict | None:
         """timing.json of benchmarks/time_to_accuracy.py --save: wall seconds from process start, idle or not."""
         path = self.path / "timing.json"
@@ -308,10 +308,10 @@ def frontier_rows() -> list[list[str]]:
     """README rows for the recipes measured with benchmarks/time_to_accuracy.py --save docs/results/NAME."""
     rows = []
     for name in TARGETS:
-        entry = timed_recipe(name) if name in RECIPES and (RESULTS / name).is_dir() else None
+        entry = timed_recipe(name)
         if entry is None:
             continue
-        rs = [r for r in runs(name) if matches_recipe(r, name)]
+        rs = recipe_runs(name)
         secs = entry["seconds"]
         when = (f" in {duration(secs)} wall from process start ({idle_seeds(rs)})" if secs is not None
                 else " (not timed idle)")
@@ -544,12 +544,12 @@ def perf_recipes() -> str:
     """Each frontier recipe against its target, then every seed, from docs/results/<recipe>/seed<N>/."""
     summary_rows, seed_rows = [], []
     for name, (acc_goal, secs_goal) in TARGETS.items():
-        entry = timed_recipe(name) if name in RECIPES and (RESULTS / name).is_dir() else None
+        entry = timed_recipe(name)
         if entry is None:
             summary_rows.append([f"`{name}`", goal(name), "not measured", "", "not built" if name not in RECIPES
                                  else "not measured"])
             continue
-        rs = [r for r in runs(name) if matches_recipe(r, name)]
+        rs = recipe_runs(name)
         acc = acc_text([r.test["accuracy"] for r in rs], seeds_text(rs))
         secs = entry["seconds"]
         wall = f"{duration(secs)} ({idle_seeds(rs)})" if secs is not None else "not timed idle"
@@ -648,16 +648,23 @@ def measured() -> dict[str, dict | None]:
                      "seconds_source": rel(t.path), "machine": MACHINE,
                      "torch": rs[0].config["versions"]["torch"], "date": max(r.date for r in rs + [t])}
     for name in RECIPES:
-        if name not in ("cnn1", "cnn2") and (RESULTS / name).is_dir():
+        if name not in ("cnn1", "cnn2"):
             out[name] = timed_recipe(name)
     add_budget_references(out)
     return out
 
 
+def recipe_runs(name: str) -> list[Run]:
+    """The seeds under docs/results/NAME that trained with every setting recipe NAME has today (none: [])."""
+    if name not in RECIPES or not (RESULTS / name).is_dir():
+        return []
+    return [r for r in runs(name) if matches_recipe(r, name)]
+
+
 def timed_recipe(name: str) -> dict | None:
     """A recipe measured by benchmarks/time_to_accuracy.py --save docs/results/NAME: accuracy over every seed
     that ran today's settings, time over those of them that ran on the idle machine (None if none did)."""
-    rs = [r for r in runs(name) if matches_recipe(r, name)]
+    rs = recipe_runs(name)
     if not rs:
         return None
     m, s = mean_sd([r.test["accuracy"] for r in rs])

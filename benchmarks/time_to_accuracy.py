@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from step_time import cpu_name  # the benchmarks' one reading of the CPU's name (this script's folder is on sys.path)
 
 from fashionlab.data import load_fashion_mnist
 
@@ -82,16 +82,6 @@ def save_seed(run: Path, dest: Path, result: dict, command: str) -> None:
               "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count()}, "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (dest / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
