@@ -54,7 +54,8 @@ def points() -> dict:
                             + ("scheduler stepped on validation accuracy" if t["on_val"]
                                else "in this run its plateau scheduler stepped on test accuracy, so it must be "
                                     "re-measured"),
-            "seconds_source": t["file"], "machine": rt.MACHINE, "torch": d["torch"], "date": d["date"]})
+            "seconds_source": t["file"], "machine": rt.MACHINE, "torch": d["torch"], "date": d["date"],
+            "scheduler_on_validation": t["on_val"]})
     dates = sorted({p["date"] for p in pts})
     return {"generated_by": "benchmarks/frontier.py", "machine": rt.MACHINE,
             "torch": sorted({p["torch"] for p in pts}), "dates": dates,
@@ -109,7 +110,7 @@ def draw(data: dict, path: Path) -> None:
                Line2D([], [], linestyle="none", markersize=7, **styles["wall"], label="recipe, wall time (data incl.)")]
     ref = [p for p in data["points"] if p["recipe"] is None]
     if ref:
-        stale = "" if "validation" in ref[0]["seconds_kind"] else "; to be re-measured"
+        stale = "" if ref[0]["scheduler_on_validation"] else "; to be re-measured"
         handles.append(Line2D([], [], linestyle="none", markersize=7, marker="^", color="tab:red",
                               label=f"DataLoader reference, wall time to first reach 93% (one seed{stale})"))
     ax.legend(handles=handles, loc="upper left", fontsize=8)

@@ -122,3 +122,20 @@ def test_tta_views_scores_every_view_set_on_validation_only(real_data_dir, tiny_
     assert [r["views"] for r in out["results"]][:2] == ["identity", "flip (the recipes' --tta)"]
     assert all(0 <= r["val_acc"] <= 1 for r in out["results"]) and out["n_val"] == 6000
     assert out["run_settings"]["model"] == "cnn1" and out["run_settings"]["val_fraction"] == 0.1
+
+
+def test_step_time_update_replaces_only_the_recipes_it_times(tmp_path):
+    """--update re-times one recipe in place and keeps the others' entries (from their own sitting) as they were."""
+    path = tmp_path / "step_time.json"
+    other = {"step_seconds": 0.5, "batch_size": 128}
+    path.write_text(json.dumps({"benchmark": "step_time", "recipes": {"cnn2": other, "cnn1": {"step_seconds": 9.0}}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--recipes", "cnn1",
+                           "--repeats", "1", "--warmup", "1", "--steps", "1", "--device", "cpu", "--update", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    recipes = json.loads(path.read_text())["recipes"]
+    assert recipes["cnn2"] == other and recipes["cnn1"]["step_seconds"] != 9.0
+    assert recipes["cnn1"]["measured"].endswith("UTC") and recipes["cnn1"]["settings"]["model"] == "cnn1"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--recipes", "cnn1",
+                           "--update", str(tmp_path / "missing.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--update" in proc.stderr and "Traceback" not in proc.stderr

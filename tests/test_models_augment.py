@@ -10,7 +10,7 @@ from fashionlab.errors import ConfigError
 from fashionlab.models import MODELS, build_model, count_params, forward_mflops
 
 
-@pytest.mark.parametrize("name", ["cnn1", "cnn2", "fastnet", "wrn16-4", "resnet18"])
+@pytest.mark.parametrize("name", ["cnn1", "cnn2", "fastnet", "fastnet32d", "wrn16-4", "resnet18"])
 def test_models_map_images_to_ten_logits(name):
     model = build_model(name).eval()
     assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
@@ -24,6 +24,15 @@ def test_seed_designs():
     assert convs(cnn2) >= 4 and any(isinstance(x, torch.nn.BatchNorm2d) for x in cnn2.modules())
     assert any(isinstance(x, torch.nn.Dropout) for x in cnn2.modules())
     assert count_params(cnn2) < 1_000_000
+
+
+def test_deeper_fastnet_adds_one_conv_per_stage_and_keeps_fastnets_checkpoint_layout():
+    convs = lambda m: sum(isinstance(x, torch.nn.Conv2d) for x in m.modules())  # noqa: E731
+    assert (convs(build_model("fastnet32")), convs(build_model("fastnet32d"))) == (7, 10)
+    # fastnet's parameter names are what they were before `depth` existed: old checkpoints still load
+    assert "blocks.0.conv2.0.weight" in build_model("fastnet").state_dict()
+    ratio = forward_mflops(build_model("fastnet32d")) / forward_mflops(build_model("fastnet32"))
+    assert 1.2 < ratio < 1.8
 
 
 def test_flop_count_matches_hand_count_for_cnn1():

@@ -13,13 +13,16 @@ def conv_bn(c_in: int, c_out: int, act: str) -> nn.Sequential:
 
 
 class FastBlock(nn.Module):
-    """Pool first (early downsampling: 4x fewer FLOPs for the convs), then a residual conv pair."""
+    """Pool first (early downsampling: 4x fewer FLOPs for the convs), then a conv and a residual branch of
+    `depth` convs around it (depth 2 is airbench96's block: three convs per stage)."""
 
-    def __init__(self, c_in: int, c_out: int, act: str = "relu"):
+    def __init__(self, c_in: int, c_out: int, act: str = "relu", depth: int = 1):
         super().__init__()
         self.pool = nn.MaxPool2d(2)
         self.conv1 = conv_bn(c_in, c_out, act)
-        self.conv2 = conv_bn(c_out, c_out, act)
+        # depth 1 keeps the original layout, so checkpoints saved before `depth` existed still load.
+        self.conv2 = conv_bn(c_out, c_out, act) if depth == 1 else nn.Sequential(
+            *[conv_bn(c_out, c_out, act) for _ in range(depth)])
 
     def forward(self, x):
         x = self.conv1(self.pool(x))
@@ -27,12 +30,13 @@ class FastBlock(nn.Module):
 
 
 class FastNet(nn.Module):
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.0, act: str = "relu"):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.0, act: str = "relu",
+                 depth: int = 1):
         super().__init__()
         if act not in ACTIVATIONS:
             raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}")
         self.stem = conv_bn(1, widths[0], act)
-        self.blocks = nn.Sequential(*[FastBlock(a, b, act) for a, b in zip(widths[:-1], widths[1:])])
+        self.blocks = nn.Sequential(*[FastBlock(a, b, act, depth) for a, b in zip(widths[:-1], widths[1:])])
         # Global max pooling: position-invariant and free of parameters.
         self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1], 10))
 
@@ -117,6 +121,9 @@ def _register() -> None:
         register(f"fastnet{base}", f"fastnet {base / 16:g}x as wide ({'-'.join(map(str, widths))}): "
                                    f"{(base / 16) ** 2:g}x the FLOPs, for longer budgets")(
             lambda dropout=0.0, act="relu", widths=widths: FastNet(widths, dropout, act))
+    register("fastnet32d", "fastnet32 one conv deeper per stage (3 convs, as airbench96's blocks): "
+                           "~1.5x fastnet32's FLOPs")(
+        lambda dropout=0.0, act="relu": FastNet((32, 64, 128, 256), dropout, act, depth=2))
     register("wrn16-4", "Wide ResNet 16-4 (pre-activation, 3 stages)")(
         lambda dropout=0.0: WideResNet(16, 4, dropout))
     register("wrn28-10", "Wide ResNet 28-10 (pre-activation, 3 stages)")(

@@ -1,0 +1,64 @@
+"""End-to-end time of `make run` (or another make target) from a fresh clone, as JSON.
+
+What a new user waits for: cloning aside, `make TARGET` creates .venv, installs the package and its
+dependencies (from pip's cache or PyPI), makes sure the data is present, then runs the job. Run it on an idle
+machine; the committed output is docs/benchmarks/make-run.json:
+
+    python benchmarks/make_run.py > docs/benchmarks/make-run.json
+    python benchmarks/make_run.py --target run-full > docs/benchmarks/make-run-full.json   # ~15 min more
+
+The clone is of the committed HEAD of this repository, into a temporary folder that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from step_time import cpu_name  # noqa: E402
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    return time.perf_counter() - t0, proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--target", default="run", help="make target (default: run)")
+    p.add_argument("--make-args", default="", help="extra make arguments, e.g. RUN_ARGS='--quick --epochs 1'")
+    a = p.parse_args(argv)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="fashionlab-make-") as tmp:
+        clone = Path(tmp) / "fashionlab"
+        clone_s, proc = run(["git", "clone", "--quiet", str(ROOT), str(clone)], Path(tmp))
+        if proc.returncode:
+            sys.exit(f"error: git clone failed: {proc.stderr.strip()[:200]}")
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}  # the clone makes its own .venv
+        make = ["make", a.target, *a.make_args.split()]
+        make_s, proc = run(make, clone, env)
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+    out = {"benchmark": "make_run", "command": " ".join(make), "commit": commit, "returncode": proc.returncode,
+           "wall_s": round(make_s, 1), "clone_s": round(clone_s, 1),
+           "measures": "wall seconds of the make command in a fresh clone: venv creation, pip install, data check, "
+                       "the job itself (the clone's time is clone_s, not included)",
+           "output_tail": tail,
+           "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count()}, "python": platform.python_version(),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0 if proc.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
