@@ -1,4 +1,5 @@
-"""Methods added for the accuracy-per-CPU-minute recipes: progressive resizing (and what checks it)."""
+"""Methods added for the accuracy-per-CPU-minute recipes: progressive resizing (and what checks it), patch-whitening
+init, BatchNorm momentum."""
 
 from __future__ import annotations
 
@@ -58,3 +59,46 @@ def test_low_res_bounds_are_one_line_errors():
             build_config(dict(model="fastnet", low_res=bad))
     with pytest.raises(ConfigError, match="--low-res-epochs"):
         build_config(dict(model="fastnet", low_res_epochs=-1))
+
+
+def test_whitened_first_conv_decorrelates_its_outputs_on_the_training_images(data):
+    from fashionlab.models import Classifier, build_model, whiten_first_conv
+
+    model = Classifier(build_model("fastnet"), 0.286, 0.353)
+    n = whiten_first_conv(model, data.train_x, eps=1e-9)
+    conv = model.net.stem[0]
+    assert n == conv.out_channels == 16  # 16 of the 18 (+/- 9 eigenvectors of 3x3 patches)
+    torch.testing.assert_close(conv.weight[0], -conv.weight[1])  # a +/- pair
+    with torch.no_grad():
+        x = model.normalize(data.train_x[:2000, None].float() / 255)
+        out = torch.nn.functional.conv2d(x, conv.weight[::2])  # one of each pair: 8 eigen-directions
+    cov = torch.cov(out.permute(1, 0, 2, 3).reshape(8, -1).double())
+    # whitened: unit variance and no correlation (with a negligible eps)
+    assert torch.allclose(cov.diagonal(), torch.ones(8, dtype=torch.float64), atol=0.02)
+    assert (cov - torch.diag(cov.diagonal())).abs().max() < 0.02
+
+
+def test_whiten_and_bn_momentum_reach_the_model_of_a_run(tmp_path, data):
+    import json
+
+    cfg = build_config(dict(model="fastnet", epochs=1, batch_size=100, device="cpu", whiten=True, bn_momentum=0.3,
+                            out=str(tmp_path / "run")))
+    from fashionlab.train import Splits, make_model
+
+    splits = Splits(data.train_x, data.train_y, data.train_x[:10], data.train_y[:10], 0.286, 0.353)
+    model = make_model(cfg, torch.device("cpu"), splits)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.3 for m in bns)
+    plain = make_model(build_config(dict(model="fastnet")), torch.device("cpu"), splits)
+    assert not torch.equal(model.net.stem[0].weight, plain.net.stem[0].weight)
+    # the rest of the init is the seed's, unchanged by the whitening
+    torch.testing.assert_close(model.net.blocks[0].conv1[0].weight, plain.net.blocks[0].conv1[0].weight)
+    run = train(cfg, data=data, verbose=False, evaluate_test=False)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["whiten"] is True and saved["bn_momentum"] == 0.3
+
+
+def test_bn_momentum_bounds_are_one_line_errors():
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=r"--bn-momentum must be in \(0, 1\]"):
+            build_config(dict(model="fastnet", bn_momentum=bad))

@@ -114,6 +114,10 @@ class TrainConfig:
     patience: int | None = opt(None, lo=1, hi=100_000, resumable=True,
                                help="early stopping after N epochs without validation improvement")
     ema: float = opt(0.0, lo=0, hi=1, hi_open=True, help="EMA decay of weights for evaluation (0 disables)")
+    whiten: bool = opt(False, help="initialise the first convolution from the training images' patch whitening "
+                                   "(eigenvectors of the patch covariance, +/- pairs)")
+    bn_momentum: float | None = opt(None, lo=0, hi=1, lo_open=True,
+                                    help="BatchNorm running-statistics momentum (torch's 0.1 if unset)")
     tta: bool = opt(False, help="flip test-time augmentation at evaluation")
     grad_clip: float = opt(0.0, lo=0, help="max gradient norm (0 disables)")
     seed: int = opt(0, lo=0, hi=SEED_MAX, why="2**32 - 1: what numpy and torch generators accept",

@@ -39,7 +39,7 @@ from fashionlab.data.augment import augment
 from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.evaluate import evaluate_run, predict_logits
-from fashionlab.models import Classifier, build_model, check_io, count_params
+from fashionlab.models import Classifier, build_model, check_io, count_params, set_bn_momentum, whiten_first_conv
 from fashionlab.models.external import record as record_model
 from fashionlab.models.external import run_model_spec
 from fashionlab.runfolder import RunFolder
@@ -154,6 +154,10 @@ def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str
     if cfg.low_res_epochs and cfg.low_res < 28:
         check_io(net, cfg.model, cfg.low_res)
     model = Classifier(net, splits.mean, splits.std).to(device)
+    if cfg.whiten:
+        whiten_first_conv(model, splits.train_x)
+    if cfg.bn_momentum is not None:
+        set_bn_momentum(model, cfg.bn_momentum)
     # channels_last lets oneDNN/cuDNN pick their fastest convolution kernels.
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 

@@ -128,6 +128,36 @@ class Classifier(nn.Module):
             self.normalize.std.fill_(normalize["std"])
 
 
+def whiten_first_conv(model: Classifier, images: torch.Tensor, max_images: int = 10_000, eps: float = 1e-2) -> int:
+    """Data-dependent init of the first convolution (airbench's patch whitening): its filters become the
+    eigenvectors of the covariance of the training images' patches, largest variance first, each in a +/- pair
+    and scaled by 1/sqrt(eigenvalue), so the first layer starts out decorrelating its input. Filters beyond
+    twice the patch size keep their random init. `images`: uint8 [N, 28, 28]. Returns how many were set (none
+    without images: `train --budget` times a step on an empty split)."""
+    if len(images) < 2:
+        return 0
+    conv = next((m for m in model.net.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None or conv.groups != 1:
+        raise ConfigError("whiten needs a model whose first layer is a plain convolution")
+    kh, kw = conv.kernel_size
+    x = model.normalize(images[:max_images, None].float().div(255).to(conv.weight.device))
+    patches = nn.functional.unfold(x, (kh, kw)).transpose(1, 2).reshape(-1, conv.in_channels * kh * kw).double()
+    eigvals, eigvecs = torch.linalg.eigh(torch.cov(patches.T))  # ascending
+    # eps keeps the near-flat directions (pixel noise) from being amplified without bound
+    filters = (eigvecs / (eigvals.clamp_min(0) + eps).sqrt()).T.flip(0)  # largest variance first
+    filters = torch.cat([filters, -filters], dim=1).reshape(-1, filters.shape[1])  # +v1, -v1, +v2, -v2, ...
+    n = min(conv.out_channels, filters.shape[0])
+    with torch.no_grad():
+        conv.weight[:n] = filters[:n].reshape(n, conv.in_channels, kh, kw).to(conv.weight.dtype)
+    return n
+
+
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
