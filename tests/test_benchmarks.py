@@ -139,3 +139,13 @@ def test_step_time_update_replaces_only_the_recipes_it_times(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--recipes", "cnn1",
                            "--update", str(tmp_path / "missing.json")], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--update" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_make_run_times_a_make_target_in_a_fresh_clone_and_leaves_no_clone_behind():
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("fashionlab-make-*"))
+    out = run_script("make_run.py", "--target", "clean")  # the cheapest target: the clone is a throwaway
+    assert out["command"] == "make clean" and out["returncode"] == 0 and out["wall_s"] >= 0
+    assert len(out["commit"]) == 40 and "rm -rf" in "\n".join(out["output_tail"])
+    assert set(Path(tempfile.gettempdir()).glob("fashionlab-make-*")) == before
