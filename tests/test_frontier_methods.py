@@ -102,3 +102,18 @@ def test_bn_momentum_bounds_are_one_line_errors():
     for bad in (0, 1.5, -0.1):
         with pytest.raises(ConfigError, match=r"--bn-momentum must be in \(0, 1\]"):
             build_config(dict(model="fastnet", bn_momentum=bad))
+
+
+def test_bn_statistics_stay_fp32_under_bf16_autocast():
+    """bf16 autocast computes the convolutions in bf16, but BatchNorm's running statistics and affine parameters
+    remain fp32 tensors updated in fp32 (what 'BN statistics kept in fp32' asks): nothing casts the model."""
+    from fashionlab.models import build_model
+
+    model = build_model("fastnet").to(memory_format=torch.channels_last).train()
+    bn = model.stem[1]
+    before = bn.running_mean.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(16, 1, 28, 28).to(memory_format=torch.channels_last))
+    assert logits.dtype == torch.bfloat16
+    assert bn.running_mean.dtype == bn.running_var.dtype == bn.weight.dtype == torch.float32
+    assert not torch.equal(bn.running_mean, before)
