@@ -612,6 +612,23 @@ def perf_ablations() -> str:
     return "\n\n".join(parts)
 
 
+@region("perf-tta", "docs/performance.md")
+def perf_tta() -> str:
+    """Every multi-view TTA measurement (benchmarks/tta_views.py) committed as docs/benchmarks/tta-views-*.json."""
+    parts = []
+    for path in sorted(BENCH.glob("tta-views-*.json")):
+        d = json.loads(path.read_text())
+        s = d["run_settings"]
+        ident = next(r["val_acc"] for r in d["results"] if r["n_views"] == 1)
+        rows = [[r["views"], str(r["n_views"]), pct(r["val_acc"]), f"{100 * (r['val_acc'] - ident):+.2f}"]
+                for r in d["results"]]
+        parts.append(f"[{path.name}](benchmarks/{path.name}): `{d['run_command']}` ({s['model']}, {s['epochs']} "
+                     f"epochs, augment {s['augment']}; {d['n_val']:,} validation images, {d['date']})\n\n"
+                     + table(["views averaged", "views", "val acc", "points vs one view"],
+                             ["---", "---:", "---:", "---:"], rows))
+    return "\n\n".join(parts)
+
+
 @region("perf-ladder", "docs/performance.md")
 def perf_ladder() -> str:
     d = bench("ladder.json")
