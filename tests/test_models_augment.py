@@ -32,7 +32,7 @@ def test_deeper_fastnet_adds_one_conv_per_stage_and_keeps_fastnets_checkpoint_la
     # fastnet's parameter names are what they were before `depth` existed: old checkpoints still load
     assert "blocks.0.conv2.0.weight" in build_model("fastnet").state_dict()
     ratio = forward_mflops(build_model("fastnet32d")) / forward_mflops(build_model("fastnet32"))
-    assert 1.2 < ratio < 1.8
+    assert 1.5 < ratio < 1.8  # 99 MFLOPs against 60
 
 
 def test_flop_count_matches_hand_count_for_cnn1():
