@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from step_time import cpu_name  # the benchmarks' one reading of the CPU's name (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from step_time import cpu_name  # noqa: E402
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:

@@ -617,7 +617,7 @@ def perf_tta() -> str:
     """Every multi-view TTA measurement (benchmarks/tta_views.py) committed as docs/benchmarks/tta-views-*.json."""
     parts = []
     for path in sorted(BENCH.glob("tta-views-*.json")):
-        d = json.loads(path.read_text())
+        d = bench(path.name)
         s = d["run_settings"]
         ident = next(r["val_acc"] for r in d["results"] if r["n_views"] == 1)
         rows = [[r["views"], str(r["n_views"]), pct(r["val_acc"]), f"{100 * (r['val_acc'] - ident):+.2f}"]

@@ -62,6 +62,7 @@ def test_low_res_bounds_are_one_line_errors():
 
 
 def test_whitened_first_conv_decorrelates_its_outputs_on_the_training_images(data):
+    from fashionlab.data import as_input
     from fashionlab.models import Classifier, build_model, whiten_first_conv
 
     model = Classifier(build_model("fastnet"), 0.286, 0.353)
@@ -70,7 +71,7 @@ def test_whitened_first_conv_decorrelates_its_outputs_on_the_training_images(dat
     assert n == conv.out_channels == 16  # 16 of the 18 (+/- 9 eigenvectors of 3x3 patches)
     torch.testing.assert_close(conv.weight[0], -conv.weight[1])  # a +/- pair
     with torch.no_grad():
-        x = model.normalize(data.train_x[:2000, None].float() / 255)
+        x = model.normalize(as_input(data.train_x[:2000]))
         out = torch.nn.functional.conv2d(x, conv.weight[::2])  # one of each pair: 8 eigen-directions
     cov = torch.cov(out.permute(1, 0, 2, 3).reshape(8, -1).double())
     # whitened: unit variance and no correlation (with a negligible eps)

@@ -140,7 +140,9 @@ def whiten_first_conv(model: Classifier, images: torch.Tensor, max_images: int =
     if conv is None or conv.groups != 1:
         raise ConfigError("whiten needs a model whose first layer is a plain convolution")
     kh, kw = conv.kernel_size
-    x = model.normalize(images[:max_images, None].float().div(255).to(conv.weight.device))
+    from fashionlab.data import as_input
+
+    x = model.normalize(as_input(images[:max_images]).to(conv.weight.device))
     patches = nn.functional.unfold(x, (kh, kw)).transpose(1, 2).reshape(-1, conv.in_channels * kh * kw).double()
     eigvals, eigvecs = torch.linalg.eigh(torch.cov(patches.T))  # ascending
     # eps keeps the near-flat directions (pixel noise) from being amplified without bound
