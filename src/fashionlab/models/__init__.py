@@ -142,9 +142,15 @@ def whiten_first_conv(model: Classifier, images: torch.Tensor, max_images: int =
     kh, kw = conv.kernel_size
     from fashionlab.data import as_input
 
-    x = model.normalize(as_input(images[:max_images]).to(conv.weight.device))
-    patches = nn.functional.unfold(x, (kh, kw)).transpose(1, 2).reshape(-1, conv.in_channels * kh * kw).double()
-    eigvals, eigvecs = torch.linalg.eigh(torch.cov(patches.T))  # ascending
+    dim = conv.in_channels * kh * kw
+    total, outer, n = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0
+    with torch.no_grad():
+        for chunk in images[:max_images].split(1_000):  # sums by chunk: all patches at once took ~0.9 GB
+            x = model.normalize(as_input(chunk).to(conv.weight.device))
+            patches = nn.functional.unfold(x, (kh, kw)).transpose(1, 2).reshape(-1, dim).double().cpu()
+            total, outer, n = total + patches.sum(0), outer + patches.T @ patches, n + len(patches)
+    mean = total / n
+    eigvals, eigvecs = torch.linalg.eigh((outer - n * torch.outer(mean, mean)) / (n - 1))  # ascending
     # eps keeps the near-flat directions (pixel noise) from being amplified without bound
     filters = (eigvecs / (eigvals.clamp_min(0) + eps).sqrt()).T.flip(0)  # largest variance first
     filters = torch.cat([filters, -filters], dim=1).reshape(-1, filters.shape[1])  # +v1, -v1, +v2, -v2, ...
