@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fashionlab.data import as_input, load_fashion_mnist, stratified_split
+from fashionlab.data import as_input, load_fashion_mnist
 from fashionlab.device import autocast, resolve_precision
 from fashionlab.errors import FashionlabError
 from fashionlab.evaluate import load_run_model
+from fashionlab.train import prepare_data, resume_config
 
 # name -> {view: weight}; a view is (mirror, dy, dx)
 VIEW_SETS = {
@@ -53,10 +54,10 @@ def main() -> None:
         if not cfg["val_fraction"]:
             sys.exit(f"error: {a.run} has no validation split; this benchmark never reads the test set")
         ds = load_fashion_mnist(a.data_dir, progress=False)
+        splits = prepare_data(resume_config(Path(a.run), {}), ds, torch.device("cpu"))  # the run's own split
     except FashionlabError as e:
         sys.exit(f"error: {e}")
-    _, val_idx = stratified_split(ds.train_y, cfg["val_fraction"], cfg["seed"])
-    x, y = as_input(ds.train_x[val_idx]), ds.train_y[val_idx]
+    x, y = as_input(splits.val_x), splits.val_y
     device, precision = torch.device("cpu"), resolve_precision(cfg["precision"], torch.device("cpu"))
     probs: dict[tuple, torch.Tensor] = {}
 

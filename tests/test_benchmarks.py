@@ -149,3 +149,26 @@ def test_make_run_times_a_make_target_in_a_fresh_clone_and_leaves_no_clone_behin
     assert out["command"] == "make clean" and out["returncode"] == 0 and out["wall_s"] >= 0
     assert len(out["commit"]) == 40 and "rm -rf" in "\n".join(out["output_tail"])
     assert set(Path(tempfile.gettempdir()).glob("fashionlab-make-*")) == before
+
+
+@pytest.mark.realdata
+def test_ensemble_trains_members_on_one_split_and_reuses_them(real_data_dir, tmp_path):
+    out = tmp_path / "ens"
+    first = run_script("ensemble.py", "--quick", "--members", "2", "--out", str(out), "--data-dir", str(real_data_dir))
+    assert first["member_seeds"] == [0, 1] and first["split_seed"] == 0 and first["n_val"] == 6000
+    assert len(first["member_val_acc"]) == len(first["ensemble_val_acc"]) == 2
+    assert first["ensemble_val_acc"][0] == first["member_val_acc"][0]
+    for k in (0, 1):
+        cfg = json.loads((out / f"member{k}" / "config.json").read_text())
+        assert (cfg["seed"], cfg["split_seed"]) == (k, 0)
+    mtime = (out / "member0" / "checkpoints" / "best.pt").stat().st_mtime_ns
+    again = run_script("ensemble.py", "--quick", "--members", "2", "--out", str(out), "--data-dir", str(real_data_dir))
+    assert again["ensemble_val_acc"] == first["ensemble_val_acc"]  # members reused, not retrained
+    assert (out / "member0" / "checkpoints" / "best.pt").stat().st_mtime_ns == mtime
+
+
+def test_ensemble_rejects_a_member_out_of_range(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ensemble.py"), "--members", "2", "--only", "2",
+                           "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "e").exists()

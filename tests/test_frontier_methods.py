@@ -118,3 +118,19 @@ def test_bn_statistics_stay_fp32_under_bf16_autocast():
     assert logits.dtype == torch.bfloat16
     assert bn.running_mean.dtype == bn.running_var.dtype == bn.weight.dtype == torch.float32
     assert not torch.equal(bn.running_mean, before)
+
+
+def test_split_seed_holds_the_split_while_the_seed_changes_the_rest(data):
+    """An ensemble's members (benchmarks/ensemble.py) must be scored on one validation split."""
+    from fashionlab.train import make_model, prepare_data
+
+    def run(**options):
+        cfg = build_config(dict(model="cnn1", val_fraction=0.2, train_subset=100, device="cpu", **options))
+        splits = prepare_data(cfg, data, torch.device("cpu"))
+        return splits, make_model(cfg, torch.device("cpu"), splits).net.state_dict()
+
+    (a, wa), (b, wb), (c, _) = run(seed=1, split_seed=7), run(seed=2, split_seed=7), run(seed=7)
+    assert torch.equal(a.val_x, b.val_x) and torch.equal(a.train_y, b.train_y) and torch.equal(a.val_x, c.val_x)
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # the initialisation still follows --seed
+    d, _ = run(seed=1)
+    assert not torch.equal(a.val_x, d.val_x)

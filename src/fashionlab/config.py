@@ -122,6 +122,9 @@ class TrainConfig:
     grad_clip: float = opt(0.0, lo=0, help="max gradient norm (0 disables)")
     seed: int = opt(0, lo=0, hi=SEED_MAX, why="2**32 - 1: what numpy and torch generators accept",
                     help="random seed (split, init, order, augmentation)")
+    split_seed: int | None = opt(None, lo=0, hi=SEED_MAX, why="as --seed",
+                                 help="seed of the train/validation split and --train-subset alone (--seed if unset): "
+                                      "runs that differ only in initialisation and order, e.g. an ensemble's members")
     device: str = opt("auto", choices=DEVICES, results=False, help="where to train")
     precision: str = opt("auto", choices=PRECISIONS, help="auto: bf16 where the hardware has it, else fp32")
     channels_last: bool = opt(True, help="channels-last memory format")
@@ -195,6 +198,9 @@ class TrainConfig:
         if n > MAX_MODEL_PARAMS:
             raise ConfigError(f"model {self.model!r} with extra={self.extra!r} would have {n:,} parameters "
                               f"(more than {MAX_MODEL_PARAMS:,}); check option 'extra'")
+
+    def data_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     def augmentations(self) -> tuple[str, ...]:
         if not isinstance(self.augment, str):

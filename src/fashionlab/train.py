@@ -134,9 +134,9 @@ class StopFlag:
 
 
 def prepare_data(cfg: TrainConfig, ds: FashionMNIST, device: torch.device) -> Splits:
-    train_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.data_seed())
     if cfg.train_subset is not None:
-        train_idx = train_idx[stratified_subset(ds.train_y[train_idx], cfg.train_subset, cfg.seed)]
+        train_idx = train_idx[stratified_subset(ds.train_y[train_idx], cfg.train_subset, cfg.data_seed())]
     # Normalization statistics from the training split only: validation and test stay unseen.
     mean, std = pixel_stats(ds.train_x[train_idx])
     return Splits(ds.train_x[train_idx].to(device), ds.train_y[train_idx].to(device),
