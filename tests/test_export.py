@@ -20,7 +20,7 @@ from fashionlab.cli import build_parser, main
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
 from fashionlab.evaluate import load_run_model
-from fashionlab.export import DEFAULT_NAMES, FORMATS, ExportError, export_run
+from fashionlab.export import DEFAULT_NAMES, FORMATS, ExportError, chosen_format, export_run
 from fashionlab.predict import predict
 from fashionlab.train import train
 
@@ -98,7 +98,23 @@ def test_cli_default_path_and_reported_parity(run_dir, capsys, monkeypatch):
     assert re.search(r"onnxruntime vs PyTorch on 200 real test images: max \|logit diff\| [0-9.e+-]+, "
                      r"argmax identical 200/200", out), out
     args = build_parser("export").parse_args(["export", str(run_dir)])
-    assert (args.format, args.out, args.dynamic_batch, args.checkpoint) == ("exported", None, False, "best")
+    assert (chosen_format(args), args.out, args.dynamic_batch, args.checkpoint) == ("exported", None, False, "best")
+
+
+@pytest.mark.parametrize("name, given, written", [("m.onnx", None, "onnx"), ("m.pt2", None, "exported"),
+                                                  ("m.pt", None, "torchscript"), ("m.bin", None, "exported"),
+                                                  ("m.bin", "onnx", "onnx")])
+def test_the_out_suffix_chooses_the_format_when_none_is_given(run_dir, tmp_path, name, given, written):
+    out = tmp_path / name
+    assert main(["export", str(run_dir), "--out", str(out), *(["--format", given] if given else [])]) == 0
+    assert out.is_file() and FORMATS[written][1](out.read_bytes()) is not None  # its own format's loader reads it
+
+
+def test_a_suffix_that_names_another_format_is_refused_before_any_work(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--format", "exported", "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "has the suffix of format onnx, not exported" in err and "Traceback" not in err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_mismatch_fails_clearly_and_writes_nothing(run_dir, tmp_path, capsys, monkeypatch):

@@ -27,6 +27,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ON_NAN = ("stop", "skip")
 
+MAX_ENSEMBLE = 16  # members of an --ensemble; a checkpoint claiming more is damaged (evaluate.load_run_model)
 # The largest seed every random generator a run seeds accepts: numpy's legacy seeding takes [0, 2**32 - 1],
 # torch's take up to 2**64 - 1 (and train.py derives seed + 1 + 1000 * rank from it).
 SEED_MAX = 2**32 - 1
@@ -125,6 +126,9 @@ class TrainConfig:
     split_seed: int | None = opt(None, lo=0, hi=SEED_MAX, why="as --seed",
                                  help="seed of the train/validation split and --train-subset alone (--seed if unset): "
                                       "runs that differ only in initialisation and order, e.g. an ensemble's members")
+    ensemble: int = opt(1, lo=1, hi=MAX_ENSEMBLE, why="each member is a whole training run",
+                        help="train N members one after another (seeds --seed, --seed+1, ...; one split) and predict "
+                             "with the mean of their softmax")
     device: str = opt("auto", choices=DEVICES, results=False, help="where to train")
     precision: str = opt("auto", choices=PRECISIONS, help="auto: bf16 where the hardware has it, else fp32")
     channels_last: bool = opt(True, help="channels-last memory format")
@@ -158,6 +162,8 @@ class TrainConfig:
             raise ConfigError("--scheduler plateau needs a validation split (--val-fraction > 0)")
         if self.patience is not None and self.val_fraction == 0:
             raise ConfigError("--patience needs a validation split (--val-fraction > 0)")
+        if self.seed + self.ensemble - 1 > SEED_MAX:
+            raise ConfigError(f"--seed {self.seed} with --ensemble {self.ensemble}: member seeds would pass {SEED_MAX}")
         self._check_model_builds()
         return self
 

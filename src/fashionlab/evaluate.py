@@ -13,10 +13,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionlab import CLASSES
+from fashionlab.config import MAX_ENSEMBLE
 from fashionlab.data import as_input
 from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.errors import RunError
-from fashionlab.models import Classifier, build_model, count_params, forward_mflops, known_model, model_names
+from fashionlab.models import (
+    Classifier,
+    Ensemble,
+    build_model,
+    count_params,
+    forward_mflops,
+    known_model,
+    model_names,
+)
 from fashionlab.models.external import is_external, run_model_spec
 from fashionlab.runfolder import RunFolder
 
@@ -57,13 +66,19 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trus
     spec = run_model_spec(run_dir, folder.saved_config() if is_external(name) else {"model": name},
                           trust_model_code) if net is None else None
     kwargs = dict(dropout=cfg.get("dropout"), **cfg.get("extra", {}))  # types checked by load_checkpoint
+    members = cfg.get("ensemble", 1)
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_ENSEMBLE:
+        raise RunError(f"{path} is damaged: its config's ensemble is {members!r}, not 1 to {MAX_ENSEMBLE} members")
 
-    def architecture() -> nn.Module:
-        return net if net is not None else build_model(spec, **kwargs)
+    def one(copied: bool) -> nn.Module:
+        return build_model(spec, **kwargs) if net is None else copy.deepcopy(net) if copied else net
+
+    def architecture(copied: bool = False) -> nn.Module:
+        return one(copied) if members == 1 else Ensemble([one(True) for _ in range(members)])
 
     try:  # first on the meta device: no memory, so absurd sizes or bad kwargs cannot hurt
         with torch.device("meta"):
-            expected = Classifier(copy.deepcopy(net).to("meta") if net is not None else architecture())
+            expected = Classifier(architecture(copied=True).to("meta"))
         expected = expected.state_dict() if _wrapped(ckpt["model"]) else expected.net.state_dict()
     except Exception as e:  # noqa: BLE001 - a checkpoint whose own config cannot build its model is damaged
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

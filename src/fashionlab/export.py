@@ -27,6 +27,7 @@ from fashionlab import CLASSES, __version__
 from fashionlab.errors import ConfigError, FashionlabError
 
 DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
+SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "exported", ".pt": "torchscript"}  # what a file name promises
 INPUT_CONTRACT = "float32 [N,1,28,28], pixel/255 in [0, 1]; the model normalizes"
 MAX_ABS_DIFF = 1e-3  # fp32 export: anything larger is a broken export, not rounding
 CHECK_IMAGES = 256
@@ -155,6 +156,10 @@ def export_run(run_dir: Path | str, fmt: str = "exported", out: Path | str | Non
     path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
     if out:
         check_new_file(path, "--out")  # before any work; never over a file fashionlab did not make
+        named = SUFFIX_FORMATS.get(path.suffix.lower())
+        if named is not None and named != fmt:
+            raise ConfigError(f"--out {path} has the suffix of format {named}, not {fmt}; give --format {named} "
+                              f"or a name like {DEFAULT_NAMES[fmt]}")
     config = folder.config()
     model, ckpt = load_run_model(run_dir, checkpoint, "cpu", trust_model_code=trust_model_code)
     model = model.float().to(memory_format=torch.contiguous_format).eval()
@@ -179,8 +184,9 @@ def export_run(run_dir: Path | str, fmt: str = "exported", out: Path | str | Non
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--format", choices=tuple(FORMATS), default="exported",
-                   help="onnx | torchscript | exported (torch.export .pt2, the default)")
+    p.add_argument("--format", choices=tuple(FORMATS), default=None,
+                   help="onnx | torchscript | exported (torch.export .pt2); default: what --out's suffix names "
+                        "(.onnx, .pt2, .pt), else exported")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="a new file (never over an existing one); default RUN_DIR/model.onnx, model.pt2 or "
                         "model.torchscript.pt")
@@ -190,9 +196,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="allow importing the run's external model code (FILE.py:NAME / module:NAME models)")
 
 
+def chosen_format(args: argparse.Namespace) -> str:
+    if args.format is not None:
+        return args.format
+    return SUFFIX_FORMATS.get(Path(args.out).suffix.lower(), "exported") if args.out else "exported"
+
+
 def run(args: argparse.Namespace) -> int:
-    r = export_run(args.run, args.format, args.out, dynamic_batch=args.dynamic_batch, checkpoint=args.checkpoint,
-                   trust_model_code=args.trust_model_code)
+    r = export_run(args.run, chosen_format(args), args.out, dynamic_batch=args.dynamic_batch,
+                   checkpoint=args.checkpoint, trust_model_code=args.trust_model_code)
     engine = "onnxruntime" if r.format == "onnx" else "reloaded model"
     print(f"exported {r.path} ({r.format}, batch {'dynamic' if args.dynamic_batch else 1})")
     print(f"{engine} vs PyTorch on {r.n_checked} {r.check_data}: max |logit diff| {r.max_abs_diff:.3g}, "

@@ -10,6 +10,7 @@ A run is a folder (docs/design.md, "The run-folder contract"):
     model_source.py      a copy of a FILE.py:NAME model's source
     test_metrics.json  classification_report.txt  confusion_matrix.png  curves.png
     test_predictions.npy  test_probs.npy
+    members/member<k>/   an --ensemble's members: each an ordinary run folder (ensemble.py)
 
 Only this class knows these names, reads and writes these files, decides whether a folder is a run, and fills in
 what folders written by older versions lack. Writes are atomic (runio).
@@ -56,6 +57,7 @@ class RunFolder:
     CURVES = "curves.png"
     PREDICTIONS = "test_predictions.npy"
     PROBS = "test_probs.npy"
+    MEMBERS = "members"
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -81,6 +83,10 @@ class RunFolder:
         if not self.exists():
             raise RunError(f"{self.path} is not a run folder (no {self.CONFIG})")
         return self
+
+    def member(self, k: int) -> RunFolder:
+        """Member k of an ensemble run: an ordinary run folder inside this one."""
+        return RunFolder(self.path / self.MEMBERS / f"member{k}")
 
     # ------------------------------------------------------------------ config
 

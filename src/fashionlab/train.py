@@ -60,9 +60,10 @@ class TrainingDiverged(FashionlabError):
 
 
 class Interrupted(FashionlabError):
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
+    def __init__(self, where: str, signum: int, run_dir: Path):
+        super().__init__(f"{signal.Signals(signum).name} {where}: state saved; "
+                         f"resume with: fashionlab train --resume {run_dir}")
+        self.where, self.signum, self.exit_code = where, signum, 128 + signum
 
 
 @dataclass
@@ -326,6 +327,11 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
     trust_model_code: a resumed run with an external model may import that model's code (from its run folder).
     architecture: an nn.Module object to train (cfg.model is then models.object_name(architecture)).
     """
+    if cfg.ensemble > 1:
+        from fashionlab.ensemble import train_ensemble
+
+        return train_ensemble(cfg, command=command, resume=resume, data=data, verbose=verbose,
+                              evaluate_test=evaluate_test, trust_model_code=trust_model_code, architecture=architecture)
     dist = Dist.from_env()
     folder = RunFolder(cfg.out or default_run_dir(cfg))
     if cfg.tensorboard:
@@ -487,11 +493,13 @@ STARTED_FILES = (RunFolder.CONFIG, RunFolder.SOURCE_COPY, RunFolder.METRICS,
 
 
 @contextlib.contextmanager
-def claim_run_dir(folder: RunFolder, resume: bool):
+def claim_run_dir(folder: RunFolder, resume: bool, started=None):
     """Check the run folder before any work, then create, mark and lock it.
 
-    A fresh start that fails before its first last.pt leaves nothing behind; a resumed run is never undone.
+    A fresh start that fails before its first last.pt (before `started()` is true) leaves nothing behind; a resumed
+    run is never undone.
     """
+    started = started or (lambda: folder.has_checkpoint("last"))
     check_run_dir(folder, resume)
     run_dir = folder.path
     fresh = [n for n in (MARKER, ".lock") if not (run_dir / n).exists()]
@@ -508,7 +516,7 @@ def claim_run_dir(folder: RunFolder, resume: bool):
                 clean_temp_files(run_dir)
             yield
     except BaseException:
-        if mine and not resume and not folder.has_checkpoint("last"):
+        if mine and not resume and not started():
             clean_temp_files(run_dir)
             undo_folder(run_dir, created, [*STARTED_FILES, *fresh])
         raise
@@ -529,7 +537,7 @@ def check_run_dir(folder: RunFolder, resume: bool) -> None:
         return
     if not folder.exists():
         raise RunError(f"nothing to resume: {run_dir} has no {RunFolder.CONFIG}")
-    if not folder.has_checkpoint("last"):
+    if not folder.has_checkpoint("last") and not folder.member(0).exists():  # an ensemble rebuilds its own files
         produced = (RunFolder.METRICS, f"{RunFolder.CHECKPOINTS}/best.pt", RunFolder.TEST_METRICS)
         kept = [n for n in produced if folder.file(n).exists()]
         if kept:
@@ -637,9 +645,7 @@ def diverged(folder: RunFolder, prog: Progress, opt, loss: float) -> TrainingDiv
 
 
 def interrupted(folder: RunFolder, prog: Progress, signum: int) -> Interrupted:
-    name = signal.Signals(signum).name
-    return Interrupted(f"{name} at epoch {prog.epoch + 1}, step {prog.step}: state saved; "
-                       f"resume with: fashionlab train --resume {folder.path}", signum)
+    return Interrupted(f"at epoch {prog.epoch + 1}, step {prog.step}", signum, folder.path)
 
 
 # ---------------------------------------------------------------------------------------------- distributed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -126,6 +127,19 @@ class Classifier(nn.Module):
             self.net.load_state_dict(state)
             self.normalize.mean.fill_(normalize["mean"])
             self.normalize.std.fill_(normalize["std"])
+
+
+class Ensemble(nn.Module):
+    """Members of one architecture whose mean softmax is the prediction. It returns that mean's log, which is a
+    valid logit vector: softmax(log p) = p, so evaluation, prediction and export treat it as any architecture."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([m(x).float().log_softmax(1) for m in self.members])
+        return torch.logsumexp(logp, 0) - math.log(len(self.members))
 
 
 def whiten_first_conv(model: Classifier, images: torch.Tensor, max_images: int = 10_000, eps: float = 1e-2) -> int:
