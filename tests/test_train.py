@@ -157,11 +157,16 @@ def test_on_nan_skip_counts_and_continues(tmp_path, data, monkeypatch):
     assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["nan_skipped"] == 1
 
 
-def test_resume_after_interrupt_is_identical(tmp_path, data, monkeypatch):
-    """Stop mid-epoch (as SIGINT would), resume, and match an uninterrupted run exactly."""
+@pytest.mark.parametrize("options", [{}, {"whiten": True}])
+def test_resume_after_interrupt_is_identical(tmp_path, data, monkeypatch, options):
+    """Stop mid-epoch (as SIGINT would), resume, and match an uninterrupted run exactly (a data-dependent init
+    is not recomputed on resume: the checkpoint's weights replace it)."""
     import fashionlab.train as train_mod
 
-    full = train(cfg(tmp_path, "full", epochs=3, ema=0.9, scheduler="onecycle"), data=data, verbose=False)
+    whitened = []
+    real_whiten = train_mod.whiten_first_conv
+    monkeypatch.setattr(train_mod, "whiten_first_conv", lambda *a, **k: whitened.append(1) or real_whiten(*a, **k))
+    full = train(cfg(tmp_path, "full", epochs=3, ema=0.9, scheduler="onecycle", **options), data=data, verbose=False)
     real_step = train_mod.train_step
     calls = {"n": 0}
 
@@ -175,13 +180,14 @@ def test_resume_after_interrupt_is_identical(tmp_path, data, monkeypatch):
         return out
 
     monkeypatch.setattr(train_mod, "train_step", interrupt_at_20)
-    c = cfg(tmp_path, "cut", epochs=3, ema=0.9, scheduler="onecycle")
+    c = cfg(tmp_path, "cut", epochs=3, ema=0.9, scheduler="onecycle", **options)
     with pytest.raises(train_mod.Interrupted, match="resume with: fashionlab train --resume") as info:
         train(c, data=data, verbose=False)
     assert info.value.exit_code == 130
     assert not (tmp_path / "cut" / "test_metrics.json").exists()
     monkeypatch.setattr(train_mod, "train_step", real_step)
     cut = train(train_mod.resume_config(tmp_path / "cut", {}), data=data, verbose=False, resume=True)
+    assert len(whitened) == (2 if options else 0)  # the full run and the cut run's start, not its resume
     assert metrics_without_seconds(full) == metrics_without_seconds(cut)
     a, b = (json.loads((r / "test_metrics.json").read_text()) for r in (full, cut))
     assert a["accuracy"] == b["accuracy"] and a["confusion_matrix"] == b["confusion_matrix"]

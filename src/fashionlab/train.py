@@ -145,17 +145,18 @@ def prepare_data(cfg: TrainConfig, ds: FashionMNIST, device: torch.device) -> Sp
 
 
 def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str | None = None,
-               net: nn.Module | None = None) -> Classifier:
+               net: nn.Module | None = None, weights_follow: bool = False) -> Classifier:
     """The architecture behind its input normalization (the training split's statistics); `spec` is where an
     external model's code is imported from (its run folder's copy on resume); `net` is an architecture object
-    given in Python (used as is: its initialization is the caller's)."""
+    given in Python (used as is: its initialization is the caller's). weights_follow: a checkpoint's weights will
+    replace these (a resume), so the data-dependent init is skipped."""
     torch.manual_seed(cfg.seed)
     net = net if net is not None else build_model(spec or cfg.model, dropout=cfg.dropout, **cfg.extra)
     check_io(net, cfg.model)
     if cfg.low_res_epochs and cfg.low_res < 28:
         check_io(net, cfg.model, cfg.low_res)
     model = Classifier(net, splits.mean, splits.std).to(device)
-    if cfg.whiten:
+    if cfg.whiten and not weights_follow:
         whiten_first_conv(model, splits.train_x)
     if cfg.bn_momentum is not None:
         set_bn_momentum(model, cfg.bn_momentum)
@@ -341,7 +342,8 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
         ds = data or load_fashion_mnist(cfg.data_dir, progress=verbose)
         ctx = make_context(cfg, dist, device, ds, folder, verbose)
         spec = run_model_spec(folder.path, folder.saved_config(), trust_model_code) if resume else None
-        state = make_state(ctx, make_model(cfg, device, ctx.splits, spec, architecture))
+        state = make_state(ctx, make_model(cfg, device, ctx.splits, spec, architecture,
+                                           weights_follow=resume and folder.has_checkpoint("last")))
         net = wrap_model(state.model, cfg, dist, device)
         if dist.main and not folder.exists():
             folder.write_config(run_record(ctx, ds, command))
