@@ -629,6 +629,24 @@ def perf_tta() -> str:
     return "\n\n".join(parts)
 
 
+@region("perf-ensembles", "docs/performance.md")
+def perf_ensembles() -> str:
+    """Every ensemble measurement (benchmarks/ensemble.py) committed as docs/benchmarks/ensemble-*.json."""
+    parts = []
+    for path in sorted(BENCH.glob("ensemble-*.json")):
+        d = bench(path.name)
+        s, best = d["recipe_settings"], max(d["member_val_acc"])
+        changed = ", ".join(f"{k}={json.dumps(v)}" for k, v in d["changed"].items())
+        rows = [[str(k + 1), pct(m), pct(e), f"{100 * (e - best):+.2f}"]
+                for k, (m, e) in enumerate(zip(d["member_val_acc"], d["ensemble_val_acc"]))]
+        parts.append(f"[{path.name}](benchmarks/{path.name}): recipe `{d['recipe']}` ({s['model']}, {s['epochs']} "
+                     f"epochs{'; ' + changed if changed else ''}), members seeded {d['member_seeds']} on the split of "
+                     f"seed {d['split_seed']}; {d['n_val']:,} validation images, {d['date']}\n\n"
+                     + table(["members", "member k alone", "mean softmax of members 1..k", "points vs best member"],
+                             ["---:", "---:", "---:", "---:"], rows))
+    return "\n\n".join(parts) or "(none measured yet)"
+
+
 @region("perf-ladder", "docs/performance.md")
 def perf_ladder() -> str:
     d = bench("ladder.json")

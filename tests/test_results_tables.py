@@ -160,3 +160,14 @@ def test_a_timed_recipe_takes_accuracy_from_every_seed_and_time_from_idle_seeds(
         assert rt.reference_seconds("cpu", e) is None  # --budget never picks a recipe without an idle time
     finally:
         rt.runs.cache_clear()
+
+
+def test_the_ensemble_table_compares_each_prefix_with_the_best_member(rt, tmp_path, monkeypatch):
+    monkeypatch.setattr(rt, "BENCH", tmp_path)
+    d = {"recipe": "fast95", "recipe_settings": {"model": "fastnet32", "epochs": 30}, "changed": {"epochs": 20},
+         "member_seeds": [0, 1, 2], "split_seed": 0, "n_val": 6000, "date": "2026-11-29",
+         "member_val_acc": [0.95, 0.945, 0.951], "ensemble_val_acc": [0.95, 0.955, 0.958]}
+    (tmp_path / "ensemble-fast95.json").write_text(json.dumps(d))
+    text = rt.perf_ensembles()
+    assert "`fast95` (fastnet32, 30 epochs; epochs=20), members seeded [0, 1, 2]" in text
+    assert "| 3 | 95.10% | 95.80% | +0.70 |" in text and "| 2 | 94.50% | 95.50% | +0.40 |" in text

@@ -37,7 +37,8 @@ from fashionlab.train import (
 
 
 def member_configs(cfg: TrainConfig, folder: RunFolder) -> list[TrainConfig]:
-    return [dataclasses.replace(cfg, ensemble=1, seed=cfg.seed + k, split_seed=cfg.data_seed(), tensorboard=False,
+    """Member k: the ensemble's options with seed + k on the ensemble's split (each logs its own --tensorboard)."""
+    return [dataclasses.replace(cfg, ensemble=1, seed=cfg.seed + k, split_seed=cfg.data_seed(),
                                 out=str(folder.member(k).path)) for k in range(cfg.ensemble)]
 
 
