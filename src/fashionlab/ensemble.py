@@ -77,9 +77,9 @@ def train_ensemble(cfg: TrainConfig, *, command: str, resume: bool, data: Fashio
             except Interrupted as e:  # the way back is the ensemble's resume, which resumes this member
                 raise Interrupted(f"{e.where} of ensemble member {k + 1}", e.signum, folder.path) from None
         assemble(ctx, members, architecture)
-    if evaluate_test:
-        evaluate_run(folder.path, "best", data=ds, device=device, verbose=verbose, trust_model_code=True,
-                     net=copy.deepcopy(architecture) if architecture is not None else None)
+        if evaluate_test:
+            evaluate_run(folder.path, "best", data=ds, device=device, verbose=verbose, trust_model_code=True,
+                         net=copy.deepcopy(architecture) if architecture is not None else None)
     return folder.path
 
 
