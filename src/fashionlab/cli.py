@@ -101,7 +101,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         column.no_wrap = True  # figures are never cut or folded
     details = []
     for name, r in RECIPES.items():
-        rest = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("about", "model", "epochs"))
+        rest = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("about", "model", "epochs", "ensemble"))
         lines = [rest]
         m = measured.get(name)
         if m:
@@ -112,7 +112,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
                          f"({m['seconds_source']}); {m['machine']}, torch {m['torch']}, {m['date']}")
         else:
             acc = secs = "not measured"
-        table.add_row(name, r["model"], str(r["epochs"]), acc, secs)
+        model = r["model"] + (f" x{r['ensemble']}" if r.get("ensemble", 1) > 1 else "")
+        table.add_row(name, model, str(r["epochs"]), acc, secs)
         details.append((f"[bold]{name}[/bold]: {r['about']}", "\n".join(lines)))
     console = Console()
     console.print(table)
