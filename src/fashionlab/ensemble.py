@@ -60,8 +60,7 @@ def train_ensemble(cfg: TrainConfig, *, command: str, resume: bool, data: Fashio
     folder = RunFolder(cfg.out or default_run_dir(cfg))
     cfg = dataclasses.replace(cfg, out=str(folder.path))
     members = member_configs(cfg, folder)
-    started = lambda: any(folder.member(k).has_checkpoint("last") for k in range(cfg.ensemble))  # noqa: E731
-    with claim_run_dir(folder, resume, started), distributed(dist, cfg) as device:
+    with claim_run_dir(folder, resume), distributed(dist, cfg) as device:
         ds = data or load_fashion_mnist(cfg.data_dir, progress=verbose)
         ctx = make_context(cfg, dist, device, ds, folder, verbose)
         if not folder.exists():

@@ -88,6 +88,12 @@ class RunFolder:
         """Member k of an ensemble run: an ordinary run folder inside this one."""
         return RunFolder(self.path / self.MEMBERS / f"member{k}")
 
+    def started(self) -> bool:
+        """Training saved a state to resume from: this run's last.pt, or (an ensemble) a member's. A run that has
+        started is resumed, never undone; an ensemble's own files are rebuilt from its members."""
+        members = sorted((self.path / self.MEMBERS).glob("member*"))
+        return self.has_checkpoint("last") or any(RunFolder(m).has_checkpoint("last") for m in members)
+
     # ------------------------------------------------------------------ config
 
     def saved_config(self) -> dict[str, Any]:

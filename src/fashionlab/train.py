@@ -495,13 +495,12 @@ STARTED_FILES = (RunFolder.CONFIG, RunFolder.SOURCE_COPY, RunFolder.METRICS,
 
 
 @contextlib.contextmanager
-def claim_run_dir(folder: RunFolder, resume: bool, started=None):
+def claim_run_dir(folder: RunFolder, resume: bool):
     """Check the run folder before any work, then create, mark and lock it.
 
-    A fresh start that fails before its first last.pt (before `started()` is true) leaves nothing behind; a resumed
-    run is never undone.
+    A fresh start that fails before it has started (RunFolder.started: its first last.pt) leaves nothing behind;
+    a resumed run is never undone.
     """
-    started = started or (lambda: folder.has_checkpoint("last"))
     check_run_dir(folder, resume)
     run_dir = folder.path
     fresh = [n for n in (MARKER, ".lock") if not (run_dir / n).exists()]
@@ -518,7 +517,7 @@ def claim_run_dir(folder: RunFolder, resume: bool, started=None):
                 clean_temp_files(run_dir)
             yield
     except BaseException:
-        if mine and not resume and not started():
+        if mine and not resume and not folder.started():
             clean_temp_files(run_dir)
             undo_folder(run_dir, created, [*STARTED_FILES, *fresh])
         raise
@@ -539,7 +538,7 @@ def check_run_dir(folder: RunFolder, resume: bool) -> None:
         return
     if not folder.exists():
         raise RunError(f"nothing to resume: {run_dir} has no {RunFolder.CONFIG}")
-    if not folder.has_checkpoint("last") and not folder.member(0).exists():  # an ensemble rebuilds its own files
+    if not folder.started():
         produced = (RunFolder.METRICS, f"{RunFolder.CHECKPOINTS}/best.pt", RunFolder.TEST_METRICS)
         kept = [n for n in produced if folder.file(n).exists()]
         if kept:
