@@ -1,9 +1,9 @@
 """Ensembles on the validation split: members of one recipe that differ only in their seed (one split for all),
 and the accuracy of averaging the softmax of the first k of them, as JSON. The test set is never read.
 
-Members are ordinary run folders under --out (member0, member1, ...): a member already trained is reused, one
-that was interrupted is resumed, so two processes can train different members at once (--only) and a later
-call evaluates them all.
+Members are the run folders `--ensemble` would train (fashionlab.ensemble: --out/members/member0, member1, ...):
+a member already trained is reused, one that was interrupted is resumed, so two processes can train different
+members at once (--only) and a later call evaluates them all.
 
     python benchmarks/ensemble.py --recipe fast95 --members 3 --out runs/ens-fast95 --only 0   # one process
     python benchmarks/ensemble.py --recipe fast95 --members 3 --out runs/ens-fast95 --only 1   # another
@@ -24,28 +24,20 @@ import torch
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
 from fashionlab.device import resolve_precision
+from fashionlab.ensemble import finished, member_configs, train_member
 from fashionlab.errors import FashionlabError
 from fashionlab.evaluate import load_run_model, predict_logits
 from fashionlab.recipes import recipe_overrides
 from fashionlab.runfolder import RunFolder
-from fashionlab.train import prepare_data, train
+from fashionlab.train import prepare_data
 
 
-def member_config(a: argparse.Namespace, k: int):
-    base = {"val_fraction": a.val_fraction, "split_seed": a.seed, "seed": a.seed + k, "out": str(a.out / f"member{k}")}
+def members(a: argparse.Namespace) -> list:
+    """What `--ensemble` would train: seed + k, each on the split of --seed."""
+    base = {"val_fraction": a.val_fraction, "seed": a.seed, "ensemble": a.members, "out": str(a.out)}
     if a.quick:
         base |= {"train_subset": 1000, "epochs": 1}
-    return build_config(recipe_overrides(a.recipe), json.loads(a.set), base)
-
-
-def finished(cfg) -> bool:
-    folder = RunFolder(cfg.out)
-    return folder.exists() and folder.has_checkpoint("best") and len(folder.history()) >= cfg.epochs
-
-
-def train_member(cfg, data) -> None:
-    if not finished(cfg):
-        train(cfg, resume=RunFolder(cfg.out).exists(), data=data, verbose=False, evaluate_test=False)
+    return member_configs(build_config(recipe_overrides(a.recipe), json.loads(a.set), base), RunFolder(a.out))
 
 
 def evaluate(cfgs: list, data) -> dict:
@@ -80,11 +72,12 @@ def main() -> None:
     try:
         if not isinstance(json.loads(a.set), dict):
             sys.exit(f"error: --set must be a JSON object of options, got {a.set!r}")
-        cfgs = [member_config(a, k) for k in range(a.members)]
+        cfgs = members(a)
         data = load_fashion_mnist(a.data_dir, progress=False)
         t0 = time.perf_counter()
         for k in a.only or range(a.members):
-            train_member(cfgs[k], data)
+            if not finished(cfgs[k]):
+                train_member(cfgs[k], data=data, verbose=False)
         if a.only:
             return
         result = evaluate(cfgs, data)

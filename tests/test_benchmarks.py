@@ -159,12 +159,12 @@ def test_ensemble_trains_members_on_one_split_and_reuses_them(real_data_dir, tmp
     assert len(first["member_val_acc"]) == len(first["ensemble_val_acc"]) == 2
     assert first["ensemble_val_acc"][0] == first["member_val_acc"][0]
     for k in (0, 1):
-        cfg = json.loads((out / f"member{k}" / "config.json").read_text())
+        cfg = json.loads((out / "members" / f"member{k}" / "config.json").read_text())
         assert (cfg["seed"], cfg["split_seed"]) == (k, 0)
-    mtime = (out / "member0" / "checkpoints" / "best.pt").stat().st_mtime_ns
+    mtime = (out / "members" / "member0" / "checkpoints" / "best.pt").stat().st_mtime_ns
     again = run_script("ensemble.py", "--quick", "--members", "2", "--out", str(out), "--data-dir", str(real_data_dir))
     assert again["ensemble_val_acc"] == first["ensemble_val_acc"]  # members reused, not retrained
-    assert (out / "member0" / "checkpoints" / "best.pt").stat().st_mtime_ns == mtime
+    assert (out / "members" / "member0" / "checkpoints" / "best.pt").stat().st_mtime_ns == mtime
 
 
 def test_ensemble_rejects_a_member_out_of_range(tmp_path):

@@ -52,6 +52,11 @@ def finished(member: TrainConfig) -> bool:
     return member.patience is not None and bool(val) and len(val) - 1 - val.index(max(val)) >= member.patience
 
 
+def train_member(member: TrainConfig, **options) -> None:
+    """Train a member, or resume it where an interrupted attempt saved it; never on the test set."""
+    train(member, resume=RunFolder(member.out).exists(), evaluate_test=False, **options)
+
+
 def train_ensemble(cfg: TrainConfig, *, command: str, resume: bool, data: FashionMNIST | None, verbose: bool,
                    evaluate_test: bool, trust_model_code: bool, architecture: nn.Module | None) -> Path:
     dist = Dist.from_env()
@@ -70,9 +75,8 @@ def train_ensemble(cfg: TrainConfig, *, command: str, resume: bool, data: Fashio
                 continue
             ctx.log(f"ensemble member {k + 1} of {cfg.ensemble}: seed {member.seed} -> {member.out}")
             try:
-                train(member, command=command, resume=RunFolder(member.out).exists(), data=ds, verbose=verbose,
-                      evaluate_test=False, trust_model_code=trust_model_code,
-                      architecture=copy.deepcopy(architecture) if architecture is not None else None)
+                train_member(member, command=command, data=ds, verbose=verbose, trust_model_code=trust_model_code,
+                             architecture=copy.deepcopy(architecture) if architecture is not None else None)
             except Interrupted as e:  # the way back is the ensemble's resume, which resumes this member
                 raise Interrupted(f"{e.where} of ensemble member {k + 1}", e.signum, folder.path) from None
         assemble(ctx, members, architecture)
