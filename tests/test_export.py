@@ -20,7 +20,7 @@ from fashionlab.cli import build_parser, main
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
 from fashionlab.evaluate import load_run_model
-from fashionlab.export import DEFAULT_NAMES, FORMATS, ExportError, chosen_format, export_run
+from fashionlab.export import DEFAULT_NAMES, FORMATS, ExportError, export_run, resolve_format
 from fashionlab.predict import predict
 from fashionlab.train import train
 
@@ -98,7 +98,8 @@ def test_cli_default_path_and_reported_parity(run_dir, capsys, monkeypatch):
     assert re.search(r"onnxruntime vs PyTorch on 200 real test images: max \|logit diff\| [0-9.e+-]+, "
                      r"argmax identical 200/200", out), out
     args = build_parser("export").parse_args(["export", str(run_dir)])
-    assert (chosen_format(args), args.out, args.dynamic_batch, args.checkpoint) == ("exported", None, False, "best")
+    assert (resolve_format(args.format, args.out), args.out, args.dynamic_batch, args.checkpoint) == \
+        ("exported", None, False, "best")
 
 
 @pytest.mark.parametrize("name, given, written", [("m.onnx", None, "onnx"), ("m.pt2", None, "exported"),

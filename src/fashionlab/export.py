@@ -139,7 +139,14 @@ def check_images(config: dict, ckpt: dict) -> tuple[np.ndarray, str]:
     return as_input(x).numpy(), kind
 
 
-def export_run(run_dir: Path | str, fmt: str = "exported", out: Path | str | None = None, *,
+def resolve_format(fmt: str | None, out: Path | str | None) -> str:
+    """The format asked for; else what `out`'s suffix names (.onnx, .pt2, .pt); else torch.export."""
+    if fmt is not None:
+        return fmt
+    return SUFFIX_FORMATS.get(Path(out).suffix.lower(), "exported") if out else "exported"
+
+
+def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | None = None, *,
                dynamic_batch: bool = False, checkpoint: str = "best", trust_model_code: bool = False) -> ExportResult:
     """Export, reload from the bytes, compare with PyTorch, then write atomically (nothing is written on failure).
 
@@ -149,6 +156,7 @@ def export_run(run_dir: Path | str, fmt: str = "exported", out: Path | str | Non
     from fashionlab.runfolder import RunFolder
     from fashionlab.runio import atomic_write_bytes, check_new_file
 
+    fmt = resolve_format(fmt, out)
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     folder = RunFolder(run_dir).require()
@@ -196,15 +204,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="allow importing the run's external model code (FILE.py:NAME / module:NAME models)")
 
 
-def chosen_format(args: argparse.Namespace) -> str:
-    if args.format is not None:
-        return args.format
-    return SUFFIX_FORMATS.get(Path(args.out).suffix.lower(), "exported") if args.out else "exported"
-
-
 def run(args: argparse.Namespace) -> int:
-    r = export_run(args.run, chosen_format(args), args.out, dynamic_batch=args.dynamic_batch,
-                   checkpoint=args.checkpoint, trust_model_code=args.trust_model_code)
+    r = export_run(args.run, args.format, args.out, dynamic_batch=args.dynamic_batch, checkpoint=args.checkpoint,
+                   trust_model_code=args.trust_model_code)
     engine = "onnxruntime" if r.format == "onnx" else "reloaded model"
     print(f"exported {r.path} ({r.format}, batch {'dynamic' if args.dynamic_batch else 1})")
     print(f"{engine} vs PyTorch on {r.n_checked} {r.check_data}: max |logit diff| {r.max_abs_diff:.3g}, "
