@@ -9,6 +9,7 @@ Calibrates on 2,048 training images (never test images), then classifies the 10k
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 
 import torch
@@ -35,7 +36,9 @@ def main() -> None:
                   for m in (model, quantized))
     print(json.dumps({"run": a.run_dir, "n_test": len(y), "fp32_acc": round((fp32 == y).float().mean().item(), 4),
                       "int8_acc": round((int8 == y).float().mean().item(), 4),
-                      "agree": round((fp32 == int8).float().mean().item(), 4), "tta": False}))
+                      "agree": round((fp32 == int8).float().mean().item(), 4), "tta": False,
+                      "calibration": a.calibration, "torch": torch.__version__,
+                      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}))
 
 
 if __name__ == "__main__":

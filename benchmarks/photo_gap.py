@@ -9,6 +9,7 @@ non-square canvas (tests/test_predict.py: render_as_photo); `fashionlab predict`
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import tempfile
@@ -41,7 +42,8 @@ def main() -> None:
     raw_acc, photo_acc = float((raw == y).mean()), float((photo == y).mean())
     print(json.dumps({"run": str(a.run_dir), "n": len(y), "raw_acc": raw_acc, "photo_acc": photo_acc,
                       "gap_points": round(100 * (raw_acc - photo_acc), 2), "agree": float((raw == photo).mean()),
-                      "torch": torch.__version__}))
+                      "torch": torch.__version__,
+                      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}))
 
 
 if __name__ == "__main__":

@@ -335,6 +335,7 @@ def readme_results() -> str:
     ref = reference()
     int8 = bench("throughput-int8.json")
     (q,) = [r for r in int8["results"] if r["precision"] == "int8"]
+    acc8 = bench("int8_accuracy-claims-cnn2-seed0.json")
 
     def dates(rs: list[Run]) -> str:
         ds = sorted({r.date for r in rs})
@@ -358,9 +359,10 @@ def readme_results() -> str:
         ["CNN_2 inference, int8",
          "`python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --precisions bf16,int8 "
          "--memory-formats channels_last --inference-only`",
-         "not measured with committed data; to be re-measured: `python benchmarks/int8_accuracy.py "
-         "runs/cnn2v2/cnn2-seed0 > docs/benchmarks/int8_accuracy.json` (the script evaluates without flip TTA)",
-         int8["date"],
+         f"{acc8['int8_acc']:.2%} int8 vs {acc8['fp32_acc']:.2%} fp32, same predictions on {acc8['agree']:.2%} of "
+         "the test set (`python benchmarks/int8_accuracy.py runs/claims/cnn2-seed0`: the 10-epoch claims run, "
+         "without flip TTA; [JSON](docs/benchmarks/int8_accuracy-claims-cnn2-seed0.json))",
+         f"{int8['date']} (speed), {acc8['date']} (accuracy)",
          f"{q['inference_img_s']:,} images/s at batch {q['batch']} (post-training quantization, benchmark path; "
          "[JSON](docs/benchmarks/throughput-int8.json))"],
         ["`sota` recipe (WRN-28-10, 200 epochs)", "`fashionlab train --recipe sota`", "not measured", "",

@@ -70,15 +70,9 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trus
     if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_ENSEMBLE:
         raise RunError(f"{path} is damaged: its config's ensemble is {members!r}, not 1 to {MAX_ENSEMBLE} members")
 
-    def one(copied: bool) -> nn.Module:
-        return build_model(spec, **kwargs) if net is None else copy.deepcopy(net) if copied else net
-
-    def architecture(copied: bool = False) -> nn.Module:
-        return one(copied) if members == 1 else Ensemble([one(True) for _ in range(members)])
-
     try:  # first on the meta device: no memory, so absurd sizes or bad kwargs cannot hurt
         with torch.device("meta"):
-            expected = Classifier(architecture(copied=True).to("meta"))
+            expected = Classifier(_architecture(spec, kwargs, members, net).to("meta"))
         expected = expected.state_dict() if _wrapped(ckpt["model"]) else expected.net.state_dict()
     except Exception as e:  # noqa: BLE001 - a checkpoint whose own config cannot build its model is damaged
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -86,7 +80,8 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trus
     problem = state_dict_mismatch(expected, ckpt["model"])
     if problem:
         raise RunError(f"{path} does not match model {name!r}: {problem}")
-    model = Classifier(architecture())
+    # a caller's single net receives the weights itself (the Python API's load_model(model=...)); else fresh ones
+    model = Classifier(net if net is not None and members == 1 else _architecture(spec, kwargs, members, net))
     try:
         model.load_weights(ckpt["model"], ckpt["normalize"])
     except RuntimeError as e:
@@ -95,6 +90,13 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trus
     if cfg.get("channels_last", True):
         model.to(memory_format=torch.channels_last)
     return model, ckpt
+
+
+def _architecture(spec, kwargs: dict[str, Any], members: int, template: nn.Module | None) -> nn.Module:
+    """A new instance of the run's architecture: built from its spec, or copied from the caller's `template`;
+    an ensemble run's is `members` of them."""
+    make = (lambda: build_model(spec, **kwargs)) if template is None else (lambda: copy.deepcopy(template))
+    return make() if members == 1 else Ensemble([make() for _ in range(members)])
 
 
 def _wrapped(state: dict[str, torch.Tensor]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import io
@@ -10,12 +11,36 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fashionlab.errors import RunError
 
+if TYPE_CHECKING:  # torch is imported where tensors are read, so importing runio stays light
+    import torch
+
 TMP_MARK = ".tmp-"
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")  # metrics.csv
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where training stands: last.pt's "progress", so a resumed run continues mid-epoch exactly. Defined here,
+    beside the checks of last.pt, because it is part of the run-folder format; train.py fills it in."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps done in the current epoch
+    global_step: int = 0
+    perm: torch.Tensor | None = None  # this epoch's data order
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    epoch_seconds: float = 0.0
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    nan_skipped: int = 0
+    lr: float = 0.0  # the LR of the latest optimizer step (what the epoch row reports)
+    rows: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
@@ -311,11 +336,7 @@ def _tensors(obj: Any, where: str):
 
 def _resume_state_problem(ckpt: dict[str, Any], show) -> str | None:
     """The parts of last.pt that `train --resume` restores: present and of the types train.restore expects."""
-    import dataclasses
-
     import torch
-
-    from fashionlab.train import Progress
 
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)

@@ -45,6 +45,7 @@ from fashionlab.models.external import run_model_spec
 from fashionlab.runfolder import RunFolder
 from fashionlab.runio import (
     MARKER,
+    Progress,
     RunLock,
     check_new_folder,
     clean_temp_files,
@@ -74,26 +75,6 @@ class Splits:
     val_y: torch.Tensor
     mean: float
     std: float
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved in last.pt so a resumed run continues mid-epoch exactly."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # steps done in the current epoch
-    global_step: int = 0
-    perm: torch.Tensor | None = None  # this epoch's data order
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    epoch_seconds: float = 0.0
-    best_val_acc: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    nan_skipped: int = 0
-    lr: float = 0.0  # the LR of the latest optimizer step (what the epoch row reports)
-    rows: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
