@@ -1,5 +1,5 @@
 """Methods added for the accuracy-per-CPU-minute recipes: progressive resizing (and what checks it), patch-whitening
-init, BatchNorm momentum."""
+init, BatchNorm momentum, Lookahead."""
 
 from __future__ import annotations
 
@@ -134,3 +134,30 @@ def test_split_seed_holds_the_split_while_the_seed_changes_the_rest(data):
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # the initialisation still follows --seed
     d, _ = run(seed=1)
     assert not torch.equal(a.val_x, d.val_x)
+
+
+def test_lookahead_moves_slow_weights_halfway_every_k_steps_and_restarts_from_them():
+    from fashionlab.train import Lookahead
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    sgd, look = torch.optim.SGD(net.parameters(), lr=1.0), Lookahead(net, k=2)
+    seen = []
+    for step in range(1, 5):
+        net.weight.grad = torch.ones_like(net.weight)  # each SGD step moves the fast weight by -1
+        sgd.step()
+        look.step(step)
+        seen.append(net.weight.item())
+    # steps 1-2: fast 0 -> -2, slow 0 -> -1 (half way), fast restarts at -1; steps 3-4: -1 -> -3, slow -2
+    assert seen == [-1.0, -1.0, -2.0, -2.0]
+    assert look.slow[0].item() == -2.0
+
+
+def test_lookahead_runs_in_training_and_is_recorded(tmp_path, data):
+    import json
+
+    cfg = build_config(dict(model="cnn1", epochs=1, lookahead=5, batch_size=100, device="cpu",
+                            out=str(tmp_path / "run")))
+    run = train(cfg, data=data, verbose=False)
+    assert json.loads((run / "config.json").read_text())["lookahead"] == 5
+    assert len(torch.load(run / "checkpoints" / "last.pt", weights_only=True)["lookahead"]["slow"]) > 0

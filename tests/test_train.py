@@ -157,10 +157,11 @@ def test_on_nan_skip_counts_and_continues(tmp_path, data, monkeypatch):
     assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["nan_skipped"] == 1
 
 
-@pytest.mark.parametrize("options", [{}, {"whiten": True}])
+@pytest.mark.parametrize("options", [{}, {"whiten": True}, {"lookahead": 3}])
 def test_resume_after_interrupt_is_identical(tmp_path, data, monkeypatch, options):
     """Stop mid-epoch (as SIGINT would), resume, and match an uninterrupted run exactly (a data-dependent init
-    is not recomputed on resume: the checkpoint's weights replace it)."""
+    is not recomputed on resume: the checkpoint's weights replace it; Lookahead's slow weights, mid-cycle at the
+    interrupt after step 20, come back from last.pt)."""
     import fashionlab.train as train_mod
 
     whitened = []
@@ -187,7 +188,7 @@ def test_resume_after_interrupt_is_identical(tmp_path, data, monkeypatch, option
     assert not (tmp_path / "cut" / "test_metrics.json").exists()
     monkeypatch.setattr(train_mod, "train_step", real_step)
     cut = train(train_mod.resume_config(tmp_path / "cut", {}), data=data, verbose=False, resume=True)
-    assert len(whitened) == (2 if options else 0)  # the full run and the cut run's start, not its resume
+    assert len(whitened) == (2 if options.get("whiten") else 0)  # the full run and the cut run's start, not its resume
     assert metrics_without_seconds(full) == metrics_without_seconds(cut)
     a, b = (json.loads((r / "test_metrics.json").read_text()) for r in (full, cut))
     assert a["accuracy"] == b["accuracy"] and a["confusion_matrix"] == b["confusion_matrix"]

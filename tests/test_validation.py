@@ -435,6 +435,7 @@ def test_damaged_checkpoint_contents_are_one_line(run, image, capsys, command, c
     (_set(("rng", "python"), [1, 2, 3]), "rng python"),
     (_set(("rng", "torch"), torch.zeros(3)), "rng torch must be a uint8 tensor"),
     (_set(("optimizer",), "adam"), "optimizer must be a mapping"),
+    (_set(("lookahead",), {"slow": [1.0]}), "lookahead must be null or a mapping"),
 ])
 def test_damaged_resume_state_is_one_line(run, capsys, tamper, needle):
     last = run / "checkpoints" / "last.pt"

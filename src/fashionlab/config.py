@@ -115,6 +115,9 @@ class TrainConfig:
     patience: int | None = opt(None, lo=1, hi=100_000, resumable=True,
                                help="early stopping after N epochs without validation improvement")
     ema: float = opt(0.0, lo=0, hi=1, hi_open=True, help="EMA decay of weights for evaluation (0 disables)")
+    lookahead: int = opt(0, lo=0, hi=100_000, why="any number of steps",
+                         help="Lookahead: every K optimizer steps the slow weights move halfway to the trained ones, "
+                              "which restart from there (0 disables)")
     whiten: bool = opt(False, help="initialise the first convolution from the training images' patch whitening "
                                    "(eigenvectors of the patch covariance, +/- pairs)")
     bn_momentum: float | None = opt(None, lo=0, hi=1, lo_open=True,

@@ -347,6 +347,10 @@ def _resume_state_problem(ckpt: dict[str, Any], show) -> str | None:
     for key, optional in (("optimizer", False), ("scheduler", True), ("ema", True), ("scaler", False)):
         if not isinstance(ckpt[key], dict) and not (optional and ckpt[key] is None):
             return f"{key} must be a mapping{' or null' if optional else ''}, got {type(ckpt[key]).__name__}"
+    look = ckpt.get("lookahead")  # optional: last.pt files from before --lookahead lack it
+    if look is not None and not (isinstance(look, dict) and isinstance(look.get("slow"), list)
+                                 and all(isinstance(t, torch.Tensor) for t in look["slow"])):
+        return "lookahead must be null or a mapping with slow: a list of tensors"
     prog = ckpt["progress"]
     types = {f.name: str(f.type) for f in dataclasses.fields(Progress)}
     if not isinstance(prog, dict) or not set(prog) <= set(types):

@@ -190,6 +190,32 @@ def make_ema(cfg: TrainConfig, model: nn.Module):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
 
 
+class Lookahead:
+    """Lookahead (Zhang et al. 2019, arXiv:1907.08610) around any optimizer: every k steps the slow weights move
+    alpha of the way to the fast ones and the fast ones restart from there. alpha = 0.5 is the paper's default."""
+
+    def __init__(self, model: nn.Module, k: int, alpha: float = 0.5):
+        self.params, self.k, self.alpha = list(model.parameters()), k, alpha
+        self.slow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def step(self, global_step: int) -> None:
+        if global_step % self.k == 0:
+            for slow, fast in zip(self.slow, self.params):
+                slow.lerp_(fast, self.alpha)
+                fast.copy_(slow)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"slow": self.slow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state["slow"]  # a list of tensors: checked with the rest of last.pt (runio._resume_state_problem)
+        if [t.shape for t in saved] != [t.shape for t in self.slow]:
+            raise RunError("last.pt is damaged: its lookahead weights do not match the model's parameters")
+        for slow, t in zip(self.slow, saved):
+            slow.copy_(t)
+
+
 def batches_per_epoch(n: int, batch_size: int) -> int:
     # A trailing batch of one sample would break batch norm; it is dropped (the order changes each epoch).
     full, rest = divmod(n, batch_size)
@@ -234,6 +260,7 @@ class TrainState:
     sched: Any  # an LR scheduler or None
     per_step: bool  # the scheduler steps per batch (else per epoch, on validation accuracy)
     ema: Any  # AveragedModel or None
+    lookahead: Lookahead | None
     scaler: torch.amp.GradScaler
     order: torch.Generator  # the data order, the same on every rank
     aug: torch.Generator  # augmentation, per rank
@@ -250,6 +277,7 @@ class TrainState:
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict() if self.sched is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "scaler": self.scaler.state_dict(),
             "progress": asdict(self.prog),
             "rng": {"torch": torch.get_rng_state(), "order": self.order.get_state(), "aug": self.aug.get_state(),
@@ -264,6 +292,8 @@ class TrainState:
             self.sched.load_state_dict(ckpt["scheduler"])
         if self.ema is not None and ckpt["ema"] is not None:
             self.ema.load_state_dict(ckpt["ema"])
+        if self.lookahead is not None and ckpt.get("lookahead") is not None:  # absent from older last.pt files
+            self.lookahead.load_state_dict(ckpt["lookahead"])
         self.scaler.load_state_dict(ckpt["scaler"])
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])
@@ -291,6 +321,7 @@ def make_state(ctx: Context, model: Classifier) -> TrainState:
     opt = make_optimizer(cfg, model)
     sched, per_step = make_scheduler(cfg, opt, ctx.steps)
     return TrainState(model, opt, sched, per_step, make_ema(cfg, model),
+                      Lookahead(model, cfg.lookahead) if cfg.lookahead > 0 else None,
                       torch.amp.GradScaler(ctx.device.type, enabled=ctx.precision == "fp16"),
                       torch.Generator().manual_seed(cfg.seed),
                       torch.Generator(device=ctx.device).manual_seed(cfg.seed + 1 + 1000 * ctx.dist.rank))
@@ -384,6 +415,8 @@ def train_epoch(ctx: Context, state: TrainState, net: nn.Module, stop: StopFlag)
                     state.ema.update_parameters(state.model)
             prog.step += 1
             prog.global_step += 1
+            if state.lookahead is not None:
+                state.lookahead.step(prog.global_step)
             prog.lr = state.opt.param_groups[0]["lr"]
             if state.sched is not None and state.per_step:
                 state.sched.step()
