@@ -296,13 +296,14 @@ def test_step_time_script_uses_the_budget_timer():
 
 
 def test_frontier_json_is_what_the_committed_results_give():
-    """docs/results/frontier.json (the numbers behind docs/frontier.png) agrees with measured.json's figures."""
+    """docs/results/frontier.json (the numbers behind docs/frontier.png) agrees with measured.json's figures: every
+    recipe with an accuracy and an idle time is plotted (one measured on a shared CPU alone has no x)."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "frontier.py"), "--check"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     data = json.loads((ROOT / "docs" / "results" / "frontier.json").read_text())
     shipped = budget.load_measured()
     plotted = {p["recipe"]: p for p in data["points"] if p["recipe"]}
-    assert set(plotted) == {name for name, e in shipped.items() if e}
+    assert set(plotted) == {name for name, e in shipped.items() if e and e["seconds"] is not None}
     for name, p in plotted.items():
         assert (p["accuracy_mean"], p["seconds"]) == (shipped[name]["accuracy_mean"], shipped[name]["seconds"])
