@@ -9,10 +9,10 @@ non-square canvas (tests/test_predict.py: render_as_photo); `fashionlab predict`
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ def main() -> None:
     print(json.dumps({"run": str(a.run_dir), "n": len(y), "raw_acc": raw_acc, "photo_acc": photo_acc,
                       "gap_points": round(100 * (raw_acc - photo_acc), 2), "agree": float((raw == photo).mean()),
                       "torch": torch.__version__,
-                      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}))
+                      "date": time.strftime("%Y-%m-%d", time.gmtime())}))
 
 
 if __name__ == "__main__":
