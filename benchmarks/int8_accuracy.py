@@ -37,7 +37,7 @@ def main() -> None:
     print(json.dumps({"run": a.run_dir, "n_test": len(y), "fp32_acc": round((fp32 == y).float().mean().item(), 4),
                       "int8_acc": round((int8 == y).float().mean().item(), 4),
                       "agree": round((fp32 == int8).float().mean().item(), 4), "tta": False,
-                      "calibration": a.calibration, "torch": torch.__version__,
+                      "calibration": a.calibration, "threads": torch.get_num_threads(), "torch": torch.__version__,
                       "date": time.strftime("%Y-%m-%d", time.gmtime())}))
 
 
