@@ -3,12 +3,15 @@ init, BatchNorm momentum, Lookahead."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, RunError
+from fashionlab.models import build_model
 from fashionlab.train import to_input, train
 
 
@@ -160,4 +163,13 @@ def test_lookahead_runs_in_training_and_is_recorded(tmp_path, data):
                             out=str(tmp_path / "run")))
     run = train(cfg, data=data, verbose=False)
     assert json.loads((run / "config.json").read_text())["lookahead"] == 5
-    assert len(torch.load(run / "checkpoints" / "last.pt", weights_only=True)["lookahead"]["slow"]) > 0
+    last = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    assert len(ckpt["lookahead"]["slow"]) == len(list(build_model("cnn1").parameters()))
+    # Slow weights of the right types but the wrong shapes: resuming stops with the file's name, changing nothing.
+    ckpt["lookahead"]["slow"].pop()
+    torch.save(ckpt, last)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(RunError, match=f"cannot resume: {re.escape(str(last))} is damaged: its lookahead weights"):
+        train(cfg, resume=True, data=data, verbose=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -211,7 +211,7 @@ class Lookahead:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state["slow"]  # a list of tensors: checked with the rest of last.pt (runio._resume_state_problem)
         if [t.shape for t in saved] != [t.shape for t in self.slow]:
-            raise RunError("last.pt is damaged: its lookahead weights do not match the model's parameters")
+            raise ValueError("its lookahead weights do not match the model's parameters")
         for slow, t in zip(self.slow, saved):
             slow.copy_(t)
 
@@ -562,7 +562,10 @@ def check_run_dir(folder: RunFolder, resume: bool) -> None:
 
 def resume_state(ctx: Context, state: TrainState) -> None:
     if ctx.folder.has_checkpoint("last"):
-        state.load_state_dict(ctx.folder.load_checkpoint("last"))
+        try:
+            state.load_state_dict(ctx.folder.load_checkpoint("last"))
+        except ValueError as e:  # a state whose types runio checked but whose shapes do not fit this model
+            raise RunError(f"cannot resume: {ctx.folder.checkpoint_path('last')} is damaged: {e}") from None
         ctx.log(f"resumed {ctx.folder.path} at epoch {state.prog.epoch + 1}, step {state.prog.step}")
     else:
         ctx.log(f"{ctx.folder.path} has no checkpoint yet: starting at epoch 1")
