@@ -44,12 +44,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     # fastnet24 (2.25x the FLOPs per epoch) and fastnet32 (4x) for 12 epochs (94.0%, 94.1%) in less time;
     # fastnet for 12 epochs stopped at 93.5%.
     "fast94": dict(
-        about="time to 94%: fastnet, bf16 + channels-last, one-cycle, label smoothing, flip/crop, flip TTA",
+        about="time to 94%: fastnet, patch-whitened first layer, bf16 + channels-last, one-cycle, label smoothing, "
+              "flip/crop, flip TTA",
         model="fastnet",
         epochs=20,  # one-cycle over 20 epochs; 12 stopped at 93.5% validation
         batch_size=128, lr=6e-3,  # fast's change: 94.27% validation vs 94.07% at batch 256, lr 4e-3 (seed 0)
         optimizer="adamw", weight_decay=5e-4, scheduler="onecycle",
         label_smoothing=0.1,
+        whiten=True,  # fast's first layer: 94.48/94.30% val (seeds 0/1) vs 94.27/94.30%; +0.26 at batch 256
         augment="flip,crop", crop_pad=2,  # the 20-epoch run measured used crop (at 12 epochs crop tied flip-only)
         tta=True,
         val_fraction=0.0,  # fixed budget: train on all 60k (tuned with val 0.1)
