@@ -13,6 +13,7 @@ from fashionlab.data import load_fashion_mnist
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.models import build_model
 from fashionlab.train import to_input, train
+from folder_snapshot import snapshot
 
 
 @pytest.fixture
@@ -169,7 +170,7 @@ def test_lookahead_runs_in_training_and_is_recorded(tmp_path, data):
     # Slow weights of the right types but the wrong shapes: resuming stops with the file's name, changing nothing.
     ckpt["lookahead"]["slow"].pop()
     torch.save(ckpt, last)
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    before = snapshot(run)
     with pytest.raises(RunError, match=f"cannot resume: {re.escape(str(last))} is damaged: its lookahead weights"):
         train(cfg, resume=True, data=data, verbose=False)
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert snapshot(run) == before

@@ -3,7 +3,6 @@ behind, and fashionlab only cleans or overwrites files it made (docs/reliability
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from fashionlab.data import load_fashion_mnist
 from fashionlab.errors import RunError
 from fashionlab.runio import MARKER, load_checkpoint
 from fashionlab.train import TrainingDiverged, resume_config, train
+from folder_snapshot import snapshot
 
 
 @pytest.fixture
@@ -24,12 +24,6 @@ def data(synthetic_data_dir):
 def cfg(out: Path, **kw):
     base = dict(model="cnn1", epochs=1, batch_size=64, val_fraction=0.2, augment="none", out=str(out), device="cpu")
     return build_config(base | kw)
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under `folder` (hidden ones too) with its sha256."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def one_line_error(capsys) -> str:

@@ -8,7 +8,6 @@ reaches the recorder (and is then checked against the option's documented range)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -20,6 +19,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import folder_snapshot
 from fashionlab.cli import main
 from fashionlab.config import FIELD_NAMES, FIELDS, SEED_MAX, TrainConfig, build_config, read_config_file
 from fashionlab.errors import ConfigError, RunError
@@ -319,8 +319,8 @@ def test_read_config_file_errors_are_config_errors(tmp_path):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+    """folder_snapshot.snapshot without RUN_DIR/.lock, which a command may leave behind (runio.RunLock)."""
+    return {name: digest for name, digest in folder_snapshot.snapshot(folder).items() if Path(name).name != ".lock"}
 
 
 COMMANDS = {
