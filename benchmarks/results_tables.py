@@ -641,9 +641,10 @@ def perf_ensembles() -> str:
         changed = ", ".join(f"{k}={json.dumps(v)}" for k, v in d["changed"].items())
         rows = [[str(k + 1), pct(m), pct(e), f"{100 * (e - best):+.2f}"]
                 for k, (m, e) in enumerate(zip(d["member_val_acc"], d["ensemble_val_acc"]))]
-        parts.append(f"[{path.name}](benchmarks/{path.name}): recipe `{d['recipe']}` ({s['model']}, {s['epochs']} "
-                     f"epochs{'; ' + changed if changed else ''}), members seeded {d['member_seeds']} on the split of "
-                     f"seed {d['split_seed']}; {d['n_val']:,} validation images, {d['date']}\n\n"
+        now = "as it is today" if s == recipe_overrides(d["recipe"]) else "as it was then"
+        parts.append(f"[{path.name}](benchmarks/{path.name}): recipe `{d['recipe']}` {now} ({s['model']}, "
+                     f"{s['epochs']} epochs{'; ' + changed if changed else ''}), members seeded {d['member_seeds']} "
+                     f"on the split of seed {d['split_seed']}; {d['n_val']:,} validation images, {d['date']}\n\n"
                      + table(["members", "member k alone", "mean softmax of members 1..k", "points vs best member"],
                              ["---:", "---:", "---:", "---:"], rows))
     return "\n\n".join(parts) or "(none measured yet)"

@@ -173,5 +173,5 @@ def test_the_ensemble_table_compares_each_prefix_with_the_best_member(rt, tmp_pa
         text = rt.perf_ensembles()
     finally:
         rt.bench.cache_clear()
-    assert "`fast95` (fastnet32, 30 epochs; epochs=20), members seeded [0, 1, 2]" in text
+    assert "`fast95` as it was then (fastnet32, 30 epochs; epochs=20), members seeded [0, 1, 2]" in text
     assert "| 3 | 95.10% | 95.80% | +0.70 |" in text and "| 2 | 94.50% | 95.50% | +0.40 |" in text
