@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fashionlab import budget
-from fashionlab.budget import choose, format_duration, parse_duration, pick_recipe
+from fashionlab.budget import accuracy_text, choose, format_duration, parse_duration, pick_recipe
 from fashionlab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,11 @@ def test_bad_durations_are_one_line_errors(text, needle):
 def test_format_duration():
     assert [format_duration(s) for s in (46.4, 59.6, 60, 310, 3599, 3600, 5400, 5399)] == [
         "46 s", "1 min", "1 min", "5 min 10 s", "59 min 59 s", "1 h", "1 h 30 min", "1 h 30 min"]
+
+
+def test_one_seed_shows_no_spread():
+    assert accuracy_text(0.94513, 0.001308, 3) == "94.51 ± 0.13% (3 seeds)"
+    assert accuracy_text(0.9468, 0.0, 1) == "94.68% (1 seed)"  # not "± 0.00%": one seed has no spread
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -83,7 +88,7 @@ def test_picks_the_most_accurate_recipe_that_fits():
     assert c.chosen.recipe == "mid" and [e.recipe for e in c.more_accurate] == ["best"]
     assert c.chosen.seconds == pytest.approx(200)
     text = "\n".join(c.lines())
-    assert "recipe mid" in text and "93.00 ± 0.10% (n = 3 seeds) on the reference machine (the reference box)" in text
+    assert "recipe mid" in text and "93.00 ± 0.10% (3 seeds) on the reference machine (the reference box)" in text
     assert "estimated time here: 3 min 20 s" in text and "best (94.50%) would take about 23 min 20 s here" in text
 
 

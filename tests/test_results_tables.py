@@ -123,7 +123,8 @@ def test_recipes_command_shows_measured_figures_within_80_columns(monkeypatch, c
         if m is None:
             assert row.count("not measured") == 2
         else:
-            assert f"{100 * m['accuracy_mean']:.2f} ± {100 * m['accuracy_sd']:.2f}% ({m['n_seeds']} seeds)" in row
+            mean, sd, n = 100 * m["accuracy_mean"], 100 * m["accuracy_sd"], m["n_seeds"]
+            assert (f"{mean:.2f} ± {sd:.2f}% ({n} seeds)" if n > 1 else f"{mean:.2f}% (1 seed)") in row
             assert (f"{m['seconds']:.0f} s (" if m["seconds"] is not None else "not timed") in row
 
 

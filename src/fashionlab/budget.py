@@ -42,6 +42,13 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def accuracy_text(mean: float, sd: float, n_seeds: int) -> str:
+    """94.51 ± 0.13% (3 seeds); one seed has no spread to show: 94.68% (1 seed)."""
+    if n_seeds == 1:
+        return f"{100 * mean:.2f}% (1 seed)"
+    return f"{100 * mean:.2f} ± {100 * sd:.2f}% ({n_seeds} seeds)"
+
+
 def format_duration(seconds: float) -> str:
     """46 s, 5 min 10 s, 1 h 30 min."""
     s = round(seconds)
@@ -146,8 +153,8 @@ class Choice:
         c, ref = self.chosen, self.reference
         where = ref.get("machine", "the reference machine")
         out = [f"--budget {format_duration(self.budget_seconds)}: recipe {c.recipe}",
-               f"  expected test accuracy {100 * c.accuracy_mean:.2f} ± {100 * c.accuracy_sd:.2f}% "
-               f"(n = {c.n_seeds} seeds) on the reference machine ({where})",
+               f"  expected test accuracy {accuracy_text(c.accuracy_mean, c.accuracy_sd, c.n_seeds)} "
+               f"on the reference machine ({where})",
                f"  estimated time here: {format_duration(c.seconds)} ({self.device}; a training step takes "
                f"{c.ratio:.2f}× as long as on the reference machine, where the run took "
                f"{format_duration(c.reference_seconds)})"]

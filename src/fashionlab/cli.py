@@ -92,6 +92,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     from rich.padding import Padding
     from rich.table import Table
 
+    from fashionlab.budget import accuracy_text
     from fashionlab.recipes import RECIPES
 
     # Measured figures ship with the package; benchmarks/results_tables.py writes them from committed runs.
@@ -105,7 +106,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         lines = [rest]
         m = measured.get(name)
         if m:
-            acc = f"{100 * m['accuracy_mean']:.2f} ± {100 * m['accuracy_sd']:.2f}% ({m['n_seeds']} seeds)"
+            acc = accuracy_text(m["accuracy_mean"], m["accuracy_sd"], m["n_seeds"])
             secs = ("not timed" if m["seconds"] is None else
                     f"{m['seconds']:.0f} s ({'wall' if m['seconds_kind'].startswith('wall') else 'train'})")
             lines.append(f"measured: accuracy {m['accuracy_source']}; time {m['seconds_kind']} "

@@ -79,7 +79,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         epochs=30, batch_size=256, lr=3e-3, optimizer="adamw", weight_decay=5e-4,  # each member is fast95
         scheduler="onecycle", label_smoothing=0.1, augment="flip,crop", crop_pad=2, tta=True,
         whiten=True,  # as fast95's: whitened members scored +0.19 on validation alone; not yet as an ensemble
-        val_fraction=0.1,  # three fast95 runs fit the hour (~17 min each, idle); all 60k images would not
+        val_fraction=0.1,  # three fast95 runs fit the hour (17-19 min each, idle); all 60k images would not
     ),
     "sota": dict(
         about="accuracy at the top: WRN-28-10, SGD-nesterov + cosine with warmup, random erasing, EMA, TTA",
