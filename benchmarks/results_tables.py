@@ -594,6 +594,11 @@ def ablation_files() -> list[Path]:
     return sorted(BENCH.glob("ablate-*.jsonl"))
 
 
+def as_of(recipe: str, settings: dict) -> str:
+    """Whether a benchmark file's recorded recipe settings are the recipe's settings today."""
+    return "as it is today" if settings == recipe_overrides(recipe) else "as it was then"
+
+
 @region("perf-ablations", "docs/performance.md")
 def perf_ablations() -> str:
     """Every ablation line committed under docs/benchmarks/ablate-*.jsonl, one table per file."""
@@ -605,7 +610,7 @@ def perf_ablations() -> str:
         base = lines[0]
         settings = ", ".join(f"{k}={v}" for k, v in base["recipe_settings"].items()
                              if k not in ("recipe", "val_fraction"))
-        now = "as it is today" if base["recipe_settings"] == recipe_overrides(base["recipe"]) else "as it was then"
+        now = as_of(base["recipe"], base["recipe_settings"])
         parts.append(f"[{path.name}](benchmarks/{path.name}): against recipe `{base['recipe']}` {now} ({settings}); "
                      f"seed {base['seed']}, trained on {1 - base['val_fraction']:.0%} of the 60k images, validated "
                      f"on the rest\n\n"
@@ -641,7 +646,7 @@ def perf_ensembles() -> str:
         changed = ", ".join(f"{k}={json.dumps(v)}" for k, v in d["changed"].items())
         rows = [[str(k + 1), pct(m), pct(e), f"{100 * (e - best):+.2f}"]
                 for k, (m, e) in enumerate(zip(d["member_val_acc"], d["ensemble_val_acc"]))]
-        now = "as it is today" if s == recipe_overrides(d["recipe"]) else "as it was then"
+        now = as_of(d["recipe"], s)
         parts.append(f"[{path.name}](benchmarks/{path.name}): recipe `{d['recipe']}` {now} ({s['model']}, "
                      f"{s['epochs']} epochs{'; ' + changed if changed else ''}), members seeded {d['member_seeds']} "
                      f"on the split of seed {d['split_seed']}; {d['n_val']:,} validation images, {d['date']}\n\n"
