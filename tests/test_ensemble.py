@@ -57,6 +57,7 @@ def test_members_are_runs_on_one_split_and_best_pt_is_their_mean(ensemble_run, d
     torch.testing.assert_close(predict_logits(model, data.test_x, device="cpu").softmax(1), (probs[0] + probs[1]) / 2,
                                atol=1e-5, rtol=0)
     metrics = json.loads((ensemble_run / "test_metrics.json").read_text())
+    assert metrics["val_acc"] == ckpt["val_acc"] > 0  # the ensemble's own, not a member's: kept beside its test figure
     assert metrics["accuracy"] == pytest.approx(float(((probs[0] + probs[1]).argmax(1) == data.test_y).float().mean()))
     rows = [RunFolder(ensemble_run / "members" / f"member{k}").history()[0] for k in (0, 1)]
     (mean,) = RunFolder(ensemble_run).history()

@@ -3,6 +3,7 @@ behind, and fashionlab only cleans or overwrites files it made (docs/reliability
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,7 @@ def test_run_without_validation_prints_no_nan_and_says_it_kept_the_last(tmp_path
     assert "nan" not in err.lower(), err
     assert "no validation split: best.pt is the last epoch's model (epoch 2)" in err
     assert load_checkpoint(run / "checkpoints" / "best.pt")["epoch"] == 2
+    assert json.loads((run / "test_metrics.json").read_text())["val_acc"] is None  # valid JSON: null, not NaN
 
 
 @pytest.mark.parametrize("name", ["grid.png", "train-images-idx3-ubyte"])

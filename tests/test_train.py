@@ -47,6 +47,8 @@ def test_run_folder_is_complete(tmp_path, data):
     m = json.loads((run / "test_metrics.json").read_text())
     for key in ("model", "recipe", "seed", "accuracy", "macro_f1", "per_class", "confusion_matrix", "n_test"):
         assert key in m
+    best = max(rows, key=lambda r: float(r["val_acc"]))  # best.pt: the first epoch with the highest val_acc
+    assert (m["best_epoch"], m["val_acc"]) == (int(best["epoch"]), pytest.approx(float(best["val_acc"]), abs=1e-6))
     preds = np.load(run / "test_predictions.npy")
     assert preds.shape == (m["n_test"],) == (200,)
     cm = np.array(m["confusion_matrix"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,7 @@ def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, mode
         "n_test": int(len(y)),
         "checkpoint": checkpoint,
         "best_epoch": int(ckpt.get("epoch", 0)),
+        "val_acc": checkpoint_val_acc(ckpt),
         "epochs_run": len(rows),
         "params": count_params(model),
         "mflops": round(forward_mflops(copy.deepcopy(model).to("cpu").float()), 3),  # leaves the model as is
@@ -168,6 +170,13 @@ def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, mode
         "test_sha256": test_sha256,
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def checkpoint_val_acc(ckpt: dict) -> float | None:
+    """The validation accuracy that chose this checkpoint (an ensemble's: the averaged members'), or None: last.pt
+    and runs without a validation split have none. Kept beside the test figure so a reader sees both."""
+    val = ckpt.get("val_acc")
+    return float(val) if val is not None and math.isfinite(val) else None
 
 
 def write_outputs(folder: RunFolder, y: np.ndarray, pred: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
