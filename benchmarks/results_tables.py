@@ -769,7 +769,7 @@ def add_budget_references(out: dict[str, dict | None]) -> None:
                 "step_seconds_source": rel(path) if path.is_relative_to(ROOT) else str(path),
                 "batch_size": step["batch_size"], "precision": step["precision"], "machine": MACHINE,
                 "step_machine": d["machine"], "threads": d["machine"]["threads"], "torch": d["torch"],
-                "date": d["date"]}
+                "date": step.get("measured", d["date"])}
 
 
 def measured_json() -> str:

@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
                         "recipe re-timed in a later sitting gets its step time from that same sitting")
     a = p.parse_args(argv)
     try:
-        previous = json.loads(a.update.read_text())["recipes"] if a.update else {}
-    except (OSError, ValueError, KeyError) as e:
+        before = json.loads(a.update.read_text()) if a.update else {"recipes": {}}
+        # An entry kept from an earlier sitting keeps that sitting's date: the file's "date" becomes today's.
+        previous = {name: {"measured": before["date"]} | e if "measured" not in e and "date" in before else e
+                    for name, e in before["recipes"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
         sys.exit(f"error: --update needs a previous output of this script: {a.update}: {e}")
     device = resolve_device(a.device)
     results = {}

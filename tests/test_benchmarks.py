@@ -128,13 +128,15 @@ def test_step_time_update_replaces_only_the_recipes_it_times(tmp_path):
     """--update re-times one recipe in place and keeps the others' entries (from their own sitting) as they were."""
     path = tmp_path / "step_time.json"
     other = {"step_seconds": 0.5, "batch_size": 128}
-    path.write_text(json.dumps({"benchmark": "step_time", "recipes": {"cnn2": other, "cnn1": {"step_seconds": 9.0}}}))
+    path.write_text(json.dumps({"benchmark": "step_time", "date": "2026-11-29",
+                                "recipes": {"cnn2": other, "cnn1": {"step_seconds": 9.0}}}))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--recipes", "cnn1",
                            "--repeats", "1", "--warmup", "1", "--steps", "1", "--device", "cpu", "--update", str(path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout == "", proc.stderr
     recipes = json.loads(path.read_text())["recipes"]
-    assert recipes["cnn2"] == other and recipes["cnn1"]["step_seconds"] != 9.0
+    assert recipes["cnn2"] == other | {"measured": "2026-11-29"}  # its own sitting's date, not the file's new one
+    assert recipes["cnn1"]["step_seconds"] != 9.0
     assert recipes["cnn1"]["measured"].endswith("UTC") and recipes["cnn1"]["settings"]["model"] == "cnn1"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--recipes", "cnn1",
                            "--update", str(tmp_path / "missing.json")], capture_output=True, text=True, timeout=120)
