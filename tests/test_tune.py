@@ -125,3 +125,48 @@ def test_a_worker_that_loses_the_schema_race_retries_and_joins(tmp_path, monkeyp
     monkeypatch.setattr(tune.time, "sleep", lambda s: None)
     study = tune.open_study(f"sqlite:///{tmp_path / 'tune.db'}", "raced", "median")
     assert len(calls) == 2 and study.study_name == "raced"
+
+
+def test_out_with_files_of_the_users_is_refused_before_any_work(tmp_path, capsys):
+    """tune writes summary.json, best.yaml and trials.csv: a folder fashionlab did not make keeps its files."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text("my notes")
+    afile = tmp_path / "afile"
+    afile.write_text("mine too")
+    for out in (mine, afile, afile / "under"):
+        code = main(["tune", "--model", "cnn1", "--trials", "1", "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in mine.iterdir()) == ["summary.json"]
+    assert (mine / "summary.json").read_text() == "my notes"
+    assert afile.read_text() == "mine too"
+
+
+def test_a_precision_every_trial_would_fail_on_is_refused_before_the_study(tmp_path, capsys):
+    code = main(["tune", "--model", "cnn1", "--trials", "1", "--device", "cpu", "--precision", "fp16",
+                 "--out", str(tmp_path / "t"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: --precision fp16 is for GPUs; on a CPU use bf16 or fp32\n"
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_trial_failing_on_bad_input_logs_one_line_not_a_traceback(tmp_path, synthetic_env):
+    """In a subprocess: optuna's log handler writes to the stderr it found when it was made, which pytest's
+    capture fixtures do not all see."""
+    out = tmp_path / "t"
+    script = ("import sys, fashionlab.train\n"
+              "from fashionlab.errors import ConfigError\n"
+              "def refuse(*args, **kwargs):\n"
+              "    raise ConfigError('that model cannot take 28x28 inputs')\n"
+              "fashionlab.train.train = refuse\n"
+              "from fashionlab.cli import main\n"
+              "sys.exit(main(['tune', '--model', 'cnn1', '--trials', '1', '--device', 'cpu', '--out', "
+              f"{str(out)!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "Trial 0 failed" in proc.stderr  # optuna's log line stays, without the traceback
+    assert proc.stderr.strip().splitlines()[-1] == "error: that model cannot take 28x28 inputs"
+    # A second worker of the same study may use the folder tune made (its marker says so).
+    assert (out / ".fashionlab").is_file()

@@ -12,6 +12,7 @@ import argparse
 import csv
 import inspect
 import io
+import logging
 import os
 import socket
 import tempfile
@@ -24,7 +25,8 @@ from typing import Any
 
 from fashionlab.config import PATHS, SCHEDULERS, TrainConfig, build_config, given, resolve
 from fashionlab.config import add_arguments as add_train_arguments
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, FashionlabError
+from fashionlab.runio import MARKER, check_new_folder, make_folder, undo_folder
 
 AUGMENT_CHOICES = ("none", "flip", "flip,crop", "flip,crop,erase", "flip,rotate,crop,erase")
 # Left out of best.yaml: where the data and the run live, and the subset that only made tuning cheap.
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from fashionlab.data import load_fashion_mnist
+    from fashionlab.device import resolve_device, resolve_precision
 
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
@@ -60,19 +63,36 @@ def run(args: argparse.Namespace) -> int:
     base = resolve(given(args), args.config_file)
     if base.val_fraction == 0:
         raise ConfigError("tune scores trials on the validation split: --val-fraction must be > 0")
+    resolve_precision(base.precision, resolve_device(base.device))  # what every trial would fail on, checked once
     fixed = set(given(args))
     study_name = args.study or f"tune-{base.model}"
     out = Path(base.out or f"runs/{study_name}")
-    if args.storage is None:
-        out.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
+    # New, empty, or made by fashionlab (workers sharing a study share it): never a folder of the user's, whose
+    # summary.json or best.yaml the results would replace.
+    check_new_folder(out, "--out")
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.quiet else optuna.logging.INFO)
-    study = open_study(args.storage or f"sqlite:///{(out / 'tune.db').resolve()}", study_name, args.pruner,
-                       heartbeat=args.heartbeat)
-    out.mkdir(parents=True, exist_ok=True)  # only once the storage opened: a bad URL leaves nothing behind
-    ds = load_fashion_mnist(base.data_dir, progress=not args.quiet)
+    for handler in optuna.logging.get_logger("optuna").handlers:  # a logger's own filters miss its children's records
+        handler.addFilter(one_line_for_our_errors)
+    fresh = [n for n in (MARKER, "tune.db") if not (out / n).exists()]
+    created = make_folder(out)  # the default storage lives in it
+    try:
+        study = open_study(args.storage or f"sqlite:///{(out / 'tune.db').resolve()}", study_name, args.pruner,
+                           heartbeat=args.heartbeat)
+        ds = load_fashion_mnist(base.data_dir, progress=not args.quiet)
+    except BaseException:
+        undo_folder(out, created, fresh)  # a bad URL, study or dataset leaves nothing behind
+        raise
     study.optimize(make_objective(base, ds, fixed), n_trials=args.trials, timeout=args.timeout,
                    gc_after_trial=True)
     return write_outputs(study, out, full_epochs(base))
+
+
+def one_line_for_our_errors(record: logging.LogRecord) -> bool:
+    """Optuna logs a failed trial with its traceback; for fashionlab's own errors (bad input, which the CLI then
+    prints on one line) the traceback is noise, so the log line keeps only the message."""
+    if record.exc_info and isinstance(record.exc_info[1], FashionlabError):
+        record.exc_info = None
+    return True
 
 
 def full_epochs(base: TrainConfig) -> int:
