@@ -100,6 +100,13 @@ def test_cli_default_path_and_reported_parity(run_dir, capsys, monkeypatch):
     args = build_parser("export").parse_args(["export", str(run_dir)])
     assert (resolve_format(args.format, args.out), args.out, args.dynamic_batch, args.checkpoint) == \
         ("exported", None, False, "best")
+    # A second export to the default path would replace a file that may be the user's by now: refused, kept.
+    (run_dir / DEFAULT_NAMES["onnx"]).write_bytes(b"the user's model")
+    assert main(["export", str(run_dir), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "already exists" in err and len(err.strip().splitlines()) == 1
+    assert (run_dir / DEFAULT_NAMES["onnx"]).read_bytes() == b"the user's model"
+    (run_dir / DEFAULT_NAMES["onnx"]).unlink()  # the module's run folder is shared with later tests
 
 
 @pytest.mark.parametrize("name, given, written", [("m.onnx", None, "onnx"), ("m.pt2", None, "exported"),

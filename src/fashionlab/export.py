@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from fashionlab import CLASSES, __version__
-from fashionlab.errors import ConfigError, FashionlabError
+from fashionlab.errors import ConfigError, FashionlabError, RunError
 
 DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
 SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "exported", ".pt": "torchscript"}  # what a file name promises
@@ -150,8 +150,8 @@ def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | No
                dynamic_batch: bool = False, checkpoint: str = "best", trust_model_code: bool = False) -> ExportResult:
     """Export, reload from the bytes, compare with PyTorch, then write atomically (nothing is written on failure).
 
-    The default path lies in the run folder (fashionlab's, so an earlier export there is replaced); an explicit
-    `out` must be a new file."""
+    The path, `out` or the default one in the run folder, must be a new file: a model.onnx found there may be
+    the user's (copied in, or edited), and nothing says which."""
     from fashionlab.evaluate import load_run_model
     from fashionlab.runfolder import RunFolder
     from fashionlab.runio import atomic_write_bytes, check_new_file
@@ -162,8 +162,10 @@ def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | No
     folder = RunFolder(run_dir).require()
     run_dir = folder.path
     path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
+    if not out and (path.exists() or path.is_symlink()):
+        raise RunError(f"{path} already exists and an export never replaces a file; give --out NEW_FILE")
+    check_new_file(path, "--out")  # before any work; never over a file fashionlab did not make
     if out:
-        check_new_file(path, "--out")  # before any work; never over a file fashionlab did not make
         named = SUFFIX_FORMATS.get(path.suffix.lower())
         if named is not None and named != fmt:
             raise ConfigError(f"--out {path} has the suffix of format {named}, not {fmt}; give --format {named} "
