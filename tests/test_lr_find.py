@@ -49,6 +49,21 @@ def test_cli_writes_curve_csv_json_and_prints_the_suggestion(tmp_path, synthetic
     assert "already holds an LR range test" in capsys.readouterr().err
 
 
+def test_an_out_that_is_a_file_or_a_folder_of_the_users_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    import fashionlab.lr_find
+
+    monkeypatch.setattr(fashionlab.lr_find, "range_test", lambda *a, **k: pytest.fail("worked before the check"))
+    afile, mine = tmp_path / "afile", tmp_path / "mine"
+    afile.write_text("mine")
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for out in (afile, afile / "under", mine):
+        assert main(["lr-find", "--model", "cnn1", "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "--out" in err and len(err.strip().splitlines()) == 1, err
+    assert afile.read_text() == "mine" and [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
 def test_bad_range_is_a_one_line_error(capsys):
     assert main(["lr-find", "--model", "cnn1", "--start-lr", "1", "--end-lr", "0.1"]) == 2
     assert capsys.readouterr().err.startswith("error: need 0 < --start-lr < --end-lr")

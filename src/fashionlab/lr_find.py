@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fashionlab.data import load_fashion_mnist
+    from fashionlab.runio import check_new_folder
 
     if args.steps < 10:
         raise ConfigError(f"--steps must be >= 10, got {args.steps}")
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"need 0 < --start-lr < --end-lr, got {args.start_lr} and {args.end_lr}")
     cfg = resolve(given(args), args.config_file)
     out = Path(cfg.out or f"runs/lr_find-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_new_folder(out, "--out")  # before any work: new, empty, or made by fashionlab; never a file of the user's
     if any((out / name).exists() for name in OUTPUTS):
         raise RunError(f"{out} already holds an LR range test; choose another --out")
     ds = load_fashion_mnist(cfg.data_dir, progress=not args.quiet)
@@ -153,8 +155,9 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float | None, floa
 
 
 def save(out: Path, result: RangeTest, settings: dict, seconds: float) -> None:
-    from fashionlab.runio import atomic_write_json, atomic_write_text
+    from fashionlab.runio import atomic_write_json, atomic_write_text, make_folder
 
+    make_folder(out)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["step", "lr", "loss", "smoothed_loss"])
