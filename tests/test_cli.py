@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from fashionlab.cli import main
 
@@ -92,6 +93,11 @@ def test_train_then_evaluate_last(tmp_path, synthetic_env):
     proc = fashionlab("evaluate", str(run), "--checkpoint", "last")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "test_metrics.json").read_text())["checkpoint"] == "last"
+    if not torch.cuda.is_available():  # a device this machine lacks: one line, and the evaluation above is kept
+        before = (run / "test_metrics.json").read_bytes()
+        proc = fashionlab("evaluate", str(run), "--device", "cuda")
+        assert proc.returncode == 2 and proc.stderr.startswith("error: --device cuda: no CUDA GPU"), proc.stderr
+        assert (run / "test_metrics.json").read_bytes() == before
 
 
 def test_models_lists_params_and_mflops():

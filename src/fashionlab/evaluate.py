@@ -128,7 +128,8 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
         from fashionlab.data import load_fashion_mnist
 
         data = load_fashion_mnist(config["data_dir"] or config["data"]["source"], download=False, progress=verbose)
-    device = torch.device(device) if device is not None else resolve_device(config["device"])
+    if not isinstance(device, torch.device):  # a name, from --device or the run's config: is it available here?
+        device = resolve_device(device or config["device"])
     model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code, net=net)
     precision = resolve_precision(config["precision"], device)
     logits = predict_logits(model, data.test_x, device=device, precision=precision, tta=config["tta"],
