@@ -128,3 +128,16 @@ def test_help_starts_without_torch(args):
 def test_plugin_help_still_lists_its_flags():
     proc = fashionlab("predict", "--help")
     assert proc.returncode == 0 and "--top-k" in proc.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "cnn2", "--batch-size", "1"], "--batch-size 1: cnn2 has batch norm"),
+    (["--model", "cnn1", "--val-fraction", "0.995"], "leaves 0 of 600 images to train on; at least 10"),
+])
+def test_options_that_would_fail_in_training_are_one_line_and_leave_nothing(args, needle, tmp_path, synthetic_env,
+                                                                           capsys):
+    out = tmp_path / "run"
+    assert main(["train", *args, "--epochs", "1", "--device", "cpu", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fashionlab import __version__
+from fashionlab import CLASSES, __version__
 from fashionlab.config import TrainConfig
 from fashionlab.data import (
     FashionMNIST,
@@ -119,6 +119,10 @@ def prepare_data(cfg: TrainConfig, ds: FashionMNIST, device: torch.device) -> Sp
     train_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.data_seed())
     if cfg.train_subset is not None:
         train_idx = train_idx[stratified_subset(ds.train_y[train_idx], cfg.train_subset, cfg.data_seed())]
+    if len(train_idx) < len(CLASSES):
+        subset = f", --train-subset {cfg.train_subset}" if cfg.train_subset is not None else ""
+        raise ConfigError(f"--val-fraction {cfg.val_fraction}{subset} leaves {len(train_idx)} of {len(ds.train_y)} "
+                          f"images to train on; at least {len(CLASSES)} (one per class) are needed")
     # Normalization statistics from the training split only: validation and test stay unseen.
     mean, std = pixel_stats(ds.train_x[train_idx])
     return Splits(ds.train_x[train_idx].to(device), ds.train_y[train_idx].to(device),
@@ -134,6 +138,8 @@ def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str
     torch.manual_seed(cfg.seed)
     net = net if net is not None else build_model(spec or cfg.model, dropout=cfg.dropout, **cfg.extra)
     check_io(net, cfg.model)
+    if cfg.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        raise ConfigError(f"--batch-size 1: {cfg.model} has batch norm, which needs at least 2 images per batch")
     if cfg.low_res_epochs and cfg.low_res < 28:
         check_io(net, cfg.model, cfg.low_res)
     model = Classifier(net, splits.mean, splits.std).to(device)
