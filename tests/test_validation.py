@@ -349,6 +349,19 @@ def test_damaged_run_config_is_one_line(run, image, capsys, no_training, command
     assert snapshot(run) == before and not no_training
 
 
+@pytest.mark.parametrize("content, needle", [
+    ("epoch,train_loss,train_acc,val_loss,val_acc,lr\n1,1,0.5,1,0.5,0.001\n", "no column seconds"),
+    ("epoch,val_acc\n", "no column train_loss, train_acc, val_loss, lr, seconds"),
+    ("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n1,x,0.5,1,0.5,0.001,3\n", "malformed metrics.csv"),
+])
+def test_damaged_metrics_csv_is_one_line(run, image, capsys, content, needle):
+    (run / "metrics.csv").write_text(content)
+    before = snapshot(run)
+    code, err = run_cli(capsys, COMMANDS["evaluate"](run, image))
+    assert_one_line_error(code, err, needle)
+    assert snapshot(run) == before
+
+
 @pytest.mark.parametrize("command", ["evaluate", "predict", "export", "resume"])
 @pytest.mark.parametrize("change, needle", [
     ({"tta": "yes"}, "tta must be true or false"),

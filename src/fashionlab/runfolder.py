@@ -116,7 +116,11 @@ class RunFolder:
             return []
         try:
             with path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
+                reader = csv.DictReader(f)
+                rows = list(reader)
+            missing = [c for c in METRIC_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise RunError(f"{path}: malformed {self.METRICS} (no column {', '.join(missing)})")
             return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
         except (KeyError, TypeError, ValueError) as e:
             raise RunError(f"{path}: malformed {self.METRICS} ({type(e).__name__}: {e})") from None
