@@ -156,6 +156,23 @@ def test_missing_or_unevaluated_run_refused(data, tmp_path):
         compare([run, run], tmp_path / "out")
 
 
+@pytest.mark.parametrize("change, needle", [
+    ({"n_test": "many"}, "n_test must be a positive integer, got 'many'"),
+    ({"accuracy": 1.5}, "accuracy and macro_f1 must be numbers in [0, 1]"),
+    ({"confusion_matrix": [[1, 2], [3]]}, "confusion_matrix must be a square"),
+    ({"per_class": ["shirt"]}, "per_class must map each class"),
+    ({"mflops": "a lot"}, "mflops must be numbers"),
+    ({"model": 3}, "model and test_sha256 must be strings"),
+])
+def test_wrong_types_in_test_metrics_are_one_line(data, tmp_path, change, needle):
+    (run,) = make_runs(tmp_path, data, models=("cnn1",))
+    path = run / "test_metrics.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | change))
+    with pytest.raises(RunError, match=re.escape(needle)) as e:
+        compare([run], tmp_path / "out")
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
 def test_without_test_images_the_report_still_renders(data, tmp_path, fast_figures):
     copy = Dataset(tmp_path / "data", data.labels, data.test_sha256)
     shutil.copytree(data.path, copy.path)

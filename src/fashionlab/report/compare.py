@@ -96,7 +96,10 @@ def load_run(path: Path | str) -> Run:
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
     if missing:
         raise RunError(f"{path}/test_metrics.json lacks {', '.join(missing)}: {evaluate} again")
-    n = int(metrics["n_test"])
+    problem = metrics_problem(metrics)
+    if problem:
+        raise RunError(f"{path}/test_metrics.json: {problem}: {evaluate} again")
+    n = metrics["n_test"]
     predictions, probs = folder.test_arrays()
     n_classes = len(metrics["confusion_matrix"])
     if predictions.shape != (n,) or probs.shape != (n, n_classes):
@@ -105,6 +108,28 @@ def load_run(path: Path | str) -> Run:
             f"n_test={n}: {evaluate} again"
         )
     return Run(path, config, metrics, _history(folder), predictions, probs)
+
+
+def metrics_problem(m: dict[str, Any]) -> str | None:
+    """What in test_metrics.json the report cannot use (a value of the wrong type), or None."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+    if not isinstance(m["model"], str) or not isinstance(m["test_sha256"], str):
+        return "model and test_sha256 must be strings"
+    if not isinstance(m["n_test"], int) or isinstance(m["n_test"], bool) or m["n_test"] < 1:
+        return f"n_test must be a positive integer, got {str(m['n_test'])[:40]!r}"
+    if not all(number(m[k]) and 0 <= m[k] <= 1 for k in ("accuracy", "macro_f1")):
+        return "accuracy and macro_f1 must be numbers in [0, 1]"
+    cm = m["confusion_matrix"]
+    if not (isinstance(cm, list) and cm and all(isinstance(row, list) and len(row) == len(cm) and
+                                                all(isinstance(c, int) and not isinstance(c, bool) for c in row)
+                                                for row in cm)):
+        return "confusion_matrix must be a square list of lists of integer counts"
+    if not (isinstance(m["per_class"], dict) and all(isinstance(v, dict) for v in m["per_class"].values())):
+        return "per_class must map each class to its precision, recall and f1"
+    bad = [k for k in ("params", "mflops", "train_seconds", "best_epoch") if m.get(k) is not None and not number(m[k])]
+    return f"{', '.join(bad)} must be numbers" if bad else None
 
 
 def _history(folder: RunFolder) -> dict[str, np.ndarray]:
