@@ -164,7 +164,7 @@ def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | No
     path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
     if not out and (path.exists() or path.is_symlink()):
         raise RunError(f"{path} already exists and an export never replaces a file; give --out NEW_FILE")
-    check_new_file(path, "--out")  # before any work; never over a file fashionlab did not make
+    check_new_file(path, "--out" if out else "export")  # before any work; never over a file fashionlab did not make
     if out:
         named = SUFFIX_FORMATS.get(path.suffix.lower())
         if named is not None and named != fmt:
