@@ -8,6 +8,8 @@ import errno
 import fcntl
 import io
 import json
+import math
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -253,6 +255,15 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return ckpt
 
 
+def is_real(v: Any) -> bool:
+    """A finite number read from a file (JSON or a checkpoint), and not a bool, which Python counts as an int."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 MAX_TENSOR_ELEMENTS = 1_000_000_000  # no model here has a tensor near this; a larger one is damage or a trap
 
 
@@ -261,13 +272,7 @@ def checkpoint_problem(ckpt: dict[str, Any], resume_state: bool = False) -> str 
 
     Everything evaluate/predict/export read is checked; with resume_state (last.pt) also what resume reads.
     """
-    import math
-    import numbers
-
     import torch
-
-    def real(v: Any) -> bool:
-        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
     def show(v: Any) -> str:
         text = repr(v)
@@ -288,9 +293,9 @@ def checkpoint_problem(ckpt: dict[str, Any], resume_state: bool = False) -> str 
     norm = ckpt.get("normalize")
     if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
         return "normalize must be a mapping with mean and std"
-    if not real(norm["mean"]):
+    if not is_real(norm["mean"]):
         return f"normalize mean must be a finite number, got {show(norm['mean'])}"
-    if not real(norm["std"]) or norm["std"] <= 0:
+    if not is_real(norm["std"]) or norm["std"] <= 0:
         return f"normalize std must be a finite number > 0, got {show(norm['std'])}"
     config = ckpt.get("config", {})
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
@@ -306,7 +311,7 @@ def checkpoint_problem(ckpt: dict[str, Any], resume_state: bool = False) -> str 
                             or ckpt["epoch"] < 0):
         return f"epoch must be an integer >= 0, got {show(ckpt['epoch'])}"
     no_val = isinstance(ckpt.get("val_acc"), float) and math.isnan(ckpt["val_acc"])  # a run without a val split
-    if "val_acc" in ckpt and not (real(ckpt["val_acc"]) or no_val):
+    if "val_acc" in ckpt and not (is_real(ckpt["val_acc"]) or no_val):
         return f"val_acc must be a finite number (or NaN without a validation split), got {show(ckpt['val_acc'])}"
     if resume_state:
         problem = _resume_state_problem(ckpt, show)
@@ -337,9 +342,6 @@ def _tensors(obj: Any, where: str):
 def _resume_state_problem(ckpt: dict[str, Any], show) -> str | None:
     """The parts of last.pt that `train --resume` restores: present and of the types train.restore expects."""
     import torch
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
 
     missing = [k for k in ("optimizer", "scheduler", "ema", "scaler", "progress", "rng") if k not in ckpt]
     if missing:

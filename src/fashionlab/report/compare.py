@@ -17,7 +17,7 @@ from fashionlab import CLASSES, __version__
 from fashionlab.config import NOT_RESULTS, PROVENANCE_KEYS
 from fashionlab.errors import FashionlabError, RunError
 from fashionlab.runfolder import RunFolder
-from fashionlab.runio import METRIC_COLUMNS
+from fashionlab.runio import METRIC_COLUMNS, is_int, is_real
 from fashionlab.stats import (
     bootstrap_ci,
     format_p,
@@ -112,23 +112,19 @@ def load_run(path: Path | str) -> Run:
 
 def metrics_problem(m: dict[str, Any]) -> str | None:
     """What in test_metrics.json the report cannot use (a value of the wrong type), or None."""
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-
     if not isinstance(m["model"], str) or not isinstance(m["test_sha256"], str):
         return "model and test_sha256 must be strings"
-    if not isinstance(m["n_test"], int) or isinstance(m["n_test"], bool) or m["n_test"] < 1:
+    if not is_int(m["n_test"]) or m["n_test"] < 1:
         return f"n_test must be a positive integer, got {str(m['n_test'])[:40]!r}"
-    if not all(number(m[k]) and 0 <= m[k] <= 1 for k in ("accuracy", "macro_f1")):
+    if not all(is_real(m[k]) and 0 <= m[k] <= 1 for k in ("accuracy", "macro_f1")):
         return "accuracy and macro_f1 must be numbers in [0, 1]"
     cm = m["confusion_matrix"]
     if not (isinstance(cm, list) and cm and all(isinstance(row, list) and len(row) == len(cm) and
-                                                all(isinstance(c, int) and not isinstance(c, bool) for c in row)
-                                                for row in cm)):
+                                                all(map(is_int, row)) for row in cm)):
         return "confusion_matrix must be a square list of lists of integer counts"
     if not (isinstance(m["per_class"], dict) and all(isinstance(v, dict) for v in m["per_class"].values())):
         return "per_class must map each class to its precision, recall and f1"
-    bad = [k for k in ("params", "mflops", "train_seconds", "best_epoch") if m.get(k) is not None and not number(m[k])]
+    bad = [k for k in ("params", "mflops", "train_seconds", "best_epoch") if m.get(k) is not None and not is_real(m[k])]
     return f"{', '.join(bad)} must be numbers" if bad else None
 
 
@@ -136,11 +132,8 @@ def _history(folder: RunFolder) -> dict[str, np.ndarray]:
     """metrics.csv as one array per column."""
     if not folder.file(RunFolder.METRICS).is_file():
         raise RunError(f"{folder.file(RunFolder.METRICS)} not found: the run folder is incomplete")
-    rows = folder.history()
-    try:
-        return {col: np.array([float(r[col]) for r in rows]) for col in HISTORY_COLUMNS}
-    except KeyError as e:
-        raise RunError(f"{folder.file(RunFolder.METRICS)}: malformed metrics.csv (no column {e})") from None
+    rows = folder.history()  # every column present, or a RunError naming the missing ones
+    return {col: np.array([float(r[col]) for r in rows]) for col in HISTORY_COLUMNS}
 
 
 def load_test_data(runs: Sequence[Run]) -> TestData:
