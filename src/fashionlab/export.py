@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from fashionlab import CLASSES, __version__
-from fashionlab.errors import ConfigError, FashionlabError, RunError
+from fashionlab.errors import ConfigError, FashionlabError
 
 DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
 SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "exported", ".pt": "torchscript"}  # what a file name promises
@@ -162,9 +162,7 @@ def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | No
     folder = RunFolder(run_dir).require()
     run_dir = folder.path
     path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
-    if not out and (path.exists() or path.is_symlink()):
-        raise RunError(f"{path} already exists and an export never replaces a file; give --out NEW_FILE")
-    check_new_file(path, "--out" if out else "export")  # before any work; never over a file fashionlab did not make
+    check_new_file(path, "--out" if out else "export")  # before any work; never over an existing file
     if out:
         named = SUFFIX_FORMATS.get(path.suffix.lower())
         if named is not None and named != fmt:
