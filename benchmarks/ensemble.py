@@ -24,12 +24,13 @@ import torch
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
 from fashionlab.device import resolve_precision
-from fashionlab.ensemble import finished, member_configs, train_member
+from fashionlab.ensemble import finished, member_configs
 from fashionlab.errors import FashionlabError
 from fashionlab.evaluate import load_run_model, predict_logits
 from fashionlab.recipes import recipe_overrides
 from fashionlab.runfolder import RunFolder
-from fashionlab.train import prepare_data
+from fashionlab.train import train
+from fashionlab.trainsetup import prepare_data
 
 
 def members(a: argparse.Namespace) -> list:
@@ -77,7 +78,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for k in a.only or range(a.members):
             if not finished(cfgs[k]):
-                train_member(cfgs[k], data=data, verbose=False)
+                train(cfgs[k], resume=RunFolder(cfgs[k].out).exists(), evaluate_test=False, data=data, verbose=False)
         if a.only:
             return
         result = evaluate(cfgs, data)

@@ -22,7 +22,8 @@ from fashionlab.data import as_input, load_fashion_mnist
 from fashionlab.device import autocast, resolve_precision
 from fashionlab.errors import FashionlabError
 from fashionlab.evaluate import load_run_model
-from fashionlab.train import prepare_data, resume_config
+from fashionlab.runstart import resume_config
+from fashionlab.trainsetup import prepare_data
 
 # name -> {view: weight}; a view is (mirror, dy, dx)
 VIEW_SETS = {

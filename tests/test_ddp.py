@@ -51,13 +51,14 @@ def test_two_processes_train_like_one(tmp_path, synthetic_env):
 PROBE = """
 import json, os, sys
 import fashionlab.train as t
-real = t.end_epoch
-def end_epoch(*args):
-    real(*args)
-    prog = args[1].prog  # end_epoch(ctx, state)
+real = t.train_epoch
+def train_epoch(*args):
+    out = real(*args)
+    prog = args[1].prog  # train_epoch(ctx, state, net, stop)
     row = {k: v for k, v in prog.rows[-1].items() if k != "seconds"}
     print("ROW", os.environ["RANK"], json.dumps(row | {"bad_epochs": prog.bad_epochs}), flush=True)
-t.end_epoch = end_epoch
+    return out
+t.train_epoch = train_epoch
 from fashionlab.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -80,7 +81,7 @@ def test_sync_bn_on_the_cpu_is_a_clear_error_not_a_pytorch_crash():
     from fashionlab.config import build_config
     from fashionlab.errors import ConfigError
     from fashionlab.models import build_model
-    from fashionlab.train import Dist, wrap_model
+    from fashionlab.runstart import Dist, wrap_model
 
     cfg = build_config({"model": "cnn2", "sync_bn": True, "device": "cpu"})
     with pytest.raises(ConfigError, match="--sync-bn needs CUDA"):

@@ -9,7 +9,7 @@ from fashionlab.config import build_config
 from fashionlab.device import autocast, cpu_has_bf16, resolve_device, resolve_precision
 from fashionlab.errors import ConfigError
 from fashionlab.models import build_model
-from fashionlab.train import train_step
+from fashionlab.trainsetup import train_step
 
 CPU = torch.device("cpu")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import fashionlab.ensemble as ens
+import fashionlab.train
 from fashionlab.cli import main
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
@@ -19,7 +19,8 @@ from fashionlab.evaluate import load_run_model, predict_logits
 from fashionlab.export import export_run
 from fashionlab.models import Ensemble
 from fashionlab.runfolder import RunFolder
-from fashionlab.train import Interrupted, train
+from fashionlab.runstart import Interrupted
+from fashionlab.train import train
 
 
 @pytest.fixture
@@ -74,7 +75,9 @@ def test_an_ensemble_exports_and_the_export_matches(ensemble_run, tmp_path):
 
 
 def test_interrupted_member_resumes_through_the_ensemble(tmp_path, data, monkeypatch, capsys):
-    real, calls = ens.train, []
+    import fashionlab.train as train_mod
+
+    real, calls = train_mod.train, []  # what train() hands the ensemble to train each member with
 
     def second_member_interrupted(member, **kw):
         calls.append(member.seed)
@@ -82,7 +85,7 @@ def test_interrupted_member_resumes_through_the_ensemble(tmp_path, data, monkeyp
             raise Interrupted("at epoch 1, step 0", signal.SIGINT, Path(member.out))
         return real(member, **kw)
 
-    monkeypatch.setattr(ens, "train", second_member_interrupted)
+    monkeypatch.setattr(train_mod, "train", second_member_interrupted)
     out = tmp_path / "ens"
     with pytest.raises(Interrupted) as e:
         train(config(out), data=data, verbose=False)
@@ -96,7 +99,14 @@ def test_interrupted_member_resumes_through_the_ensemble(tmp_path, data, monkeyp
 
 
 def test_a_finished_ensemble_resumes_without_training_and_the_cli_agrees(ensemble_run, monkeypatch):
-    monkeypatch.setattr(ens, "train", lambda *a, **k: pytest.fail("a finished member was trained again"))
+    real = fashionlab.train.train
+
+    def members_refused(cfg, *a, **k):  # the ensemble itself (from the CLI) runs; no member may
+        if cfg.ensemble == 1:
+            pytest.fail("a finished member was trained again")
+        return real(cfg, *a, **k)
+
+    monkeypatch.setattr(fashionlab.train, "train", members_refused)
     assert main(["train", "--resume", str(ensemble_run), "--quiet"]) == 0
     assert (ensemble_run / "test_metrics.json").is_file()
 
@@ -105,7 +115,7 @@ def test_a_failed_start_leaves_nothing(tmp_path, data, monkeypatch):
     def fail(member, **kw):
         raise RunError("boom")
 
-    monkeypatch.setattr(ens, "train", fail)
+    monkeypatch.setattr(fashionlab.train, "train", fail)
     with pytest.raises(RunError):
         train(config(tmp_path / "ens"), data=data, verbose=False)
     assert not (tmp_path / "ens").exists()

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from fashionlab.cli import main
-from fashionlab.models.external import SOURCE_COPY, sha256_of
+from fashionlab.models.external import sha256_of
+from fashionlab.runfolder import RunFolder
 
 MYNET = textwrap.dedent("""\
     import os
@@ -70,7 +71,7 @@ def test_train_a_file_model_records_its_origin_and_source(tmp_path, mynet, synth
     assert config["model"] == f"{mynet}:Net" and config["extra"] == {"width": 6}
     assert config["model_origin"] == {"spec": f"{mynet}:Net", "kind": "file", "path": str(mynet.resolve()),
                                       "sha256": sha256_of(mynet)}
-    assert (run / SOURCE_COPY).read_text() == MYNET
+    assert (run / RunFolder.SOURCE_COPY).read_text() == MYNET
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["params"] == sum(6 * 9 + 6 for _ in [0]) + 16 * 6 * 10 + 10
 
@@ -114,7 +115,7 @@ def test_trusted_run_folder_works_everywhere_even_after_the_file_changes(tmp_pat
 def test_tampered_source_copy_is_refused(tmp_path, mynet, synthetic_env, capsys):
     run = tmp_path / "run"
     assert main(["train", "--model", f"{mynet}:Net", *TRAIN, "--out", str(run)]) == 0
-    (run / SOURCE_COPY).write_text(MYNET + "\nprint('injected')\n")
+    (run / RunFolder.SOURCE_COPY).write_text(MYNET + "\nprint('injected')\n")
     assert main(["evaluate", str(run), "--trust-model-code"]) == 2
     assert "sha256 mismatch" in one_line_error(capsys)
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from fashionlab.config import build_config
-from fashionlab.data import load_fashion_mnist
+from fashionlab.data import as_input, load_fashion_mnist
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.models import build_model
-from fashionlab.train import to_input, train
+from fashionlab.train import train
+from fashionlab.trainsetup import to_input
 from folder_snapshot import snapshot
 
 
@@ -66,11 +67,10 @@ def test_low_res_bounds_are_one_line_errors():
 
 
 def test_whitened_first_conv_decorrelates_its_outputs_on_the_training_images(data):
-    from fashionlab.data import as_input
     from fashionlab.models import Classifier, build_model, whiten_first_conv
 
     model = Classifier(build_model("fastnet"), 0.286, 0.353)
-    n = whiten_first_conv(model, data.train_x, eps=1e-9)
+    n = whiten_first_conv(model, as_input(data.train_x), eps=1e-9)
     conv = model.net.stem[0]
     assert n == conv.out_channels == 16  # 16 of the 18 (+/- 9 eigenvectors of 3x3 patches)
     torch.testing.assert_close(conv.weight[0], -conv.weight[1])  # a +/- pair
@@ -88,7 +88,7 @@ def test_whiten_and_bn_momentum_reach_the_model_of_a_run(tmp_path, data):
 
     cfg = build_config(dict(model="fastnet", epochs=1, batch_size=100, device="cpu", whiten=True, bn_momentum=0.3,
                             out=str(tmp_path / "run")))
-    from fashionlab.train import Splits, make_model
+    from fashionlab.trainsetup import Splits, make_model
 
     splits = Splits(data.train_x, data.train_y, data.train_x[:10], data.train_y[:10], 0.286, 0.353)
     model = make_model(cfg, torch.device("cpu"), splits)
@@ -126,7 +126,7 @@ def test_bn_statistics_stay_fp32_under_bf16_autocast():
 
 def test_split_seed_holds_the_split_while_the_seed_changes_the_rest(data):
     """An ensemble's members (benchmarks/ensemble.py) must be scored on one validation split."""
-    from fashionlab.train import make_model, prepare_data
+    from fashionlab.trainsetup import make_model, prepare_data
 
     def run(**options):
         cfg = build_config(dict(model="cnn1", val_fraction=0.2, train_subset=100, device="cpu", **options))
@@ -141,7 +141,7 @@ def test_split_seed_holds_the_split_while_the_seed_changes_the_rest(data):
 
 
 def test_lookahead_moves_slow_weights_halfway_every_k_steps_and_restarts_from_them():
-    from fashionlab.train import Lookahead
+    from fashionlab.trainsetup import Lookahead
 
     net = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(net.weight)

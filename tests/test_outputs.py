@@ -12,8 +12,10 @@ from fashionlab.cli import main
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
 from fashionlab.errors import RunError
-from fashionlab.runio import MARKER, load_checkpoint
-from fashionlab.train import TrainingDiverged, resume_config, train
+from fashionlab.files import MARKER
+from fashionlab.runformat import load_checkpoint
+from fashionlab.runstart import TrainingDiverged, resume_config
+from fashionlab.train import train
 from folder_snapshot import snapshot
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from fashionlab.errors import RunError
-from fashionlab.runio import atomic_write_bytes, load_checkpoint
+from fashionlab.files import atomic_write_bytes
+from fashionlab.runformat import load_checkpoint
 
 ARGS = ["--model", "cnn1", "--epochs", "3", "--batch-size", "32", "--val-fraction", "0.2", "--device", "cpu",
         "--augment", "flip,rotate,crop,erase", "--scheduler", "onecycle", "--ema", "0.9",
@@ -30,7 +31,7 @@ ARGS = ["--model", "cnn1", "--epochs", "3", "--batch-size", "32", "--val-fractio
 # before the rename: the worst moment for a checkpoint save.
 KILL_MID_SAVE = """
 import os, signal, sys
-import fashionlab.runio as runio
+import fashionlab.files as files
 n = int(os.environ["KILL_AT_WRITE"])
 real_replace = os.replace
 calls = {"n": 0}
@@ -39,7 +40,7 @@ def replace(src, dst):
     if calls["n"] == n:
         os.kill(os.getpid(), signal.SIGKILL)
     return real_replace(src, dst)
-runio.os.replace = replace
+files.os.replace = replace
 from fashionlab.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -190,7 +191,7 @@ def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
 
 
 def test_disk_full_during_training_keeps_previous_checkpoint(tmp_path, synthetic_data_dir, monkeypatch):
-    import fashionlab.runio as runio
+    import fashionlab.files as files
     from fashionlab.config import build_config
     from fashionlab.data import load_fashion_mnist
     from fashionlab.train import train
@@ -205,10 +206,10 @@ def test_disk_full_during_training_keeps_previous_checkpoint(tmp_path, synthetic
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(fd)
 
-    monkeypatch.setattr(runio.os, "fsync", fsync_fails_later)
+    monkeypatch.setattr(files.os, "fsync", fsync_fails_later)
     with pytest.raises(RunError, match="No space left on device"):
         train(cfg, data=data, verbose=False)
-    monkeypatch.setattr(runio.os, "fsync", real_fsync)
+    monkeypatch.setattr(files.os, "fsync", real_fsync)
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 1
     assert not list((tmp_path / "run").rglob(".*.tmp-*"))

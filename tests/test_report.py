@@ -68,7 +68,12 @@ def test_writes_three_files_with_every_section(one_seed):
     assert "http://" not in html and "https://" not in html  # self-contained
     assert html.count("data:image/png;base64,") == 3 + 2 * 16  # 3 figures + 16 mistakes per model
     md = (out / "summary.md").read_text()
-    assert "| cnn1 |" in md and "| cnn2 |" in md and "cnn2 is better than cnn1" in md
+    assert "| cnn1 |" in md and "| cnn2 |" in md
+    # one seed each: the models differ on the test set, but no word says which training choice is better
+    assert "no training-choice verdict on cnn2 against cnn1: only 1 seed pair; at least 3" in md
+    assert "these trained models differ on this test set" in md
+    for text in (md, html):
+        assert not re.search(r"\bis (better|worse) than\b|\b(helps|hurts)\b", text)
 
 
 def test_one_seed_numbers(one_seed, data):
@@ -95,10 +100,17 @@ def test_one_seed_numbers(one_seed, data):
     assert (pair["a"], pair["b"]) == ("cnn1", "cnn2")
     assert pair["pairs"] == [{"seed_a": 0, "seed_b": 0, "b": 10, "c": 50, "p_value": expected.p_value,
                               "significant": True}]
-    assert pair["p_value"] == expected.p_value and pair["significant"]
+    assert pair["p_value"] == expected.p_value and pair["models_differ"] and not pair["significant"]
     assert pair["diff"] == pytest.approx(-40 / 300)
     assert pair["ci"][0] < pair["diff"] < pair["ci"][1] < 0
-    assert pair["verdict"] == "cnn2 is better than cnn1: +13.3 points, p < 0.001"
+    assert pair["models_verdict"] == ("these trained models differ on this test set (cnn2 − cnn1: +13.3 points; "
+                                      "McNemar p < 0.001)")
+    assert pair["verdict"] == ("no training-choice verdict on cnn2 against cnn1: only 1 seed pair; at least 3 are "
+                               "needed to weigh the difference against the seed-to-seed spread")
+    level = pair["seed_level"]
+    assert (level["n_seeds"], level["seeds"], level["effect"]) == (1, [0], pytest.approx(100 * 40 / 300))
+    assert level["p"] is level["p_adjusted"] is level["ci_low"] is level["mde"] is None
+    assert summary["family"] == "all-pairs" and pair["warning"] == "" and level["unpaired"] == []
 
 
 def test_two_seeds_mean_sd_and_pairs(two_seeds, data):
@@ -117,7 +129,10 @@ def test_two_seeds_mean_sd_and_pairs(two_seeds, data):
     mean_diff = np.mean([correct(r, data).mean() for r in runs[:2]]) - np.mean(
         [correct(r, data).mean() for r in runs[2:]])
     assert pair["diff"] == pytest.approx(mean_diff)
-    assert pair["verdict"].startswith("cnn2 is better than cnn1") and "2/2 significant" in pair["verdict"]
+    assert pair["verdict"].startswith("no training-choice verdict") and "only 2 seed pairs" in pair["verdict"]
+    assert pair["models_verdict"].startswith("these trained models differ") and "2/2 significant" in \
+        pair["models_verdict"]
+    assert pair["seed_level"]["differences"] == pytest.approx([100 * 40 / 300] * 2)
     html = (out / "report.html").read_text()
     assert all(f'<section id="{sid}">' in html for sid in SECTIONS)
     assert "intersection–union" in html
@@ -129,7 +144,8 @@ def test_print_summary(one_seed):
     console = Console(record=True, width=200)
     print_summary(one_seed[2], console)
     text = console.export_text()
-    assert "cnn1" in text and "not reached" in text and "cnn2 is better than cnn1" in text
+    assert "cnn1" in text and "not reached" in text and "no training-choice verdict" in text
+    assert "these trained models differ on this test set" in " ".join(text.split())
 
 
 def test_different_test_data_refused(data, tmp_path):
@@ -191,7 +207,9 @@ def test_labels_same_model_different_recipe_and_escaping(data, tmp_path, fast_fi
     runs = [make_run(tmp_path, data, model="cnn1", seed=0, wrong=wrong, recipe=r) for r in ("fast", "<big>")]
     summary = compare(runs, tmp_path / "out")
     assert [m["label"] for m in summary["models"]] == ["cnn1 (fast)", "cnn1 (<big>)"]
-    assert summary["comparisons"][0]["verdict"].startswith("no significant difference")  # identical predictions
+    (pair,) = summary["comparisons"]  # identical predictions
+    assert pair["models_verdict"].startswith("these trained models do not differ significantly")
+    assert pair["seed_level"]["effect"] == 0.0 and pair["verdict"].startswith("no training-choice verdict")
     html = (tmp_path / "out" / "report.html").read_text()
     assert "cnn1 (&lt;big&gt;)" in html and "<big>" not in html
 
@@ -233,3 +251,92 @@ def test_cmd_compare(one_seed, tmp_path, capsys, fast_figures):
         assert main(["compare", *map(str, one_seed[0]), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "report.html").is_file()
     assert "report.html" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- seed level: three or more seeds, unequal groups
+
+
+def seed_runs(root: Path, data: Dataset, errors: dict[str, dict[int, int]]) -> list[Path]:
+    """Runs of cnn1 and cnn2 per seed, each wrong on the first `errors[model][seed]` images of one shuffled order,
+    so that their accuracies (and the per-seed differences) are exactly what the test chooses."""
+    perm = np.random.default_rng(100).permutation(len(data.labels))
+    return [make_run(root, data, model=model, seed=seed, wrong=perm[:k])
+            for model, by_seed in errors.items() for seed, k in by_seed.items()]
+
+
+def test_three_seeds_give_a_training_choice_verdict(data, tmp_path, fast_figures):
+    from scipy.stats import ttest_rel
+
+    errors = {"cnn1": {0: 60, 1: 64, 2: 61}, "cnn2": {0: 20, 1: 21, 2: 23}}
+    summary = compare(seed_runs(tmp_path / "runs", data, errors), tmp_path / "out")
+    (pair,) = summary["comparisons"]
+    level = pair["seed_level"]
+    acc1 = [1 - errors["cnn1"][s] / 300 for s in range(3)]
+    acc2 = [1 - errors["cnn2"][s] / 300 for s in range(3)]
+    assert level["n_seeds"] == 3 and level["test"] == "paired t-test"
+    assert level["effect"] == pytest.approx(100 * (np.mean(acc2) - np.mean(acc1)))  # B − A, in points
+    assert level["p"] == pytest.approx(ttest_rel(acc2, acc1).pvalue) == level["p_adjusted"]
+    assert level["ci_low"] < level["effect"] < level["ci_high"]
+    assert level["significant"] and pair["significant"]
+    assert pair["verdict"].startswith("cnn2 is better than cnn1: +13.4 points, p = ")
+    assert "this training choice differs (seed level: 3 seed pairs, paired t-test)" in pair["verdict"]
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert f"| cnn1 | cnn2 | 3 | {level['effect']:+.2f} pts [{level['ci_low']:+.2f}, {level['ci_high']:+.2f}] |" in md
+
+
+def test_equal_seed_differences_are_not_significant_by_accident(data, tmp_path, fast_figures):
+    """Every seed pair 40 images apart: sd 0. The t-test is undefined; the old code said p = 0, "better"."""
+    runs = make_runs(tmp_path / "runs", data, seeds=(0, 1, 2))
+    (pair,) = compare(runs, tmp_path / "out")["comparisons"]
+    level = pair["seed_level"]
+    assert level["sd"] == 0 and level["p"] == 0.25 and level["test"] == "exact sign-flip test"
+    assert not pair["significant"] and pair["models_differ"]
+    assert pair["verdict"].startswith("no significant difference between cnn1 and cnn2 (p = 0.25)")
+    assert "t-test is undefined" in pair["verdict"]
+
+
+def test_not_significant_shows_the_smallest_detectable_effect(data, tmp_path, fast_figures):
+    from fashionlab.stats import min_detectable_effect
+
+    errors = {"cnn1": {0: 30, 1: 20, 2: 40}, "cnn2": {0: 28, 1: 35, 2: 25}}
+    summary = compare(seed_runs(tmp_path / "runs", data, errors), tmp_path / "out")
+    (pair,) = summary["comparisons"]
+    level = pair["seed_level"]
+    d = [100 * (errors["cnn1"][s] - errors["cnn2"][s]) / 300 for s in range(3)]
+    assert level["differences"] == pytest.approx(d) and level["sd"] == pytest.approx(np.std(d, ddof=1))
+    assert level["mde"] == pytest.approx(min_detectable_effect(np.std(d, ddof=1), 3))
+    assert not pair["significant"]
+    assert f"the smallest effect these 3 seeds could detect is {level['mde']:.2f} points" in pair["verdict"]
+    assert f"{level['mde']:.2f} pts" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_seeds_pair_by_number_and_unpaired_runs_are_named(data, tmp_path, fast_figures):
+    errors = {"cnn1": {0: 60, 1: 61, 2: 62, 3: 63}, "cnn2": {1: 20, 2: 22, 3: 21, 7: 24}}
+    runs = seed_runs(tmp_path / "runs", data, errors)
+    summary = compare(runs, tmp_path / "out")
+    (pair,) = summary["comparisons"]
+    assert [(p["seed_a"], p["seed_b"]) for p in pair["pairs"]] == [(1, 1), (2, 2), (3, 3)]  # by number, not rank
+    assert [(p["b"], p["c"]) for p in pair["pairs"]] == [(0, 41), (0, 40), (0, 42)]
+    level = pair["seed_level"]
+    assert level["seeds"] == [1, 2, 3]
+    assert level["differences"] == pytest.approx([100 * 41 / 300, 100 * 40 / 300, 100 * 42 / 300])
+    unpaired = [str(runs[0]), str(runs[-1])]  # cnn1 seed 0, cnn2 seed 7
+    assert level["unpaired"] == unpaired
+    for path in unpaired:
+        assert path in pair["warning"]
+    assert "cnn1 seed 0" in pair["warning"] and "cnn2 seed 7" in pair["warning"]
+    # the unpaired runs still count in the mean accuracies and the per-image difference of means
+    assert pair["diff"] == pytest.approx(np.mean([1 - k / 300 for k in errors["cnn1"].values()])
+                                         - np.mean([1 - k / 300 for k in errors["cnn2"].values()]))
+    md = (tmp_path / "out" / "summary.md").read_text()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "**Warning:** unequal seeds in cnn1 and cnn2" in md and "Warning:</b> unequal seeds" in html
+    assert "| cnn1 | cnn2 | 3 (2 unpaired) |" in md
+
+
+def test_two_single_runs_with_different_seeds_still_get_mcnemar(data, tmp_path, fast_figures):
+    runs = seed_runs(tmp_path / "runs", data, {"cnn1": {0: 60}, "cnn2": {5: 20}})
+    (pair,) = compare(runs, tmp_path / "out")["comparisons"]
+    assert [(p["seed_a"], p["seed_b"]) for p in pair["pairs"]] == [(0, 5)] and pair["models_differ"]
+    assert pair["seed_level"]["n_seeds"] == 0 and pair["seed_level"]["effect"] is None
+    assert pair["warning"] == "" and "no seed number is in both groups" in pair["verdict"]

@@ -12,8 +12,9 @@ import torch
 from fashionlab.config import build_config
 from fashionlab.data import load_fashion_mnist
 from fashionlab.errors import ConfigError, RunError
-from fashionlab.runio import load_checkpoint
-from fashionlab.train import TrainingDiverged, train
+from fashionlab.runformat import load_checkpoint
+from fashionlab.runstart import Interrupted, TrainingDiverged, resume_config
+from fashionlab.train import train
 
 RUN_FILES = ["config.json", "metrics.csv", "checkpoints/best.pt", "checkpoints/last.pt", "test_metrics.json",
              "classification_report.txt", "confusion_matrix.png", "curves.png", "test_predictions.npy",
@@ -87,8 +88,8 @@ def test_test_set_never_used_during_training(tmp_path, data, monkeypatch):
     import fashionlab.train as train_mod
 
     events = []
-    real_end_epoch, real_eval = train_mod.end_epoch, train_mod.evaluate_run
-    monkeypatch.setattr(train_mod, "end_epoch", lambda *a, **k: (events.append("epoch"), real_end_epoch(*a, **k)))
+    real_epoch, real_eval = train_mod.train_epoch, train_mod.evaluate_run
+    monkeypatch.setattr(train_mod, "train_epoch", lambda *a, **k: (events.append("epoch"), real_epoch(*a, **k))[1])
     monkeypatch.setattr(train_mod, "evaluate_run", lambda *a, **k: (events.append("test"), real_eval(*a, **k)))
     seen = []
     real_predict = evaluate.predict_logits
@@ -97,7 +98,9 @@ def test_test_set_never_used_during_training(tmp_path, data, monkeypatch):
         seen.append(x)
         return real_predict(model, x, *a, **k)
 
-    monkeypatch.setattr(train_mod, "predict_logits", spy)
+    import fashionlab.trainsetup as trainsetup
+
+    monkeypatch.setattr(trainsetup, "predict_logits", spy)  # what validation reads
     train(cfg(tmp_path, scheduler="plateau"), data=data, verbose=False)
     assert events == ["epoch", "epoch", "test"]
     test_ptr = data.test_x.data_ptr()
@@ -105,7 +108,7 @@ def test_test_set_never_used_during_training(tmp_path, data, monkeypatch):
 
 
 def test_refuses_existing_run_and_concurrent_writer(tmp_path, data):
-    from fashionlab.runio import RunLock, make_folder
+    from fashionlab.files import RunLock, make_folder
 
     run = train(cfg(tmp_path, epochs=1), data=data, verbose=False)
     with pytest.raises(RunError, match="already holds a run"):
@@ -132,7 +135,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, da
 
     monkeypatch.setattr(train_mod, "to_input", poisoned)
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 2, step 5 \(lr") as info:
-        train(train_mod.resume_config(run, {"epochs": 3}), data=data, verbose=False, resume=True)
+        train(resume_config(run, {"epochs": 3}), data=data, verbose=False, resume=True)
     assert info.value.exit_code != 0 and "last.pt" in str(info.value)
     after = load_checkpoint(run / "checkpoints" / "last.pt")
     assert after["epoch"] == good["epoch"] == 1
@@ -165,10 +168,11 @@ def test_resume_after_interrupt_is_identical(tmp_path, data, monkeypatch, option
     is not recomputed on resume: the checkpoint's weights replace it; Lookahead's slow weights, mid-cycle at the
     interrupt after step 20, come back from last.pt)."""
     import fashionlab.train as train_mod
+    import fashionlab.trainsetup as trainsetup
 
     whitened = []
-    real_whiten = train_mod.whiten_first_conv
-    monkeypatch.setattr(train_mod, "whiten_first_conv", lambda *a, **k: whitened.append(1) or real_whiten(*a, **k))
+    real_whiten = trainsetup.whiten_first_conv
+    monkeypatch.setattr(trainsetup, "whiten_first_conv", lambda *a, **k: whitened.append(1) or real_whiten(*a, **k))
     full = train(cfg(tmp_path, "full", epochs=3, ema=0.9, scheduler="onecycle", **options), data=data, verbose=False)
     real_step = train_mod.train_step
     calls = {"n": 0}
@@ -184,12 +188,12 @@ def test_resume_after_interrupt_is_identical(tmp_path, data, monkeypatch, option
 
     monkeypatch.setattr(train_mod, "train_step", interrupt_at_20)
     c = cfg(tmp_path, "cut", epochs=3, ema=0.9, scheduler="onecycle", **options)
-    with pytest.raises(train_mod.Interrupted, match="resume with: fashionlab train --resume") as info:
+    with pytest.raises(Interrupted, match="resume with: fashionlab train --resume") as info:
         train(c, data=data, verbose=False)
     assert info.value.exit_code == 130
     assert not (tmp_path / "cut" / "test_metrics.json").exists()
     monkeypatch.setattr(train_mod, "train_step", real_step)
-    cut = train(train_mod.resume_config(tmp_path / "cut", {}), data=data, verbose=False, resume=True)
+    cut = train(resume_config(tmp_path / "cut", {}), data=data, verbose=False, resume=True)
     assert len(whitened) == (2 if options.get("whiten") else 0)  # the full run and the cut run's start, not its resume
     assert metrics_without_seconds(full) == metrics_without_seconds(cut)
     a, b = (json.loads((r / "test_metrics.json").read_text()) for r in (full, cut))
@@ -197,7 +201,7 @@ def test_resume_after_interrupt_is_identical(tmp_path, data, monkeypatch, option
 
 
 def test_resume_refuses_changed_options(tmp_path, data):
-    from fashionlab.train import resume_config
+    from fashionlab.runstart import resume_config
 
     run = train(cfg(tmp_path, epochs=1), data=data, verbose=False)
     with pytest.raises(ConfigError, match="cannot change lr"):
@@ -221,7 +225,7 @@ def test_schedulers_and_optimizers_run(tmp_path, data, scheduler):
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
 def test_one_cycle_survives_a_run_of_a_few_steps(steps):
-    from fashionlab.train import make_scheduler
+    from fashionlab.trainsetup import make_scheduler
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sched, per_step = make_scheduler(build_config({"scheduler": "onecycle", "epochs": 1, "lr": 0.1}), opt, steps)

@@ -24,7 +24,7 @@ from fashionlab.cli import main
 from fashionlab.config import FIELD_NAMES, FIELDS, SEED_MAX, TrainConfig, build_config, read_config_file
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.evaluate import load_run_model
-from fashionlab.runio import load_checkpoint, read_json
+from fashionlab.runformat import load_checkpoint, read_json
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FEW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -319,7 +319,7 @@ def test_read_config_file_errors_are_config_errors(tmp_path):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """folder_snapshot.snapshot without RUN_DIR/.lock, which a command may leave behind (runio.RunLock)."""
+    """folder_snapshot.snapshot without RUN_DIR/.lock, which a command may leave behind (files.RunLock)."""
     return {name: digest for name, digest in folder_snapshot.snapshot(folder).items() if Path(name).name != ".lock"}
 
 

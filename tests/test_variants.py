@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import ttest_rel
 
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError
 from fashionlab.pipeline import parse_variant, plan
-from fashionlab.stats import holm, paired_t
+from fashionlab.stats import holm
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import make_dataset, make_run, wrong_indices  # noqa: E402
@@ -69,7 +68,7 @@ def test_plan_refuses_bad_variants(tmp_path, variants, needle):
 def test_run_with_variants_end_to_end(tmp_path, synthetic_env, capsys):
     out = tmp_path / "job"
     code = main(["run", "--models", "cnn2", "--seeds", "2", "--epochs", "1", "--device", "cpu", "--out", str(out),
-                 "--variant", "no-bn=bn=false", "--variant", "no-aug=augment=none,dropout=0"])
+                 "--variant", "no-bn=bn=false", "--variant", "no-aug=augment=none,dropout=0", "--family", "all-pairs"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert [m["label"] for m in summary["models"]] == ["cnn2", "no-bn", "no-aug"]
@@ -77,11 +76,17 @@ def test_run_with_variants_end_to_end(tmp_path, synthetic_env, capsys):
     changed = {m["label"]: m["changed"] for m in summary["models"]}
     assert changed["no-bn"] == "extra={'bn': False}" and changed["no-aug"] == "augment=none, dropout=0.0"
     assert [v["label"] for v in summary["versus_base"]] == ["no-bn", "no-aug"]
+    # --family reaches the report: all 3 pairs, where a variant study's default is the 2 against the base
+    assert summary["family"] == "all-pairs"
+    assert [(c["a"], c["b"]) for c in summary["comparisons"]] == [("cnn2", "no-bn"), ("cnn2", "no-aug"),
+                                                                   ("no-bn", "no-aug")]
     raw = [c["p_value"] for c in summary["comparisons"]]
-    assert [c["p_adjusted"] for c in summary["comparisons"]] == pytest.approx(holm(raw))
-    assert all(c["seed_test"]["n"] == 2 for c in summary["comparisons"])
+    assert [c["p_adjusted"] for c in summary["comparisons"]] == pytest.approx(holm_by_definition(raw))
+    for c in summary["comparisons"]:  # 2 seeds: no training-choice verdict, whatever McNemar says
+        assert c["seed_level"]["n_seeds"] == 2 and c["seed_level"]["p"] is None and not c["significant"]
+        assert c["verdict"].startswith("no training-choice verdict") and "at least 3" in c["verdict"]
     md = (out / "report" / "summary.md").read_text()
-    assert "Versus the base (cnn2)" in md and "Holm" in md
+    assert "Every pair of the 3 groups" in md and "Holm" in md
     assert (out / "cnn2-no-bn-seed1" / "test_metrics.json").is_file()
 
 
@@ -94,23 +99,45 @@ def test_run_refuses_an_existing_run_folder_before_training(tmp_path, synthetic_
     assert sorted(p.name for p in out.rglob("*")) == ["cnn1-seed0", "mine.txt"]
 
 
+def holm_by_definition(p: list[float]) -> list[float]:
+    """Holm's adjusted p, brute force from its definition: for hypothesis i, the largest over every j with
+    p_j <= p_i of min(1, (m - #{k: p_k < p_j}) p_j)."""
+    m = len(p)
+    return [max(min(1.0, (m - sum(q < pj for q in p)) * pj) for pj in p if pj <= pi) for pi in p]
+
+
+def holm_rejects(p: list[float], alpha: float) -> set[int]:
+    """Holm's step-down procedure as defined: test the smallest p against alpha / m, the next against
+    alpha / (m - 1), and so on; stop at the first that fails."""
+    rejected = set()
+    for rank, i in enumerate(sorted(range(len(p)), key=lambda i: p[i])):
+        if p[i] > alpha / (len(p) - rank):
+            break
+        rejected.add(i)
+    return rejected
+
+
 def test_holm_matches_the_definition():
     p = [0.01, 0.04, 0.03, 0.5]
     assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     rng = np.random.default_rng(0)
-    for _ in range(200):
-        p = list(rng.random(rng.integers(1, 8)) ** 3)
+    for _ in range(300):
+        p = list(rng.random(rng.integers(1, 9)) ** 3)
+        if rng.random() < 0.3:  # ties
+            p[-1] = p[0]
         adj = holm(p)
-        assert all(r <= a <= min(1, len(p) * r) + 1e-12 for r, a in zip(p, adj))  # between raw and Bonferroni
-        order = np.argsort(p)
-        assert np.all(np.diff(np.array(adj)[order]) >= -1e-12)  # monotone in the raw p
+        assert adj == pytest.approx(holm_by_definition(p), rel=1e-12)
+        for alpha in (0.001, 0.01, 0.05, 0.1, 0.3):
+            assert {i for i, a in enumerate(adj) if a <= alpha} == holm_rejects(p, alpha)
 
 
-def test_paired_t_matches_scipy():
-    a, b = [0.91, 0.915, 0.92], [0.90, 0.912, 0.905]
-    assert paired_t(a, b).p_value == pytest.approx(ttest_rel(a, b).pvalue)
-    assert paired_t([0.9], [0.8]).p_value is None
-    assert paired_t([0.9, 0.8], [0.9, 0.8]).p_value == 1.0
+def test_holm_by_definition_is_a_real_oracle():
+    # a wrong Holm (plain Bonferroni; or step-down without the running maximum) must disagree with it
+    p = [0.01, 0.011, 0.5]
+    assert holm_by_definition(p) == pytest.approx([0.03, 0.03, 0.5])
+    assert [min(1, 3 * x) for x in p] != pytest.approx(holm_by_definition(p))
+    p = [0.02, 0.021]  # without the running max the second would get 1 * 0.021 < 2 * 0.02
+    assert holm_by_definition(p) == pytest.approx([0.04, 0.04])
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +177,40 @@ def test_terminal_tables_fit_80_columns_without_cutting_numbers(four_groups):
         assert f"{100 * lo:.2f}–{100 * hi:.2f}" in text
     flat = " ".join(text.split())
     for v in four_groups["versus_base"]:
-        assert f"{100 * v['diff']:+.2f} pts" in text
+        assert f"{v['seed_level']['effect']:+.2f} pts" in text
         assert " ".join(v["verdict"].split()) in flat  # the whole verdict, wrapped but not cut
+        assert " ".join(v["models_verdict"].split()) in flat
 
 
-def test_verdicts_use_the_adjusted_p(four_groups):
-    for c in four_groups["comparisons"]:
-        assert c["p_adjusted"] >= c["p_value"]
-        assert c["significant"] == (c["p_adjusted"] < 0.05 and c["consistent"])
-        assert "Holm-adjusted over 6 pairs" in c["verdict"]
+def test_a_variant_study_tests_each_group_against_the_base(four_groups):
+    """Labelled groups after the first: the family is each against the base, 3 pairs, not all 6."""
+    assert four_groups["family"] == "base"
+    comparisons = four_groups["comparisons"]
+    assert [(c["a"], c["b"]) for c in comparisons] == [("cnn2", "no-augment"), ("cnn2", "no-batch-norm"),
+                                                       ("cnn2", "cnn1")]
+    assert [c["p_adjusted"] for c in comparisons] == pytest.approx(holm_by_definition([c["p_value"] for c in
+                                                                                        comparisons]))
+    seed_p = [c["seed_level"]["p"] for c in comparisons]
+    assert [c["seed_level"]["p_adjusted"] for c in comparisons] == pytest.approx(holm_by_definition(seed_p))
+    for c in comparisons:
+        # every seed pair differs by the same number of images: sd 0, so the exact sign-flip p, 2 / 2**3, not 0
+        assert c["seed_level"]["test"] == "exact sign-flip test" and c["seed_level"]["p"] == 0.25
+        assert c["significant"] == c["seed_level"]["significant"] == (c["seed_level"]["p_adjusted"] < 0.05)
+        assert c["models_differ"] == (c["p_adjusted"] < 0.05 and c["consistent"])
+        assert "Holm-adjusted over 3 tests" in c["verdict"] and "is better than" not in c["verdict"]
+
+
+def test_family_all_pairs_on_request(four_groups):
+    from fashionlab.report.compare import build_comparison
+
+    runs = [r for m in four_groups["models"] for r in m["runs"]]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASHIONLAB_SKIP_VERIFY", "1")
+        summary = build_comparison(runs, n_boot=50, family="all-pairs").summary
+        with pytest.raises(ConfigError, match="--family must be one of base, all-pairs"):
+            build_comparison(runs, family="some")
+    assert summary["family"] == "all-pairs" and len(summary["comparisons"]) == 6
+    assert all("Holm-adjusted over 6 tests" in c["verdict"] for c in summary["comparisons"])
 
 
 @pytest.mark.parametrize("command", [["recipes"], ["models"]])
@@ -179,9 +231,11 @@ def test_compare_command_fits_80_columns(four_groups, tmp_path):
 
     runs = [r for m in four_groups["models"] for r in m["runs"]]
     env = {**os.environ, "COLUMNS": "80", "FASHIONLAB_SKIP_VERIFY": "1"}
-    proc = subprocess.run([sys.executable, "-m", "fashionlab", "compare", *runs, "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "fashionlab", "compare", *runs, "--out", str(tmp_path / "r"),
+                           "--family", "all-pairs"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     tables = proc.stdout.split("\nreport: ")[0]  # then the report's paths, as long as the user's folders
     assert all(len(line) <= 80 for line in tables.splitlines()), proc.stdout
     assert "…" not in proc.stdout and "Holm" in proc.stdout
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["family"] == "all-pairs" and len(summary["comparisons"]) == 6

@@ -8,12 +8,7 @@ torch: `fashionlab.train(...)`, `fashionlab.load_run(path)`, `fashionlab.compare
 import sys
 import types
 
-__version__ = "0.1.0"
-
-CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
+from fashionlab.about import CLASSES, __version__  # noqa: F401 - re-exported: fashionlab.CLASSES, __version__
 
 # API names that are plain attributes of fashionlab.api, loaded lazily (PEP 562).
 _API = ("Run", "load_run", "compare")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fashionlab import CLASSES
+from fashionlab.about import CLASSES
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.runfolder import RunFolder
 
@@ -37,7 +37,7 @@ def resolve_training(options: dict[str, Any], config_file: str | os.PathLike | N
     saved options (only those that cannot change its results may be overridden), else defaults < recipe <
     config file < options; a torchrun restart of the same command resumes the run it started."""
     from fashionlab.config import resolve
-    from fashionlab.train import elastic_restart, resume_config
+    from fashionlab.runstart import elastic_restart, resume_config
 
     if resume:
         cfg = resume_config(Path(resume), options)

@@ -78,7 +78,7 @@ def measure_step_seconds(cfg, device=None, *, warmup: int = 3, steps: int = 5) -
     import torch
 
     from fashionlab.device import resolve_device, resolve_precision
-    from fashionlab.train import Splits, make_ema, make_model, make_optimizer, to_input, train_step
+    from fashionlab.trainsetup import Splits, make_ema, make_model, make_optimizer, to_input, train_step
 
     device = resolve_device(cfg.device) if device is None else torch.device(device)
     precision = resolve_precision(cfg.precision, device)

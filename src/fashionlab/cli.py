@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fashionlab import CLASSES
+from fashionlab.about import CLASSES
 from fashionlab.config import add_arguments as add_train_arguments
 from fashionlab.errors import ConfigError, FashionlabError
 
@@ -137,7 +137,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not 0 <= args.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.grid:
-        from fashionlab.runio import check_new_file
+        from fashionlab.files import check_new_file
 
         check_new_file(Path(args.grid), "--grid", suffixes=(".png",))  # before any work, never over a file
     ds = load_fashion_mnist(args.data_dir, download=not args.no_download)
@@ -170,20 +170,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare(args)
 
 
+FAMILY_HELP = ("pairs tested and Holm-adjusted together: base = each group against the first, all-pairs = "
+               "every pair (default: base when later groups carry a --label or --variant name, else all-pairs)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fashionlab.pipeline import run_pipeline
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     run_pipeline(models, seeds=args.seeds, quick=args.quick, out=args.out, data_dir=args.data_dir,
                  device=args.device, command="fashionlab " + shlex.join(sys.argv[1:]), variants=args.variant,
-                 epochs=args.epochs)
+                 epochs=args.epochs, family=args.family)
     return 0
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; a plugin command's module (which may import torch) is imported only when it is `command`,
     so `fashionlab --help` and `fashionlab train --help` start without torch."""
-    from fashionlab import __version__
+    from fashionlab.about import __version__
 
     parser = Parser(prog="fashionlab", description="Train, evaluate and compare CNNs on Fashion-MNIST.")
     parser.add_argument("--version", action="version", version=f"fashionlab {__version__}")
@@ -226,6 +230,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare run folders: report.html, summary.md, summary.json")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default=None, metavar="REPORT_DIR", help="default reports/compare-<timestamp>")
+    p.add_argument("--family", choices=("base", "all-pairs"), default=None, help=FAMILY_HELP)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("run", help="the main job: train each model, evaluate, write the comparison report")
@@ -237,6 +242,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="also train each model with these options changed (repeatable; JSON values; keys that are "
                         "not training options go to the model, e.g. no-bn=bn=false); the base is always included")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
+    p.add_argument("--family", choices=("base", "all-pairs"), default=None, help=FAMILY_HELP)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_run)

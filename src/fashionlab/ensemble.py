@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
@@ -21,19 +22,19 @@ from fashionlab.errors import ConfigError
 from fashionlab.evaluate import evaluate_run, load_run_model
 from fashionlab.models import Classifier, Ensemble
 from fashionlab.runfolder import RunFolder
-from fashionlab.train import (
+from fashionlab.runstart import (
     Context,
     Dist,
     Interrupted,
-    checkpoint_meta,
     claim_run_dir,
     default_run_dir,
     distributed,
+    epochs_since_best,
     make_context,
     run_record,
-    train,
-    validation_metrics,
+    save_best,
 )
+from fashionlab.trainsetup import validation_metrics
 
 
 def member_configs(cfg: TrainConfig, folder: RunFolder) -> list[TrainConfig]:
@@ -43,22 +44,20 @@ def member_configs(cfg: TrainConfig, folder: RunFolder) -> list[TrainConfig]:
 
 
 def finished(member: TrainConfig) -> bool:
-    """All its epochs done, or stopped early by --patience (train's rule: no strict improvement for that long)."""
+    """All its epochs done, or stopped early by --patience (the training loop's rule, replayed from its history)."""
     folder = RunFolder(member.out)
     rows = folder.history() if folder.exists() and folder.has_checkpoint("best") else []
     if len(rows) >= member.epochs:
         return True
-    val = [r["val_acc"] for r in rows]
-    return member.patience is not None and bool(val) and len(val) - 1 - val.index(max(val)) >= member.patience
+    return (member.patience is not None and bool(rows)
+            and epochs_since_best([r["val_acc"] for r in rows], member.val_fraction > 0) >= member.patience)
 
 
-def train_member(member: TrainConfig, **options) -> None:
-    """Train a member, or resume it where an interrupted attempt saved it; never on the test set."""
-    train(member, resume=RunFolder(member.out).exists(), evaluate_test=False, **options)
-
-
-def train_ensemble(cfg: TrainConfig, *, command: str, resume: bool, data: FashionMNIST | None, verbose: bool,
-                   evaluate_test: bool, trust_model_code: bool, architecture: nn.Module | None) -> Path:
+def train_ensemble(cfg: TrainConfig, train: Callable[..., Path], *, command: str, resume: bool,
+                   data: FashionMNIST | None, verbose: bool, evaluate_test: bool, trust_model_code: bool,
+                   architecture: nn.Module | None) -> Path:
+    """`train`: the function that trains one run (train.train), called for each member that is not finished: to
+    resume it where an interrupted attempt saved it, or to start it; never on the test set."""
     dist = Dist.from_env()
     if dist.world > 1:
         raise ConfigError("--ensemble trains its members one after another in one process; run it without torchrun")
@@ -75,8 +74,9 @@ def train_ensemble(cfg: TrainConfig, *, command: str, resume: bool, data: Fashio
                 continue
             ctx.log(f"ensemble member {k + 1} of {cfg.ensemble}: seed {member.seed} -> {member.out}")
             try:
-                train_member(member, command=command, data=ds, verbose=verbose, trust_model_code=trust_model_code,
-                             architecture=copy.deepcopy(architecture) if architecture is not None else None)
+                train(member, resume=RunFolder(member.out).exists(), evaluate_test=False, command=command, data=ds,
+                      verbose=verbose, trust_model_code=trust_model_code,
+                      architecture=copy.deepcopy(architecture) if architecture is not None else None)
             except Interrupted as e:  # the way back is the ensemble's resume, which resumes this member
                 raise Interrupted(f"{e.where} of ensemble member {k + 1}", e.signum, folder.path) from None
         assemble(ctx, members, architecture)
@@ -97,8 +97,7 @@ def assemble(ctx: Context, members: list[TrainConfig], architecture: nn.Module |
         epochs.append(ckpt.get("epoch", 0))
     model = Classifier(Ensemble(nets), ctx.splits.mean, ctx.splits.std).to(ctx.device)
     _, val_acc = validation_metrics(model, ctx.splits, ctx.cfg, ctx.precision, ctx.device)
-    ctx.folder.save_checkpoint("best", checkpoint_meta(ctx) | {"model": model.state_dict(), "epoch": max(epochs),
-                                                               "val_acc": val_acc})
+    save_best(ctx, model, max(epochs), val_acc)
     ctx.folder.write_history(mean_rows([RunFolder(m.out).history() for m in members]))
     ctx.log(f"ensemble of {len(members)}: validation accuracy {val_acc:.4f}")
 

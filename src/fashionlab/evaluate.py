@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fashionlab import CLASSES
+from fashionlab.about import CLASSES
 from fashionlab.config import MAX_ENSEMBLE
 from fashionlab.data import as_input
 from fashionlab.device import autocast, resolve_device, resolve_precision
@@ -27,7 +27,7 @@ from fashionlab.models import (
     known_model,
     model_names,
 )
-from fashionlab.models.external import is_external, run_model_spec
+from fashionlab.models.external import is_external
 from fashionlab.runfolder import RunFolder
 
 
@@ -55,7 +55,7 @@ def predict_logits(model: nn.Module, x_uint8: torch.Tensor, *, device, precision
 def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trust_model_code: bool = False,
                    net: nn.Module | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as (with its normalization); refuse unknown or mismatched
-    models. An external model's code is imported only with trust_model_code (models.external.run_model_spec)."""
+    models. An external model's code is imported only with trust_model_code (RunFolder.model_spec)."""
     folder = RunFolder(run_dir)
     run_dir, path = folder.path, folder.checkpoint_path(checkpoint)
     ckpt = folder.load_checkpoint(checkpoint)
@@ -64,8 +64,7 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trus
         raise RunError(f"{path} is inconsistent: weights of {name!r} but config says {cfg.get('model')!r}")
     if not known_model(name):
         raise RunError(f"{path} holds unknown model {name!r}; this fashionlab knows {', '.join(model_names())}")
-    spec = run_model_spec(run_dir, folder.saved_config() if is_external(name) else {"model": name},
-                          trust_model_code) if net is None else None
+    spec = folder.model_spec(trust_model_code, None if is_external(name) else {"model": name}) if net is None else None
     kwargs = dict(dropout=cfg.get("dropout"), **cfg.get("extra", {}))  # types checked by load_checkpoint
     members = cfg.get("ensemble", 1)
     if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_ENSEMBLE:

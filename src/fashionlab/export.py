@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fashionlab import CLASSES, __version__
+from fashionlab.about import CLASSES, __version__
 from fashionlab.errors import ConfigError, FashionlabError
 
 DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
@@ -153,8 +153,8 @@ def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | No
     The path, `out` or the default one in the run folder, must be a new file: a model.onnx found there may be
     the user's (copied in, or edited), and nothing says which."""
     from fashionlab.evaluate import load_run_model
+    from fashionlab.files import atomic_write_bytes, check_new_file
     from fashionlab.runfolder import RunFolder
-    from fashionlab.runio import atomic_write_bytes, check_new_file
 
     fmt = resolve_format(fmt, out)
     if fmt not in FORMATS:

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fashionlab.data import load_fashion_mnist
-    from fashionlab.runio import check_new_folder
+    from fashionlab.files import check_new_folder
 
     if args.steps < 10:
         raise ConfigError(f"--steps must be >= 10, got {args.steps}")
@@ -78,7 +78,8 @@ def range_test(cfg, ds, *, steps: int, start_lr: float, end_lr: float, verbose: 
     import torch
 
     from fashionlab.device import resolve_device, resolve_precision
-    from fashionlab.train import Logger, make_model, make_optimizer, prepare_data, to_input, train_step
+    from fashionlab.runstart import Logger
+    from fashionlab.trainsetup import make_model, make_optimizer, prepare_data, to_input, train_step
 
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -155,7 +156,7 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float | None, floa
 
 
 def save(out: Path, result: RangeTest, settings: dict, seconds: float) -> None:
-    from fashionlab.runio import atomic_write_json, atomic_write_text, make_folder
+    from fashionlab.files import atomic_write_json, atomic_write_text, make_folder
 
     make_folder(out)
     buf = io.StringIO()
@@ -178,7 +179,7 @@ def plot(path: Path, r: RangeTest, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fashionlab.runio import atomic_save_figure
+    from fashionlab.files import atomic_save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(r.lrs, r.losses, color="0.75", lw=0.8, label="loss per step")

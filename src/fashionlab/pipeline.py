@@ -10,9 +10,9 @@ from typing import Any
 
 from fashionlab.config import FIELD_NAMES, TrainConfig, build_config
 from fashionlab.errors import ConfigError
+from fashionlab.files import check_new_folder, make_folder
 from fashionlab.models import build_model, known_model, model_names
 from fashionlab.recipes import RECIPES, recipe_for
-from fashionlab.runio import check_new_folder, make_folder
 
 # --quick: a few epochs each, so the whole job stays within minutes on a 2-core CPU.
 QUICK = {"epochs": 3}
@@ -91,7 +91,7 @@ def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epo
 
 def run_pipeline(models: list[str], *, seeds: int = 1, quick: bool = False, out: str | None = None,
                  data_dir: str | None = None, device: str = "auto", command: str = "",
-                 variants: list[str] | None = None, epochs: int | None = None) -> Path:
+                 variants: list[str] | None = None, epochs: int | None = None, family: str | None = None) -> Path:
     from fashionlab.data import load_fashion_mnist
     from fashionlab.report import compare_runs, print_summary
     from fashionlab.train import train
@@ -110,7 +110,7 @@ def run_pipeline(models: list[str], *, seeds: int = 1, quick: bool = False, out:
         print(f"== {cfg.label or cfg.model} seed {cfg.seed}: {cfg.epochs} epochs -> {cfg.out}")
         train(cfg, command=command, data=data)
         runs.append(Path(cfg.out))
-    summary = compare_runs(runs, out_dir / "report")
+    summary = compare_runs(runs, out_dir / "report", family=family)
     print_summary(summary)
     print(f"report: {out_dir / 'report' / 'report.html'}")
     return out_dir

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fashionlab import CLASSES
+from fashionlab.about import CLASSES
 from fashionlab.errors import ConfigError, RunError
+from fashionlab.files import write_new_file
 from fashionlab.imageprep import ImageError, describe_os_error, file_kind, find_images, not_regular, read
-from fashionlab.runio import write_new_file
 
 
 @dataclass

@@ -2,9 +2,9 @@
 
 A run is a folder (docs/design.md, "The run-folder contract"):
 
-    .fashionlab          marker: fashionlab made this folder (runio.make_folder)
+    .fashionlab          marker: fashionlab made this folder (files.make_folder)
     config.json          every option, plus provenance: data, versions, runtime, model_origin, command
-    metrics.csv          one row per epoch (runio.METRIC_COLUMNS)
+    metrics.csv          one row per epoch (runformat.METRIC_COLUMNS)
     checkpoints/best.pt  the best-validation model (the last epoch's without a validation split)
     checkpoints/last.pt  everything a resume needs
     model_source.py      a copy of a FILE.py:NAME model's source
@@ -13,7 +13,7 @@ A run is a folder (docs/design.md, "The run-folder contract"):
     members/member<k>/   an --ensemble's members: each an ordinary run folder (ensemble.py)
 
 Only this class knows these names, reads and writes these files, decides whether a folder is a run, and fills in
-what folders written by older versions lack. Writes are atomic (runio).
+what folders written by older versions lack. Writes are atomic (files).
 """
 
 from __future__ import annotations
@@ -27,16 +27,15 @@ from typing import Any
 import numpy as np
 
 from fashionlab.errors import RunError
-from fashionlab.runio import (
-    METRIC_COLUMNS,
+from fashionlab.files import (
     atomic_save_figure,
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    load_checkpoint,
-    read_json,
 )
+from fashionlab.models import external
+from fashionlab.runformat import METRIC_COLUMNS, load_checkpoint, read_json
 
 
 def _option_defaults() -> dict[str, Any]:
@@ -58,6 +57,14 @@ class RunFolder:
     PREDICTIONS = "test_predictions.npy"
     PROBS = "test_probs.npy"
     MEMBERS = "members"
+    CHECKPOINT_NAMES = ("best", "last")  # checkpoints/<name>.pt; evaluate, predict and export take either
+
+    @classmethod
+    def checkpoint_file(cls, name: str) -> str:
+        return f"{cls.CHECKPOINTS}/{name}.pt"
+
+    # What a fresh start writes before its first last.pt: a start that fails before then removes exactly these.
+    STARTED_FILES = (CONFIG, SOURCE_COPY, METRICS, f"{CHECKPOINTS}/best.pt")
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -97,7 +104,7 @@ class RunFolder:
     # ------------------------------------------------------------------ config
 
     def saved_config(self) -> dict[str, Any]:
-        """config.json exactly as written (types checked by runio.read_json)."""
+        """config.json exactly as written (types checked by runformat.read_json)."""
         return read_json(self.file(self.CONFIG))
 
     def config(self) -> dict[str, Any]:
@@ -106,6 +113,41 @@ class RunFolder:
 
     def write_config(self, info: dict[str, Any]) -> None:
         atomic_write_json(self.file(self.CONFIG), info)
+
+    # ------------------------------------------------------------------ an external model's code
+
+    def record_model_source(self, spec: str) -> dict[str, Any] | None:
+        """For a model named by FILE.py:NAME or module:NAME: where it came from, for config.json, after copying a
+        file's source into the run folder (so the run can be re-evaluated after the file changes or moves)."""
+        if not external.is_external(spec):
+            return None
+        _, origin = external.resolve(spec)  # already imported by the training: cached, not run again
+        if origin.kind == "file":
+            atomic_write_bytes(self.file(self.SOURCE_COPY), Path(origin.path).read_bytes())
+        return origin.as_dict()
+
+    def model_spec(self, trust: bool, config: dict[str, Any] | None = None) -> str:
+        """The spec to rebuild this run's model with (`config`: its saved config.json, read if not given). A
+        registered model needs nothing; an external one runs code, so it needs `trust` (--trust-model-code, or the
+        same --model given again), and a file-based one is imported from the run folder's copy, whose sha256 must
+        match the one recorded at training."""
+        config = self.saved_config() if config is None else config
+        spec = str(config.get("model", ""))
+        if not external.is_external(spec):
+            return spec
+        if not trust:
+            raise RunError(f"{self.path} was trained with external model code ({spec}); fashionlab imports it only "
+                           f"with --trust-model-code (or --model {spec} given again)")
+        origin = config.get("model_origin") or {}
+        if origin.get("kind") != "file":
+            return spec
+        copy = self.file(self.SOURCE_COPY)
+        if not copy.is_file():
+            raise RunError(f"{self.path} lacks {self.SOURCE_COPY}, the copy of its model's source; cannot rebuild "
+                           f"{spec}")
+        if external.sha256_of(copy) != origin.get("sha256"):
+            raise RunError(f"{copy} differs from the source the run was trained with (sha256 mismatch); refusing it")
+        return f"{copy}:{spec.rsplit(':', 1)[1]}"
 
     # ------------------------------------------------------------------ per-epoch metrics
 
@@ -136,13 +178,13 @@ class RunFolder:
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint_path(self, name: str) -> Path:
-        return self.path / self.CHECKPOINTS / f"{name}.pt"
+        return self.path / self.checkpoint_file(name)
 
     def has_checkpoint(self, name: str) -> bool:
         return self.checkpoint_path(name).exists()
 
     def load_checkpoint(self, name: str) -> dict[str, Any]:
-        """Validated, weights-only (runio.load_checkpoint)."""
+        """Validated, weights-only (runformat.load_checkpoint)."""
         return load_checkpoint(self.checkpoint_path(name))
 
     def save_checkpoint(self, name: str, ckpt: dict[str, Any]) -> None:

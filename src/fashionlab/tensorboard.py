@@ -239,7 +239,7 @@ def confusion_image(cm: np.ndarray, title: str) -> np.ndarray:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from fashionlab import CLASSES
+    from fashionlab.about import CLASSES
 
     n = cm.shape[0]
     names = list(CLASSES) if n == len(CLASSES) else [str(i) for i in range(n)]

@@ -26,7 +26,7 @@ from typing import Any
 from fashionlab.config import PATHS, SCHEDULERS, TrainConfig, build_config, given, resolve
 from fashionlab.config import add_arguments as add_train_arguments
 from fashionlab.errors import ConfigError, FashionlabError
-from fashionlab.runio import MARKER, check_new_folder, make_folder, undo_folder
+from fashionlab.files import MARKER, check_new_folder, make_folder, undo_folder
 
 AUGMENT_CHOICES = ("none", "flip", "flip,crop", "flip,crop,erase", "flip,rotate,crop,erase")
 # Left out of best.yaml: where the data and the run live, and the subset that only made tuning cheap.
@@ -202,7 +202,8 @@ def sample(trial, base: TrainConfig, fixed: set[str]) -> dict[str, Any]:
 def make_objective(base: TrainConfig, ds, fixed: set[str]) -> Callable:
     import optuna
 
-    from fashionlab.train import Interrupted, TrainingDiverged, train
+    from fashionlab.runstart import Interrupted, TrainingDiverged
+    from fashionlab.train import train
 
     def objective(trial: optuna.Trial) -> float:
         cfg = build_config(base.to_dict(), sample(trial, base, fixed), {"out": None})
@@ -241,7 +242,7 @@ def write_outputs(study, out: Path, epochs: int) -> int:
     rewrites them when it finishes (atomically), so the last one to finish leaves the complete picture."""
     import optuna
 
-    from fashionlab.runio import atomic_write_json, atomic_write_text
+    from fashionlab.files import atomic_write_json, atomic_write_text
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -306,7 +307,7 @@ def write_plots(study, out: Path, n_complete: int) -> list[str]:
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    from fashionlab.runio import atomic_save_figure
+    from fashionlab.files import atomic_save_figure
 
     plots = {"history.png": ovm.plot_optimization_history, "intermediate.png": ovm.plot_intermediate_values}
     if n_complete >= 2:

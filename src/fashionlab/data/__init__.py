@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fashionlab import CLASSES
+from fashionlab.about import CLASSES
 from fashionlab.data.idx import read_idx
 from fashionlab.data.sources import DataSource, locate
 from fashionlab.errors import ConfigError, DataError

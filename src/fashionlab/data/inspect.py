@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from fashionlab import CLASSES
+from fashionlab.about import CLASSES
 from fashionlab.data import FashionMNIST, pixel_stats
 from fashionlab.errors import RunError
-from fashionlab.runio import write_new_file
+from fashionlab.files import write_new_file
 
 SCALE = 2  # 28-pixel images are too small to judge at 1x
 PAD = 2

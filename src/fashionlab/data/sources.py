@@ -170,7 +170,7 @@ def _read_memo(memo: Path | None) -> dict:
 
 def _write_memo(memo: Path, table: dict) -> None:
     from fashionlab.errors import FashionlabError
-    from fashionlab.runio import atomic_write_text
+    from fashionlab.files import atomic_write_text
 
     try:
         atomic_write_text(memo, json.dumps(table, indent=1))

@@ -1,77 +1,27 @@
-"""Model registry: every architecture is built by name, with its kwargs saved in the run config."""
+"""Models: the registry (models.registry), the architectures (cnn, resnet), the wrapper every model is trained and
+exported in (`Classifier` = `Normalize` + architecture), ensembles, and model-level utilities.
+
+A leaf layer: nothing here imports data, config or run-folder code; callers hand in tensors and plain values."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from fashionlab.errors import ConfigError
-
-MODELS: dict[str, Callable[..., nn.Module]] = {}
-DESCRIPTIONS: dict[str, str] = {}
-
-
-def register(name: str, description: str):
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS[name] = fn
-        DESCRIPTIONS[name] = description
-        return fn
-
-    return wrap
-
-
-# The `model` of a run trained from an nn.Module object given to fashionlab.train(model=...): there is no code to
-# rebuild it from, so whoever reads the run gives the object again (fashionlab.load_run(path).load_model(model=...)).
-OBJECT_PREFIX = "object:"
-
-
-def object_name(model: nn.Module) -> str:
-    return OBJECT_PREFIX + type(model).__qualname__
-
-
-def known_model(name: str) -> bool:
-    """A registered name, an installed package's model (entry point), a FILE.py:NAME / module:NAME spec, or the
-    name of an nn.Module object given in Python."""
-    from fashionlab.models.external import entry_point_models, is_external
-
-    return name in MODELS or name.startswith(OBJECT_PREFIX) or is_external(name) or name in entry_point_models()
-
-
-def model_names() -> list[str]:
-    from fashionlab.models.external import entry_point_models
-
-    return sorted(set(MODELS) | set(entry_point_models()))
-
-
-def build_model(name: str, dropout: float | None = None, **kwargs) -> nn.Module:
-    """Build a model by name; an external one (FILE.py:NAME, module:NAME, entry point) is imported here."""
-    if dropout is not None:
-        kwargs["dropout"] = dropout
-    if name.startswith(OBJECT_PREFIX):
-        raise ConfigError(f"model {name} was an nn.Module object given to fashionlab.train(); give it again: "
-                          "fashionlab.load_run(RUN).load_model(model=YourNet()) or fashionlab.train(resume=RUN, "
-                          "model=YourNet())")
-    if name in MODELS:
-        try:
-            return MODELS[name](**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"model {name!r} does not take these options: {e}") from None
-    from fashionlab.models import external
-
-    if external.is_external(name):
-        target, _ = external.resolve(name)
-    elif name in (eps := external.entry_point_models()):
-        try:
-            target = eps[name].load()
-        except Exception as e:  # noqa: BLE001 - an installed plugin that fails to import
-            raise ConfigError(f"model {name!r} (entry point {eps[name].value}) cannot be imported: {e}") from None
-    else:
-        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(model_names())}, or give "
-                          "FILE.py:NAME or package.module:NAME")
-    return external.instantiate(target, name, kwargs)
+from fashionlab.models import cnn, resnet  # noqa: F401 - importing them fills the registry
+from fashionlab.models.registry import (  # noqa: F401 - the registry's names, re-exported
+    DESCRIPTIONS,
+    MODELS,
+    OBJECT_PREFIX,
+    build_model,
+    known_model,
+    model_names,
+    object_name,
+    register,
+)
 
 
 def check_io(model: nn.Module, name: str, size: int = 28) -> None:
@@ -142,25 +92,24 @@ class Ensemble(nn.Module):
         return torch.logsumexp(logp, 0) - math.log(len(self.members))
 
 
-def whiten_first_conv(model: Classifier, images: torch.Tensor, max_images: int = 10_000, eps: float = 1e-2) -> int:
+def whiten_first_conv(model: Classifier, inputs: torch.Tensor, max_images: int = 10_000, eps: float = 1e-2) -> int:
     """Data-dependent init of the first convolution (airbench's patch whitening): its filters become the
     eigenvectors of the covariance of the training images' patches, largest variance first, each in a +/- pair
     and scaled by 1/sqrt(eigenvalue), so the first layer starts out decorrelating its input. Filters beyond
-    twice the patch size keep their random init. `images`: uint8 [N, 28, 28]. Returns how many were set (none
-    without images: `train --budget` times a step on an empty split)."""
-    if len(images) < 2:
+    twice the patch size keep their random init. `inputs`: the model's input, float [N, C, H, W] (the data
+    layer's `as_input` of the training images). Returns how many were set (none without images: `train --budget`
+    times a step on an empty split)."""
+    if len(inputs) < 2:
         return 0
     conv = next((m for m in model.net.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None or conv.groups != 1:
         raise ConfigError("whiten needs a model whose first layer is a plain convolution")
     kh, kw = conv.kernel_size
-    from fashionlab.data import as_input
-
     dim = conv.in_channels * kh * kw
     total, outer, n = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0
     with torch.no_grad():
-        for chunk in images[:max_images].split(1_000):  # sums by chunk: all patches at once took ~0.9 GB
-            x = model.normalize(as_input(chunk).to(conv.weight.device))
+        for chunk in inputs[:max_images].split(1_000):  # sums by chunk: all patches at once took ~0.9 GB
+            x = model.normalize(chunk.to(conv.weight.device))
             patches = nn.functional.unfold(x, (kh, kw)).transpose(1, 2).reshape(-1, dim).double().cpu()
             total, outer, n = total + patches.sum(0), outer + patches.T @ patches, n + len(patches)
     mean = total / n
@@ -196,6 +145,3 @@ def forward_mflops(model: nn.Module) -> float:
     model.train(was_training)
     return counter.get_total_flops() / 1e6
 
-
-# Importing the modules fills the registry.
-from fashionlab.models import cnn, resnet  # noqa: E402,F401

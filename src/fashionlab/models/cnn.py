@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from fashionlab.models import register
+from fashionlab.models.registry import register
 
 
 @register("cnn1", "CNN_1: 2 conv layers (32, 64) + max-pooling + 1 fully connected layer")

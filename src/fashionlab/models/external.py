@@ -23,9 +23,6 @@ from typing import Any
 from torch import nn
 
 from fashionlab.errors import ConfigError
-from fashionlab.runfolder import RunFolder
-
-SOURCE_COPY = RunFolder.SOURCE_COPY  # in the run folder, for file-based models
 
 ENTRY_POINT_GROUP = "fashionlab.models"
 _SPEC = re.compile(r"(?P<where>.+):(?P<name>[A-Za-z_]\w*)")
@@ -135,39 +132,3 @@ def entry_point_models() -> dict[str, Any]:
     from importlib.metadata import entry_points
 
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def record(run_dir: Path, spec: str) -> dict[str, Any] | None:
-    """For a model named by FILE.py:NAME or module:NAME: where it came from, for config.json, after copying a
-    file's source into the run folder (so the run can be re-evaluated after the file changes or moves)."""
-    from fashionlab.runio import atomic_write_bytes
-
-    if not is_external(spec):
-        return None
-    _, origin = resolve(spec)  # already imported by the training: cached, not run again
-    if origin.kind == "file":
-        atomic_write_bytes(Path(run_dir) / SOURCE_COPY, Path(origin.path).read_bytes())
-    return origin.as_dict()
-
-
-def run_model_spec(run_dir: Path, config: dict[str, Any], trust: bool) -> str:
-    """The spec to rebuild a run folder's model with. A registered model needs nothing; an external one runs
-    code, so it needs `trust` (--trust-model-code, or the same --model given again), and a file-based one is
-    imported from the run folder's copy, whose sha256 must match the one recorded at training."""
-    from fashionlab.errors import RunError
-
-    spec = str(config.get("model", ""))
-    if not is_external(spec):
-        return spec
-    if not trust:
-        raise RunError(f"{run_dir} was trained with external model code ({spec}); fashionlab imports it only with "
-                       f"--trust-model-code (or --model {spec} given again)")
-    origin = config.get("model_origin") or {}
-    if origin.get("kind") != "file":
-        return spec
-    copy = Path(run_dir) / SOURCE_COPY
-    if not copy.is_file():
-        raise RunError(f"{run_dir} lacks {SOURCE_COPY}, the copy of its model's source; cannot rebuild {spec}")
-    if sha256_of(copy) != origin.get("sha256"):
-        raise RunError(f"{copy} differs from the source the run was trained with (sha256 mismatch); refusing it")
-    return f"{copy}:{spec.rsplit(':', 1)[1]}"

@@ -9,22 +9,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fashionlab.files import atomic_write_text, check_new_folder, make_folder
 from fashionlab.report.compare import build_comparison
 from fashionlab.report.tables import print_summary, to_markdown
-from fashionlab.runio import atomic_write_text, check_new_folder, make_folder
 
 __all__ = ["cmd_compare", "compare_runs", "print_summary"]
 
 
 def compare_runs(run_dirs: Sequence[Path | str], out_dir: Path | str, *, n_boot: int = 2000, alpha: float = 0.05,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, family: str | None = None) -> dict[str, Any]:
     """Compare evaluated run folders; writes report.html, summary.md and summary.json into `out_dir`
-    (each atomically) and returns the summary (the numbers of summary.json). Bad input raises RunError."""
+    (each atomically) and returns the summary (the numbers of summary.json). Bad input raises RunError.
+    family: "base" or "all-pairs", the pairs tested; None: base for a variant study, else all pairs."""
     from fashionlab.report.html import render_report  # matplotlib is imported only when a report is made
 
     out = Path(out_dir)
     check_new_folder(out, "report folder")  # new, empty, or one fashionlab made: never a folder of the user's
-    comp = build_comparison(run_dirs, n_boot=n_boot, alpha=alpha, seed=seed)
+    comp = build_comparison(run_dirs, n_boot=n_boot, alpha=alpha, seed=seed, family=family)
     make_folder(out)
     atomic_write_text(out / "summary.json", json.dumps(comp.summary, indent=2) + "\n")
     atomic_write_text(out / "summary.md", to_markdown(comp.summary))
@@ -38,7 +39,7 @@ def default_report_dir() -> Path:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_report_dir()
-    summary = compare_runs(args.runs, out)
+    summary = compare_runs(args.runs, out, family=getattr(args, "family", None))
     print_summary(summary)
     print(f"report: {out / 'report.html'}\n        {out / 'summary.md'}\n        {out / 'summary.json'}")
     return 0

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from fashionlab import CLASSES, __version__
+from fashionlab.about import CLASSES, __version__
 from fashionlab.config import NOT_RESULTS, PROVENANCE_KEYS
-from fashionlab.errors import FashionlabError, RunError
+from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.runfolder import RunFolder
-from fashionlab.runio import METRIC_COLUMNS, is_int, is_real
+from fashionlab.runformat import METRIC_COLUMNS, is_int, is_real
 from fashionlab.stats import (
     bootstrap_ci,
     format_p,
@@ -25,11 +25,12 @@ from fashionlab.stats import (
     mcnemar_exact,
     mean_sd,
     paired_bootstrap_diff,
-    paired_t,
+    seed_level,
     verdict,
 )
 
 CONVERGENCE_THRESHOLD = 0.90  # validation accuracy for "epochs to reach 90%"
+FAMILIES = ("base", "all-pairs")  # which pairs are tested, and Holm-adjusted together
 REQUIRED_METRICS = ("model", "accuracy", "macro_f1", "per_class", "confusion_matrix", "n_test", "test_sha256")
 HISTORY_COLUMNS = tuple(c for c in METRIC_COLUMNS if c != "seconds")  # seconds depend on the machine's load
 
@@ -212,9 +213,14 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
 
 
 def build_comparison(
-    run_dirs: Sequence[Path | str], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+    run_dirs: Sequence[Path | str], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0, family: str | None = None
 ) -> Comparison:
-    """Load, check and group the runs, and compute the summary (sections 1 and 2 of the report)."""
+    """Load, check and group the runs, and compute the summary (sections 1 and 2 of the report).
+
+    family: "base" (each group against the first), "all-pairs", or None for default_family's choice.
+    """
+    if family is not None and family not in FAMILIES:
+        raise ConfigError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if not run_dirs:
         raise RunError("no run folders given")
     paths = [Path(p) for p in run_dirs]
@@ -238,14 +244,27 @@ def build_comparison(
     comp = Comparison(groups, data, names)
     if data.labels is not None:
         comp.correct = {r.path: r.predictions == data.labels for r in runs}
-    comp.summary = _summarise(comp, n_boot, alpha, seed)
+    comp.summary = _summarise(comp, n_boot, alpha, seed, family or default_family(groups))
     return comp
 
 
-def _summarise(comp: Comparison, n_boot: int, alpha: float, seed: int) -> dict[str, Any]:
+def default_family(groups: Sequence[Group]) -> str:
+    """The test family that matches the question. Later groups named by a label (`run --variant`, `train --label`)
+    make a variant study: each is a change to the first group, the base, and the questions asked are each change
+    against the base, not change against change. Without labels, models are compared without a base: every pair."""
+    return "base" if any(g.runs[0].config.get("label") for g in groups[1:]) else "all-pairs"
+
+
+def family_pairs(groups: Sequence[Group], family: str) -> list[tuple[Group, Group]]:
+    if family == "base":
+        return [(groups[0], g) for g in groups[1:]]
+    return list(itertools.combinations(groups, 2))
+
+
+def _summarise(comp: Comparison, n_boot: int, alpha: float, seed: int, family: str) -> dict[str, Any]:
     first = comp.groups[0].runs[0]
     comparisons = [
-        _pair_summary(a, b, comp.correct, n_boot, alpha, seed) for a, b in itertools.combinations(comp.groups, 2)
+        _pair_summary(a, b, comp.correct, n_boot, alpha, seed) for a, b in family_pairs(comp.groups, family)
     ] if comp.correct else []
     _correct_for_multiplicity(comparisons, alpha)
     return {
@@ -259,6 +278,7 @@ def _summarise(comp: Comparison, n_boot: int, alpha: float, seed: int) -> dict[s
         "labels_available": comp.data.labels is not None,
         "labels_note": comp.data.note,
         "base": comp.groups[0].label,
+        "family": family,
         "models": [_model_summary(g, comp, n_boot, alpha, seed) for g in comp.groups],
         "comparisons": comparisons,
         "versus_base": _versus_base(comp.groups[0].label, comparisons),
@@ -324,66 +344,117 @@ def _epochs_to(run: Run, threshold: float) -> int | None:
 def _pair_summary(
     a: Group, b: Group, correct: dict[Path, np.ndarray], n_boot: int, alpha: float, seed: int
 ) -> dict[str, Any]:
-    """Two tests of A vs B, plus the paired bootstrap CI of the mean-accuracy difference.
+    """A against B at both levels.
 
-    Test images: McNemar on each seed pair (sorted seeds, zipped); p is the largest of them (intersection-union).
-    Seeds: with two or more seed pairs, a paired t-test on the per-seed accuracies.
+    Per image (do these trained models differ on this test set?): McNemar on each pair of runs with the same seed
+    number, p the largest of them (intersection-union); two single runs are one pair whatever their seeds. `diff`
+    (A - B, a fraction) and `ci` compare the mean accuracies over all runs, bootstrapping the test images.
+    Seed level (does this training choice differ?): stats.seed_level, in accuracy points of B - A.
+    Runs without a partner of the same seed enter only the mean accuracies and `diff`: named in `warning`.
     """
+    runs_a, runs_b = {r.seed: r for r in a.runs}, {r.seed: r for r in b.runs}
+    level = seed_level({s: correct[r.path] for s, r in runs_a.items()},
+                       {s: correct[r.path] for s, r in runs_b.items()}, n_boot, alpha, seed)
+    matched = [(runs_a[s], runs_b[s]) for s in level.seeds]
+    single = len(a.runs) == len(b.runs) == 1
+    if single and not matched:
+        matched = [(a.runs[0], b.runs[0])]
     pairs = []
-    for ra, rb in zip(a.runs, b.runs):
+    for ra, rb in matched:
         m = mcnemar_exact(correct[ra.path], correct[rb.path])
         pairs.append({"seed_a": ra.seed, "seed_b": rb.seed, "b": m.b, "c": m.c, "p_value": m.p_value,
                       "significant": m.p_value < alpha})
     diff, lo, hi = paired_bootstrap_diff(
         np.stack([correct[r.path] for r in a.runs]), np.stack([correct[r.path] for r in b.runs]), n_boot, alpha, seed
     )
-    seeds = paired_t([float(correct[ra.path].mean()) for ra, _ in zip(a.runs, b.runs)],
-                     [float(correct[rb.path].mean()) for _, rb in zip(a.runs, b.runs)])
+    unpaired = [] if single else ([(a.label, runs_a[s]) for s in level.unpaired_a]
+                                  + [(b.label, runs_b[s]) for s in level.unpaired_b])
+    warning = ""
+    if unpaired:
+        named = ", ".join(f"{label} seed {r.seed} ({r.path})" for label, r in unpaired)
+        one = len(unpaired) == 1
+        warning = (f"unequal seeds in {a.label} and {b.label}: {named} {'has' if one else 'have'} no run of the "
+                   f"same seed in the other group, so {'it enters' if one else 'they enter'} only the mean "
+                   "accuracies, not the seed pairs")
     return {"a": a.label, "b": b.label, "diff": diff, "ci": [lo, hi],
-            "p_value": max(pr["p_value"] for pr in pairs),
-            "consistent": all(np.sign(pr["b"] - pr["c"]) == np.sign(diff) != 0 for pr in pairs),
+            "p_value": max(pr["p_value"] for pr in pairs) if pairs else None, "p_adjusted": None,
+            "consistent": bool(pairs) and all(np.sign(pr["b"] - pr["c"]) == np.sign(diff) != 0 for pr in pairs),
             "pairs": pairs,
-            "seed_test": {"n": seeds.n, "mean_diff": seeds.mean_diff, "p_value": seeds.p_value}}
+            "seed_level": {"n_seeds": level.n_seeds, "seeds": list(level.seeds),
+                           "differences": list(level.differences), "effect": level.effect,
+                           "ci_low": level.ci_low, "ci_high": level.ci_high, "p": level.p, "p_adjusted": None,
+                           "test": level.test, "sd": level.sd, "mde": level.mde, "reason": level.reason,
+                           "unpaired": [str(r.path) for _, r in unpaired]},
+            "warning": warning}
 
 
 def _correct_for_multiplicity(comparisons: list[dict[str, Any]], alpha: float) -> None:
-    """Holm-Bonferroni over every pair of groups, for each test apart; verdicts use the adjusted p."""
-    for c, p_adj in zip(comparisons, holm([c["p_value"] for c in comparisons])):
+    """Holm-Bonferroni over the pairs of the family, for each level apart. The training-choice verdict (the only
+    text saying better or worse) and `significant` follow the seed level; `models_differ` the per-image test."""
+    images = [c for c in comparisons if c["p_value"] is not None]
+    for c, p_adj in zip(images, holm([c["p_value"] for c in images])):
         c["p_adjusted"] = p_adj
-    seed_tests = [c["seed_test"] for c in comparisons if c["seed_test"]["p_value"] is not None]
+    seeds = [c["seed_level"] for c in comparisons if c["seed_level"]["p"] is not None]
+    for s, p_adj in zip(seeds, holm([s["p"] for s in seeds])):
+        s["p_adjusted"] = p_adj
     for c in comparisons:
-        c["seed_test"]["p_adjusted"] = None
-    for t, p_adj in zip(seed_tests, holm([t["p_value"] for t in seed_tests])):
-        t["p_adjusted"] = p_adj
-    for c in comparisons:
-        c["significant"] = c["p_adjusted"] < alpha and c["consistent"]
-        c["verdict"] = _verdict_text(c, alpha, len(comparisons))
+        s = c["seed_level"]
+        s["significant"] = s["p_adjusted"] is not None and s["p_adjusted"] < alpha
+        c["significant"] = s["significant"]
+        c["models_differ"] = c["p_adjusted"] is not None and c["p_adjusted"] < alpha and c["consistent"]
+        c["verdict"] = _choice_verdict(c, alpha, len(seeds))
+        c["models_verdict"] = _models_verdict(c, alpha, len(images))
 
 
-def _verdict_text(c: dict[str, Any], alpha: float, n_comparisons: int) -> str:
-    if c["p_adjusted"] < alpha and not c["consistent"]:
-        text = f"no consistent difference between {c['a']} and {c['b']}: the seed pairs disagree in direction"
-    else:
-        text = verdict(c["a"], c["b"], c["diff"], c["p_adjusted"], alpha)
-    if n_comparisons > 1:
-        text += f" — Holm-adjusted over {n_comparisons} pairs (raw {format_p(c['p_value'])})"
-    if len(c["pairs"]) > 1:
-        n_sig = sum(pr["significant"] for pr in c["pairs"])
-        text += f"; largest p of {len(c['pairs'])} seed pairs, {n_sig}/{len(c['pairs'])} significant"
+def _choice_verdict(c: dict[str, Any], alpha: float, n_tests: int) -> str:
+    """Does this training choice differ: the seed-level verdict, with the smallest detectable effect when not."""
+    s, a, b = c["seed_level"], c["a"], c["b"]
+    if s["p"] is None:
+        return f"no training-choice verdict on {b} against {a}: {s['reason']}"
+    how = f"seed level: {s['n_seeds']} seed pairs, {s['test']}"
+    if n_tests > 1:
+        how += f", Holm-adjusted over {n_tests} tests, raw {format_p(s['p'])}"
+    if s["reason"]:
+        how += f"; {s['reason']}"
+    text = verdict(a, b, -s["effect"] / 100, s["p_adjusted"], alpha)  # better/worse: from the seed level only
+    if s["significant"]:
+        return f"{text}; this training choice differs ({how})"
+    text += f"; this training choice is not shown to differ ({how})"
+    if s["mde"] is not None:
+        text += (f"; the smallest effect these {s['n_seeds']} seeds could detect is {s['mde']:.2f} points "
+                 f"(80% power, alpha {alpha})")
     return text
 
 
+def _models_verdict(c: dict[str, Any], alpha: float, n_tests: int) -> str:
+    """Do these trained models differ on this test set: the per-image verdict, which says nothing of better."""
+    a, b = c["a"], c["b"]
+    if c["p_value"] is None:
+        return f"no per-image test of {a} and {b}: no run of one has a run of the same seed in the other"
+    p = f"McNemar {format_p(c['p_adjusted'])}" + (f", Holm-adjusted over {n_tests} tests" if n_tests > 1 else "")
+    if len(c["pairs"]) > 1:
+        n_sig = sum(pr["significant"] for pr in c["pairs"])
+        p += f"; largest p of {len(c['pairs'])} seed pairs, {n_sig}/{len(c['pairs'])} significant"
+    if c["models_differ"]:
+        return f"these trained models differ on this test set ({b} − {a}: {-100 * c['diff']:+.1f} points; {p})"
+    if c["p_adjusted"] < alpha:
+        return f"these trained models differ on this test set, but the seed pairs disagree in direction ({p})"
+    return f"these trained models do not differ significantly on this test set ({p})"
+
+
 def _versus_base(base: str, comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each other group against the base (the first group): its difference (group - base), CI and adjusted p."""
+    """Each other group against the base (the first group): per-image difference (group - base), CI and adjusted
+    p, and the seed level (already group - base)."""
     rows = []
     for c in comparisons:
         if c["a"] != base:
             continue
         lo, hi = c["ci"]
-        seed = c["seed_test"]
+        s = c["seed_level"]
         rows.append({"label": c["b"], "diff": -c["diff"], "ci": [-hi, -lo], "p_value": c["p_value"],
-                     "p_adjusted": c["p_adjusted"], "seed_p_adjusted": seed["p_adjusted"],
-                     "significant": c["significant"], "verdict": c["verdict"]})
+                     "p_adjusted": c["p_adjusted"], "models_differ": c["models_differ"],
+                     "seed_level": s, "seed_p_adjusted": s["p_adjusted"], "significant": c["significant"],
+                     "verdict": c["verdict"], "models_verdict": c["models_verdict"], "warning": c["warning"]})
     return rows
 
 

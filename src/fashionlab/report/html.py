@@ -11,17 +11,21 @@ from typing import Any
 from fashionlab.report import figures
 from fashionlab.report.compare import Comparison, Group, hardest_classes, top_confusions, worst_mistakes
 from fashionlab.report.tables import (
-    NUMERIC_SIGNIFICANCE,
+    CHOICE_EXPLAINED,
+    CHOICE_HEADER,
+    MODELS_EXPLAINED,
+    MODELS_HEADER,
+    NUMERIC_CHOICE,
+    NUMERIC_MODELS,
     NUMERIC_SUMMARY,
-    NUMERIC_VERSUS_BASE,
-    SIGNIFICANCE_HEADER,
     SUMMARY_HEADER,
-    VERSUS_BASE_HEADER,
+    choice_rows,
+    family_text,
     fmt_count,
+    models_rows,
     significance_note,
-    significance_rows,
     summary_rows,
-    versus_base_rows,
+    warnings,
 )
 
 GALLERY_SIZE = 16
@@ -50,6 +54,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 50%; margin-right: 7px;
           vertical-align: baseline; }
 .sig { font-weight: 600; color: #1a7f37; }
+.warn { color: #9a6700; }
 figure { margin: 12px 0; }
 figure.plot img { max-width: 100%; height: auto; display: block; border: 1px solid var(--line); border-radius: 6px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(330px, 1fr)); gap: 4px 28px; }
@@ -185,39 +190,39 @@ def _significance(s: dict[str, Any], cmap: dict[str, str]) -> str:
     note = significance_note(s)
     if note:
         return f'<p class="note">{escape(note)}</p>'
-    rows = []
-    for row, c in zip(significance_rows(s), s["comparisons"]):
-        verdict = f'<span class="sig">{escape(row[-1])}</span>' if c["significant"] else escape(row[-1])
-        rows.append([_label(row[0], cmap), _label(row[1], cmap), *map(escape, row[2:-1]), verdict])
-    base = ""
-    if len(s["models"]) > 1:
-        base_rows = [[_label(r[0], cmap), *map(escape, r[1:])] for r in versus_base_rows(s)]
-        base = (f"<h3>Versus the base ({escape(s['base'])})</h3>"
-                + _table(VERSUS_BASE_HEADER, base_rows, NUMERIC_VERSUS_BASE)
-                + '<p class="note">Each group minus the base (the first group): its difference, CI and '
-                  "Holm-adjusted p-values, taken from the table of every pair below.</p><h3>Every pair</h3>")
+
+    def rows(cells: list[list[str]], strong: str) -> list[list[str]]:
+        return [[_label(row[0], cmap), _label(row[1], cmap), *map(escape, row[2:-1]),
+                 f'<span class="sig">{escape(row[-1])}</span>' if c[strong] else escape(row[-1])]
+                for row, c in zip(cells, s["comparisons"])]
+
+    family = f"<p>{escape(family_text(s)).replace('`', '')}</p>"
+    warned = "".join(f'<p class="warn"><b>Warning:</b> {escape(w)}.</p>' for w in warnings(s))
     several = any(len(c["pairs"]) > 1 for c in s["comparisons"])
     multi = """
-<p><b>Several seeds per model.</b> Runs are paired in sorted seed order (the lowest seed of A with the lowest
-seed of B, and so on; runs without a partner enter only the means) and each pair gets McNemar's test: the b / c and p
-columns list the pairs. A difference is declared only if <em>every</em> pair is significant in the same direction,
-an intersection–union test whose p-value is the largest per-pair p (the verdict quotes it). The difference and
-its CI refer to the mean accuracies over seeds, bootstrapping the test images jointly for all runs: this CI covers
-test-set sampling only; the seed-to-seed spread is the ± sd in the summary.</p>""" if several else ""
-    return base + _table(SIGNIFICANCE_HEADER, rows, NUMERIC_SIGNIFICANCE) + f"""
-<p class="note">Each pair of models is compared on the same {s["n_test"]} test images. <b>McNemar's exact test</b>
-uses only the images on which the two disagree: b = A right and B wrong, c = A wrong and B right. If both models
-were equally accurate, each disagreement would be a fair coin flip, so the two-sided p-value is
-min(1, 2·P(X ≤ min(b, c))) with X ~ Binomial(b + c, ½). The 95% CI of the accuracy difference is a
-<b>paired bootstrap</b> ({s["n_boot"]} resamples of the test images, the same images for both models).
-Significance level α = {s["alpha"]}. <b>Multiple comparisons:</b> with k groups there are k(k−1)/2 pairs, and
-uncorrected, about one in {round(1 / s["alpha"])} null pairs would come out significant by chance. Every p-value is
-therefore Holm–Bonferroni adjusted over all pairs (the family-wise error rate stays at α); the table shows the raw
-per-seed-pair McNemar p and the adjusted p, and the verdict uses the adjusted one.
-<b>Seed test:</b> with two or more seeds per group, a paired t-test on the per-seed accuracies (seed i of A with
-seed i of B) asks whether the difference is larger than the seed-to-seed spread; it is adjusted the same way and
-has little power with 3 seeds. The McNemar test asks the other question: is the difference larger than test-set
-sampling would explain.</p>{multi}"""
+<p><b>Several seeds per model.</b> Runs are paired by seed number (seed 3 of A with seed 3 of B); a run whose seed
+the other group lacks has no partner, enters only the mean accuracies, and is named in a warning. Each seed pair gets
+McNemar's test: the b / c and p columns list the pairs. The models are declared different only if <em>every</em>
+pair is significant in the same direction, an intersection–union test whose p-value is the largest per-pair p.</p>
+""" if several else ""
+    return family + warned + f"""
+<h3>Does this training choice differ? (seed level)</h3>
+{_table(CHOICE_HEADER, rows(choice_rows(s), "significant"), NUMERIC_CHOICE)}
+<p class="note">{escape(CHOICE_EXPLAINED)} A training choice (a model, a recipe, an option) is what another run
+would repeat; the seeds are samples of it, so a choice is declared better only when its advantage is larger than
+the seed-to-seed spread. With fewer than 3 seed pairs no such verdict is possible. When every seed difference is the
+same, the t statistic is undefined; the exact sign-flip test gives p = 2/2<sup>n</sup> for n pairs.</p>
+<h3>Do these trained models differ on this test set? (per image)</h3>
+{_table(MODELS_HEADER, rows(models_rows(s), "models_differ"), NUMERIC_MODELS)}
+<p class="note">{escape(MODELS_EXPLAINED)} <b>McNemar's exact test</b> uses only the images on which the two
+disagree: b = A right and B wrong, c = A wrong and B right. If both models were equally accurate, each disagreement
+would be a fair coin flip, so the two-sided p-value is min(1, 2·P(X ≤ min(b, c))) with X ~ Binomial(b + c, ½). The
+95% CI of the accuracy difference is a <b>paired bootstrap</b> ({s["n_boot"]} resamples of the test images, the same
+images for both models).</p>{multi}
+<p class="note">Significance level α = {s["alpha"]}. <b>Multiple comparisons:</b> uncorrected, about one in
+{round(1 / s["alpha"])} null comparisons would come out significant by chance, so each level's p-values are
+Holm–Bonferroni adjusted over the pairs of the family (the family-wise error rate stays at α). The family follows
+the question: in a variant study each group against the base; all pairs when models are compared without one.</p>"""
 
 
 def _curves(comp: Comparison) -> str:

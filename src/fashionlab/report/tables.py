@@ -9,23 +9,41 @@ SUMMARY_HEADER = [
     "Model", "Runs", "Test accuracy [95% CI]", "Macro-F1", "Params", "MFLOPs/image", "Training time",
     "Best epoch", "Train − val gap", "Epochs to 90% val",
 ]
-SIGNIFICANCE_HEADER = ["Model A", "Model B", "Δ accuracy A − B [95% CI]", "McNemar b / c", "McNemar p",
-                       "p (Holm)", "Seed t-test p (Holm)", "Verdict"]
-VERSUS_BASE_HEADER = ["Group", "Changed", "Δ vs base [95% CI]", "p (Holm)", "Seed p (Holm)"]
+CHOICE_HEADER = ["A", "B", "Seed pairs", "Δ B − A [95% CI]", "p", "p (Holm)", "Smallest detectable effect",
+                 "Verdict"]
+MODELS_HEADER = ["A", "B", "Δ B − A [95% CI]", "McNemar b / c", "McNemar p", "p (Holm)", "Result"]
 SUMMARY_SHORT_HEADER = [  # for the terminal
     "Model", "Seeds", "Test acc. [95% CI]", "Macro-F1", "Params", "MFLOPs", "Train time", "Best ep.", "Gap",
     "Ep. to 90%",
 ]
 NUMERIC_SUMMARY = set(range(2, 10))  # right-aligned columns
-NUMERIC_SIGNIFICANCE = {2, 3, 4, 5, 6}
-NUMERIC_VERSUS_BASE = {2, 3, 4}
-TESTS_EXPLAINED = (
-    "Test-image test: McNemar's exact test on each seed pair asks whether the two disagree on test images more "
-    "often one way than the other; with several seeds its p is the largest over the pairs. Seed test: a paired "
-    "t-test on per-seed accuracies asks whether the difference is larger than the seed-to-seed spread (it needs "
-    "2+ seeds per group and has little power with 3). Every p is Holm-Bonferroni adjusted over all pairs of groups "
-    "(each test apart), and verdicts use the adjusted test-image p."
+NUMERIC_CHOICE = {2, 3, 4, 5, 6}
+NUMERIC_MODELS = {2, 3, 4, 5}
+CHOICE_EXPLAINED = (
+    "Seed level: runs are paired by seed number, and the effect is the mean over the seed pairs of the accuracy "
+    "of B minus that of A. Its 95% CI comes from a hierarchical bootstrap (seed pairs with replacement, then "
+    "test images with replacement, the same images for every run), scaled to a t interval over the seed pairs, so "
+    "it covers seed-to-seed and test-set sampling. p: a paired t-test over the seed pairs (the exact sign-flip "
+    "test when every seed difference is equal); it needs 3+ seed pairs. Smallest detectable effect: the effect "
+    "these seeds would find with 80% power at alpha (before Holm), from the spread of the seed differences. "
+    "Better and worse rest on this test alone."
 )
+MODELS_EXPLAINED = (
+    "Per image: McNemar's exact test on each seed pair asks whether these particular trained models disagree on "
+    "test images more often one way than the other; with several seeds its p is the largest over the pairs, and "
+    "the models differ only if every pair is significant in the same direction. The CI of the difference of mean "
+    "accuracies bootstraps the test images only. It says nothing about another training run of the same choice."
+)
+
+
+def family_text(summary: dict[str, Any]) -> str:
+    """Which pairs were tested, and so what Holm adjusts over."""
+    n, k = len(summary["models"]), len(summary["comparisons"])
+    if summary["family"] == "base":
+        return (f"Versus the base ({summary['base']}): each of the other {n - 1} groups against it, Holm-adjusted "
+                f"over these {k} pairs (family `base`; `--family all-pairs` tests every pair).")
+    return (f"Every pair of the {n} groups, Holm-adjusted over the {k} pairs (family `all-pairs`; `--family base` "
+            "tests each group against the first only).")
 
 
 def _pm(stat: dict[str, Any], fmt: Callable[[float], str], fmt_sd: Callable[[float], str] | None = None,
@@ -78,6 +96,23 @@ def _diff_ci(diff: float, ci: list[float]) -> str:
     return f"{100 * diff:+.2f} pts [{100 * lo:+.2f}, {100 * hi:+.2f}]"
 
 
+def effect_ci(seed_level: dict[str, Any]) -> str:
+    """The seed-level effect (already in points) and its CI: 'n/a' without a seed pair, no CI below 3 pairs."""
+    s = seed_level
+    if s["effect"] is None:
+        return "n/a"
+    if s["ci_low"] is None:
+        return f"{s['effect']:+.2f} pts (no CI)"
+    return f"{s['effect']:+.2f} pts [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]"
+
+
+def _mde(seed_level: dict[str, Any]) -> str:
+    s = seed_level
+    if s.get("significant"):
+        return "-"
+    return f"{s['mde']:.2f} pts" if s["mde"] is not None else "n/a"
+
+
 def _accuracy(stat: dict[str, Any]) -> str:
     text = _pm(stat, _pct, unit="%")
     if stat.get("ci"):
@@ -116,26 +151,34 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-def significance_rows(summary: dict[str, Any]) -> list[list[str]]:
+def choice_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Does this training choice differ: one row per pair of the family, seed level."""
+    rows = []
+    for c in summary["comparisons"]:
+        s = c["seed_level"]
+        n = str(s["n_seeds"]) + (f" ({len(s['unpaired'])} unpaired)" if s["unpaired"] else "")
+        rows.append([c["a"], c["b"], n, effect_ci(s), fmt_p(s["p"]), fmt_p(s["p_adjusted"]), _mde(s), c["verdict"]])
+    return rows
+
+
+def models_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Do these trained models differ on this test set: one row per pair of the family, per image (B − A)."""
     return [
         [
             c["a"],
             c["b"],
-            _diff_ci(c["diff"], c["ci"]),
-            "; ".join(f"{p['b']} / {p['c']}" for p in c["pairs"]),
-            "; ".join(fmt_p(p["p_value"]) for p in c["pairs"]),
+            _diff_ci(-c["diff"], [-c["ci"][1], -c["ci"][0]]),
+            "; ".join(f"{p['b']} / {p['c']}" for p in c["pairs"]) or "n/a",
+            "; ".join(fmt_p(p["p_value"]) for p in c["pairs"]) or "n/a",
             fmt_p(c["p_adjusted"]),
-            fmt_p(c["seed_test"]["p_adjusted"]),
-            c["verdict"],
+            c["models_verdict"],
         ]
         for c in summary["comparisons"]
     ]
 
 
-def versus_base_rows(summary: dict[str, Any]) -> list[list[str]]:
-    changed = {m["label"]: m["changed"] for m in summary["models"]}
-    return [[v["label"], changed.get(v["label"]) or "-", _diff_ci(v["diff"], v["ci"]), fmt_p(v["p_adjusted"]),
-             fmt_p(v["seed_p_adjusted"])] for v in summary["versus_base"]]
+def warnings(summary: dict[str, Any]) -> list[str]:
+    return [c["warning"] for c in summary["comparisons"] if c["warning"]]
 
 
 def significance_note(summary: dict[str, Any]) -> str:
@@ -169,13 +212,14 @@ def to_markdown(summary: dict[str, Any]) -> str:
     if note:
         lines.append(note)
     else:
-        if len(summary["models"]) > 1:
-            lines += [f"### Versus the base ({summary['base']})", "",
-                      *table(VERSUS_BASE_HEADER, versus_base_rows(summary), NUMERIC_VERSUS_BASE), "",
-                      "### Every pair", ""]
-        lines += table(SIGNIFICANCE_HEADER, significance_rows(summary), NUMERIC_SIGNIFICANCE)
-        lines += ["", f"Two-sided tests, alpha = {summary['alpha']}; paired bootstrap CI of the accuracy difference. "
-                      + TESTS_EXPLAINED + " See report.html for the method."]
+        lines += [family_text(summary), ""]
+        lines += [f"**Warning:** {w}." for w in warnings(summary)] + ([""] if warnings(summary) else [])
+        lines += ["### Does this training choice differ? (seed level)", "",
+                  *table(CHOICE_HEADER, choice_rows(summary), NUMERIC_CHOICE), "", CHOICE_EXPLAINED, "",
+                  "### Do these trained models differ on this test set? (per image)", "",
+                  *table(MODELS_HEADER, models_rows(summary), NUMERIC_MODELS), "", MODELS_EXPLAINED, "",
+                  f"Two-sided tests, alpha = {summary['alpha']}, bootstraps of {summary['n_boot']} resamples. "
+                  "See report.html for the method."]
     return "\n".join(lines) + "\n"
 
 
@@ -209,13 +253,17 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
     if note:
         console.print(Text(note, style="yellow"))
         return
-    several = len(summary["models"]) > 2
+    several = summary["family"] == "all-pairs" and len(summary["models"]) > 2
     shown = [c for c in summary["comparisons"] if c["a"] == summary["base"]] if several else summary["comparisons"]
-    rows = [[f"{c['b']} − {c['a']}", _diff_ci(-c["diff"], [-c["ci"][1], -c["ci"][0]]), fmt_p(c["p_adjusted"]),
-             fmt_p(c["seed_test"]["p_adjusted"])] for c in shown]
-    title = f"Versus the base ({summary['base']})" if several else "Significance"
-    console.print(table(title, ["Difference", "Δ accuracy [95% CI]", "p (Holm)", "Seed p"], rows))
+    rows = [[f"{c['b']} − {c['a']}", effect_ci(c["seed_level"]), fmt_p(c["seed_level"]["p_adjusted"]),
+             fmt_p(c["p_adjusted"])] for c in shown]
+    title = f"Versus the base ({summary['base']})" if len(summary["models"]) > 2 else "Significance"
+    console.print(table(f"{title}: seed level, Holm-adjusted p",
+                        ["Difference", "Δ over seeds [95% CI]", "Seed p", "McNemar p"], rows))
+    for w in warnings(summary):
+        console.print(Text(f"warning: {w}", style="yellow"))
     for c in shown:
         console.print(Text(f"• {c['verdict']}", style="bold green" if c["significant"] else ""))
+        console.print(Text(f"  {c['models_verdict']}"))
     if several:
         console.print(f"All {len(summary['comparisons'])} pairs: summary.md and report.html.")
