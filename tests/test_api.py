@@ -190,7 +190,7 @@ def tiny_class():
     (dict(model="cnn1", model_args=[1]), "model_args must be a dict, got list"),
     (dict(model="cnn1", model_args={"depth": 3}), "does not take these options"),
     (dict(model="cnn1", config="missing.yaml"), "cannot read config file missing.yaml"),
-    (dict(config="a.yaml", resume="b"), "config= and resume= do not go together"),
+    (dict(config="a.yaml", resume="b"), "cannot read config file a.yaml"),
     (dict(resume="no-such-run"), "nothing to resume: no-such-run has no config.json"),
 ])
 def test_train_errors_are_one_line_before_any_folder(tmp_path, synthetic_env, monkeypatch, kwargs, needle):
@@ -425,3 +425,25 @@ def test_predict_with_an_exported_onnx_model(tmp_path, trained, capsys):
     torch_top = fashionlab.predict(trained, img, top_k=3)[0]["top"]
     assert [t["index"] for t in onnx_top] == [t["index"] for t in torch_top]
     assert [t["prob"] for t in onnx_top] == pytest.approx([t["prob"] for t in torch_top], abs=1e-4)
+
+
+def test_resume_with_a_config_file_is_one_path_for_the_cli_and_the_api(tmp_path, synthetic_env, capsys):
+    """`train --resume RUN --config FILE` and fashionlab.train(resume=RUN, config=FILE) resolve alike: the file is
+    read like more flags, so a value that changes results is refused in one line (the CLI used to ignore the file
+    and exit 0 having changed nothing), and one that may change (epochs, on a plateau schedule) is used."""
+    from fashionlab.cli import main
+
+    run = tmp_path / "run"
+    fashionlab.train(model="cnn1", epochs=1, train_subset=200, out=str(run), verbose=False)
+    changes = tmp_path / "changes.yaml"
+    changes.write_text("lr: 0.5\nepochs: 2\n")
+    assert main(["train", "--resume", str(run), "--config", str(changes), "--quiet"]) == 2
+    assert "cannot change lr" in capsys.readouterr().err
+    with pytest.raises(FashionlabError) as e:
+        fashionlab.train(resume=run, config=changes, verbose=False)
+    assert "cannot change lr" in one_line(e)
+    assert len(fashionlab.load_run(run).history) == 1  # nothing trained by either
+    longer = tmp_path / "longer.yaml"
+    longer.write_text("epochs: 2\n")
+    assert main(["train", "--resume", str(run), "--config", str(longer), "--quiet"]) == 0
+    assert len(fashionlab.load_run(run).history) == 2

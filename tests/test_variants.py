@@ -11,8 +11,8 @@ import pytest
 
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError
-from fashionlab.pipeline import parse_variant, plan
 from fashionlab.stats import holm
+from fashionlab.study import parse_variant, plan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import make_dataset, make_run, wrong_indices  # noqa: E402
@@ -32,7 +32,7 @@ def test_parse_variant(text, name, options):
 @pytest.mark.parametrize("text, needle", [
     ("no-aug", "expected NAME=KEY=VALUE"),
     ("=augment=none", "expected NAME=KEY=VALUE"),
-    ("x=augment", "is not KEY=VALUE"),
+    ("x=augment", "--variant x: .augment.: expected KEY=VALUE"),
     ("x=seed=3", "seed is set by the job"),
     ("x=out=/tmp/x", "out is set by the job"),
     ("bad name=lr=1", "expected NAME=KEY=VALUE"),

@@ -32,16 +32,28 @@ CHECKPOINTS = ("best", "last")
 
 
 def resolve_training(options: dict[str, Any], config_file: str | os.PathLike | None = None,
-                     resume: str | os.PathLike | None = None, trust_model_code: bool = False):
-    """(config, resume, trust_model_code) for a training, resolved as `fashionlab train` does: a resumed run's
-    saved options (only those that cannot change its results may be overridden), else defaults < recipe <
-    config file < options; a torchrun restart of the same command resumes the run it started."""
-    from fashionlab.config import resolve
+                     resume: str | os.PathLike | None = None, trust_model_code: bool = False, *,
+                     budget: str | None = None, log=print):
+    """(config, resume, trust_model_code) for a training: the one resolution `fashionlab train` and
+    `fashionlab.train()` share.
+
+    budget ("5m"): the most accurate measured recipe that fits, timed on this machine. A new run: defaults < recipe
+    < config file < options. A resumed run keeps its saved options; a config file given with it is read like more
+    flags (the options win over it), and neither may change an option that changes results (--epochs and
+    --patience aside), which is a one-line error. A torchrun restart of the same command resumes the run it
+    started. trust_model_code: also when the resumed run's own model is given again.
+    """
+    from fashionlab.config import read_config_file, resolve
     from fashionlab.runstart import elastic_restart, resume_config
 
+    if budget is not None:
+        from fashionlab.budget import pick_recipe
+
+        options = options | {"recipe": pick_recipe(budget, options, config_file, resume=resume, log=log)}
     if resume:
-        cfg = resume_config(Path(resume), options)
-        return cfg, True, bool(trust_model_code or options.get("model") == cfg.model)  # the same model given again
+        overrides = (read_config_file(config_file) if config_file else {}) | options
+        cfg = resume_config(Path(resume), overrides)
+        return cfg, True, bool(trust_model_code or overrides.get("model") == cfg.model)
     cfg = resolve(options, config_file)
     if (restarted := elastic_restart(cfg)) is not None:
         return restarted, True, bool(trust_model_code)
@@ -73,13 +85,6 @@ def train(*, config: str | os.PathLike | None = None, model_args: dict[str, Any]
                                               **({"model_args": model_args} if model_args else {}),
                                               **({"resume": resume} if resume else {}),
                                               **({"budget": budget} if budget is not None else {})})
-    if budget is not None:
-        from fashionlab.budget import pick_recipe
-
-        options["recipe"] = pick_recipe(budget, options, config, resume=resume, log=print if verbose else None)
-    if config is not None and resume is not None:
-        raise ConfigError("fashionlab.train(): config= and resume= do not go together (a resumed run keeps its "
-                          "saved options)")
     architecture = None
     model = options.get("model")
     if isinstance(model, nn.Module):
@@ -96,7 +101,8 @@ def train(*, config: str | os.PathLike | None = None, model_args: dict[str, Any]
             raise ConfigError(f"fashionlab.train(): model_args must be a dict, got {type(model_args).__name__}")
         extra = options.get("extra", {})
         options["extra"] = {**extra, **model_args} if isinstance(extra, dict) else extra  # else: validation says
-    cfg, resuming, trust = resolve_training(options, config, resume, trust_model_code)
+    cfg, resuming, trust = resolve_training(options, config, resume, trust_model_code, budget=budget,
+                                            log=print if verbose else None)
     if cfg.model.startswith(OBJECT_PREFIX) and architecture is None:
         raise ConfigError(f"{resume} was trained from an nn.Module object ({cfg.model}); give one again: "
                           "fashionlab.train(resume=RUN, model=YourNet())")

@@ -35,12 +35,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fashionlab.config import given
     from fashionlab.train import train
 
-    options = given(args)
-    if args.budget is not None:  # the most accurate measured recipe that fits, timed on this machine
-        from fashionlab.budget import pick_recipe
-
-        options["recipe"] = pick_recipe(args.budget, options, args.config_file, resume=args.resume)
-    cfg, resume, trust = resolve_training(options, args.config_file, args.resume, args.trust_model_code)
+    cfg, resume, trust = resolve_training(given(args), args.config_file, args.resume, args.trust_model_code,
+                                          budget=args.budget)
     command = "fashionlab " + shlex.join(sys.argv[1:])
     train(cfg, command=command, resume=resume, verbose=not args.quiet, trust_model_code=trust)
     return 0
@@ -165,9 +161,13 @@ def print_data_summary(s: dict) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fashionlab.report import cmd_compare as compare
+    from fashionlab.report import compare_runs, default_report_dir, print_summary
 
-    return compare(args)
+    out = Path(args.out) if args.out else default_report_dir()
+    summary = compare_runs(args.runs, out, family=args.family)
+    print_summary(summary)
+    print(f"report: {out / 'report.html'}\n        {out / 'summary.md'}\n        {out / 'summary.json'}")
+    return 0
 
 
 FAMILY_HELP = ("pairs tested and Holm-adjusted together: base = each group against the first, all-pairs = "
@@ -175,10 +175,10 @@ FAMILY_HELP = ("pairs tested and Holm-adjusted together: base = each group again
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fashionlab.pipeline import run_pipeline
+    from fashionlab.study import run_study
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    run_pipeline(models, seeds=args.seeds, quick=args.quick, out=args.out, data_dir=args.data_dir,
+    run_study(models, seeds=args.seeds, quick=args.quick, out=args.out, data_dir=args.data_dir,
                  device=args.device, command="fashionlab " + shlex.join(sys.argv[1:]), variants=args.variant,
                  epochs=args.epochs, family=args.family)
     return 0

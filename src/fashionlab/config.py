@@ -430,12 +430,13 @@ def given(args) -> dict[str, Any]:
     return options
 
 
-def parse_model_arg(text: str) -> tuple[str, Any]:
-    """'width=64' -> ('width', 64): the value as JSON when it parses, else the string."""
+def parse_model_arg(text: str, what: str = "--model-arg") -> tuple[str, Any]:
+    """'width=64' -> ('width', 64): the value as JSON when it parses, else the string. The one KEY=VALUE parser
+    (--model-arg, and each pair of a --variant)."""
     key, sep, value = text.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not key.isidentifier():
-        raise ConfigError(f"--model-arg {text!r}: expected KEY=VALUE with KEY a Python name")
+        raise ConfigError(f"{what} {text!r}: expected KEY=VALUE with KEY a Python name")
     try:
         return key, json.loads(value)
     except ValueError:

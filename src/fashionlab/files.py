@@ -8,6 +8,7 @@ import errno
 import fcntl
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -71,8 +72,24 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def json_text(obj: Any) -> str:
+    """Strict JSON (RFC 8259): a NaN or infinity, which json.dumps would write as the non-JSON NaN/Infinity, becomes
+    null; the writer says why a value is missing in a field of its own."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: Path | str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def atomic_torch_save(path: Path | str, obj: Any) -> None:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fashionlab.files import atomic_write_text, check_new_folder, make_folder
+from fashionlab.files import atomic_write_json, atomic_write_text, check_new_folder, make_folder
 from fashionlab.report.compare import build_comparison
 from fashionlab.report.tables import print_summary, to_markdown
 
-__all__ = ["cmd_compare", "compare_runs", "print_summary"]
+__all__ = ["compare_runs", "print_summary"]
 
 
 def compare_runs(run_dirs: Sequence[Path | str], out_dir: Path | str, *, n_boot: int = 2000, alpha: float = 0.05,
@@ -27,7 +25,7 @@ def compare_runs(run_dirs: Sequence[Path | str], out_dir: Path | str, *, n_boot:
     check_new_folder(out, "report folder")  # new, empty, or one fashionlab made: never a folder of the user's
     comp = build_comparison(run_dirs, n_boot=n_boot, alpha=alpha, seed=seed, family=family)
     make_folder(out)
-    atomic_write_text(out / "summary.json", json.dumps(comp.summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", comp.summary)
     atomic_write_text(out / "summary.md", to_markdown(comp.summary))
     atomic_write_text(out / "report.html", render_report(comp))
     return comp.summary
@@ -35,11 +33,3 @@ def compare_runs(run_dirs: Sequence[Path | str], out_dir: Path | str, *, n_boot:
 
 def default_report_dir() -> Path:
     return Path("reports") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else default_report_dir()
-    summary = compare_runs(args.runs, out, family=getattr(args, "family", None))
-    print_summary(summary)
-    print(f"report: {out / 'report.html'}\n        {out / 'summary.md'}\n        {out / 'summary.json'}")
-    return 0

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from fashionlab.config import FIELD_NAMES, TrainConfig, build_config
+from fashionlab.config import FIELD_NAMES, TrainConfig, build_config, parse_model_arg
 from fashionlab.errors import ConfigError
 from fashionlab.files import check_new_folder, make_folder
-from fashionlab.models import build_model, known_model, model_names
+from fashionlab.models import known_model, model_names
 from fashionlab.recipes import RECIPES, recipe_for
 
 # --quick: a few epochs each, so the whole job stays within minutes on a 2-core CPU.
@@ -41,16 +40,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
                           "'-', '_', '.', '+'")
     options: dict[str, Any] = {}
     for item in re.split(r",(?=\s*[A-Za-z_][\w-]*=)", rest):
-        key, sep, value = item.strip().partition("=")
-        key = key.replace("-", "_")
-        if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key):
-            raise ConfigError(f"--variant {name}: {item!r} is not KEY=VALUE")
+        key, parsed = parse_model_arg(item.strip(), f"--variant {name}:")
         if key in NOT_VARIANT_KEYS:
             raise ConfigError(f"--variant {name}: {key} is set by the job, not by a variant")
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = value
         if key in FIELD_NAMES:
             options[key] = parsed
         else:
@@ -84,12 +76,12 @@ def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epo
                                    {"seed": seed, "out": str(out_dir / f"{folder}-seed{seed}"), "device": device,
                                     "data_dir": data_dir})
                 if seed == 0:
-                    build_model(cfg.model, dropout=cfg.dropout, **cfg.extra)  # a bad model option fails now
+                    cfg._check_model_builds(external=True)  # a bad model option fails now, as `train` checks it
                 configs.append(cfg)
     return configs
 
 
-def run_pipeline(models: list[str], *, seeds: int = 1, quick: bool = False, out: str | None = None,
+def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: str | None = None,
                  data_dir: str | None = None, device: str = "auto", command: str = "",
                  variants: list[str] | None = None, epochs: int | None = None, family: str | None = None) -> Path:
     from fashionlab.data import load_fashion_mnist
