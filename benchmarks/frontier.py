@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import results_tables as rt  # noqa: E402  (the one reader of the committed results)
 
+from fashionlab.numfmt import accuracy_mean_sd  # noqa: E402  (results_tables put src/ on the path)
+
 PNG = ROOT / "docs" / "frontier.png"
 JSON = ROOT / "docs" / "results" / "frontier.json"
 
@@ -30,17 +32,17 @@ def points() -> dict:
     m = rt.measured()
     pts = []
     for name, e in m.items():
-        if e is None or e["seconds"] is None:  # no accuracy, or an accuracy without an idle time
+        if e is None or e.seconds is None:  # no accuracy, or an accuracy without an idle time
             continue
-        wall = e["seconds_kind"].startswith("wall")
+        wall = e.seconds_kind.startswith("wall")
         pts.append({
             "label": f"recipe {name}", "recipe": name, "model": rt.RECIPES[name]["model"],
-            "accuracy_mean": e["accuracy_mean"], "accuracy_sd": e["accuracy_sd"], "n_seeds": e["n_seeds"],
-            "seeds": e["seeds"], "accuracy_source": e["accuracy_source"],
-            "seconds": e["seconds"], "minutes": round(e["seconds"] / 60, 4),
+            "accuracy_mean": e.accuracy_mean, "accuracy_sd": e.accuracy_sd, "n_seeds": e.n_seeds,
+            "seeds": e.seeds, "accuracy_source": e.accuracy_source,
+            "seconds": e.seconds, "minutes": round(e.seconds / 60, 4),
             "time": "wall" if wall else "training",
-            "seconds_kind": e["seconds_kind"], "seconds_source": e["seconds_source"],
-            "machine": e["machine"], "torch": e["torch"], "date": e["date"]})
+            "seconds_kind": e.seconds_kind, "seconds_source": e.seconds_source,
+            "machine": e.machine, "torch": e.torch, "date": e.date})
     t = rt.reference()
     d, reached = t["json"], t["reached"]
     if reached and t["idle"]:  # a reference that shared the CPU has no speed figure to plot
@@ -60,7 +62,7 @@ def points() -> dict:
     return {"generated_by": "benchmarks/frontier.py", "machine": rt.MACHINE,
             "torch": sorted({p["torch"] for p in pts}), "dates": dates,
             "not_measured": [n for n, e in m.items() if e is None],
-            "not_timed": [n for n, e in m.items() if e is not None and e["seconds"] is None],
+            "not_timed": [n for n, e in m.items() if e is not None and e.seconds is None],
             "notes": ["time 'training': train_seconds of test_metrics.json (training only: no data loading, no "
                       "test evaluation), one run (seed 0) on the idle machine, while the accuracy is over the seeds "
                       "listed; time 'wall': wall seconds from process start (timing.json of "
@@ -82,9 +84,9 @@ def draw(data: dict, path: Path) -> None:
         style = dict(marker="^", color="tab:red") if p["recipe"] is None else styles[p["time"]]
         y, err = 100 * p["accuracy_mean"], 100 * p["accuracy_sd"] if p["accuracy_sd"] is not None else None
         ax.errorbar(p["minutes"], y, yerr=err, capsize=4, linestyle="none", markersize=7, **style)
-        sd = f" ± {100 * p['accuracy_sd']:.2f}" if p["accuracy_sd"] is not None else ""
+        acc = accuracy_mean_sd(p["accuracy_mean"], p["accuracy_sd"], p["n_seeds"])  # one seed: no "± sd"
         n = f"n = {p['n_seeds']} seeds" if p["n_seeds"] > 1 else f"n = 1, seed {p['seeds'][0]}"
-        text = (f"{p['label']}\n{y:.2f}{sd}% ({n})\n{p['minutes']:.2f} min "
+        text = (f"{p['label']}\n{acc} ({n})\n{p['minutes']:.2f} min "
                 f"({'training' if p['time'] == 'training' else 'wall'})")
         # a label that would overlap its left neighbour's goes above the point instead of below it
         crowded = any(abs(math.log10(p["minutes"] / m)) < 0.3 and abs(y - a) < 0.8 for m, a in placed)

@@ -34,6 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # the recipes, without requiring an installed package
 
+from fashionlab import numfmt  # noqa: E402  (every number format: the docs' and the package's are one)
+from fashionlab.measured import Recipe, Reference, StepMachine  # noqa: E402  (measured.json's schema)
+from fashionlab.measured import dumps as measured_dumps  # noqa: E402
 from fashionlab.recipes import RECIPES, recipe_overrides  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results"
@@ -198,8 +201,7 @@ def seeds_text(rs: list[Run]) -> str:
 def acc_text(values: list[float], n_text: str) -> str:
     """'94.50 ± 0.09% (n = 3 seeds: 0, 1, 2)' or '93.83% (n = 1, seed 0)' from accuracies in 0..1."""
     m, s = mean_sd(values)
-    core = f"{100 * m:.2f}%" if len(values) == 1 else f"{100 * m:.2f} ± {100 * s:.2f}%"
-    return f"{core} ({n_text})"
+    return f"{numfmt.accuracy_mean_sd(m, s, len(values))} ({n_text})"
 
 
 def group_acc(rs: list[Run]) -> str:
@@ -221,30 +223,17 @@ def commands(rs: list[Run]) -> str:
     return text
 
 
-def duration(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    return f"{m} min {s} s" if m else f"{seconds:.1f} s"
-
-
 def goal(name: str) -> str:
     acc, secs = TARGETS[name]
-    return f"≥ {pct(acc, 1)} in ≤ {secs} s" if secs < 60 else f"≥ {pct(acc, 1)} in ≤ {secs // 60} min"
+    return f"≥ {numfmt.percent(acc, 1)} in ≤ " + (f"{secs} s" if secs < 60 else f"{secs // 60} min")
 
 
-def pct(x: float, nd: int = 2) -> str:
-    return f"{100 * x:.{nd}f}%"
-
-
-def pts(x: float, nd: int = 1) -> str:
-    return f"{100 * x:+.{nd}f}".replace("-", "−") + " pts"
-
-
-def signed(x: float, nd: int = 2) -> str:
-    return f"{x:.{nd}f}".replace("-", "−")
+# Numbers are formatted by fashionlab.numfmt; these docs typeset minus signs as "−" (numfmt.true_minus).
 
 
 def p_text(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    """'p < 0.001' or 'p = 0.039' (three decimals)."""
+    return numfmt.p_statement(p, decimals=3)
 
 
 def table(header: list[str], align: list[str], rows: list[list[str]]) -> str:
@@ -281,16 +270,18 @@ def reference_sentence(t: dict) -> str:
     target = d["target"]
     if reached is None:
         last = d["reference"]["history"][-1]
-        text = (f"The reference did not reach {pct(target, 0)} in {last['epoch']} epochs (last: "
-                f"{pct(last['test_acc'])})")
+        text = (f"The reference did not reach {numfmt.percent(target, 0)} in {last['epoch']} epochs (last: "
+                f"{numfmt.percent(last['test_acc'])})")
     else:
-        text = f"The reference first reached {pct(target, 0)} at epoch {reached['epoch']} ({pct(reached['test_acc'])})"
-        text += (f" after {reached['wall_s']:.0f} s" if t["idle"] else
+        text = (f"The reference first reached {numfmt.percent(target, 0)} at epoch {reached['epoch']} "
+                f"({numfmt.percent(reached['test_acc'])})")
+        text += (f" after {numfmt.seconds(reached['wall_s'], 0)}" if t["idle"] else
                  " (it shared the CPU, one thread: its seconds are not a speed figure)")
     if since:
         first, lo, hi = since[0], min(h["test_acc"] for h in since), max(h["test_acc"] for h in since)
-        text += (f"; it was within {100 * NEAR:.1f} points of the target from epoch {first['epoch']} "
-                 f"({pct(first['test_acc'])}) and stayed at {pct(lo)}–{pct(hi)} through epoch {since[-1]['epoch']}, "
+        text += (f"; it was within {numfmt.percent_number(NEAR, 1)} points of the target from epoch {first['epoch']} "
+                 f"({numfmt.percent(first['test_acc'])}) and stayed at {numfmt.percent(lo)}–{numfmt.percent(hi)} "
+                 f"through epoch {since[-1]['epoch']}, "
                  "so where a threshold falls decides a time-to-threshold")
     text += f". One seed ({d['reference']['seed']}), {d['date']}"
     if not t["on_val"]:
@@ -312,8 +303,8 @@ def frontier_rows() -> list[list[str]]:
         if entry is None:
             continue
         rs = recipe_runs(name)
-        secs = entry["seconds"]
-        when = (f" in {duration(secs)} wall from process start ({idle_seeds(rs)})" if secs is not None
+        secs = entry.seconds
+        when = (f" in {numfmt.minutes_seconds(secs)} wall from process start ({idle_seeds(rs)})" if secs is not None
                 else " (not timed idle)")
         rows.append([f"`{name}` recipe ({RECIPES[name]['model']}, {RECIPES[name]['epochs']} epochs)",
                      f"`python benchmarks/time_to_accuracy.py --recipe {name}`", group_acc(rs) + when,
@@ -359,7 +350,8 @@ def readme_results() -> str:
         ["CNN_2 inference, int8",
          "`python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --precisions bf16,int8 "
          "--memory-formats channels_last --inference-only`",
-         f"{acc8['int8_acc']:.2%} int8 vs {acc8['fp32_acc']:.2%} fp32, same predictions on {acc8['agree']:.2%} of "
+         f"{numfmt.percent(acc8['int8_acc'])} int8 vs {numfmt.percent(acc8['fp32_acc'])} fp32, same predictions on "
+         f"{numfmt.percent(acc8['agree'])} of "
          "the test set (`python benchmarks/int8_accuracy.py runs/claims/cnn2-seed0`: the 10-epoch claims run, "
          "without flip TTA; [JSON](docs/benchmarks/int8_accuracy-claims-cnn2-seed0.json))",
          f"{int8['date']} (speed), {acc8['date']} (accuracy)",
@@ -377,7 +369,8 @@ def readme_results() -> str:
 def readme_run_full() -> str:
     idle = runs("run-full-idle")
     c = comparison("run-full-idle", "cnn1", "cnn2")
-    parts = [f"{r.test['model']} {pct(r.test['accuracy'])} in {duration(r.test['train_seconds'])} of training"
+    parts = [f"{r.test['model']} {numfmt.percent(r.test['accuracy'])} in "
+             f"{numfmt.minutes_seconds(r.test['train_seconds'])} of training"
              for r in idle]
     return (f"On the idle machine ({idle[0].date}, 2 threads; `{idle[0].config['command']}` as run by "
             f"`make run-full`): {', '.join(parts)}; {c['verdict']} "
@@ -392,7 +385,8 @@ def readme_make_run() -> str:
                 "`python benchmarks/make_run.py > docs/benchmarks/make-run.json` on an idle machine.")
     d = bench("make-run.json")
     verdict = "" if d["returncode"] == 0 else f" (it exited with {d['returncode']})"
-    return (f"`{d['command']}` from a fresh clone takes {duration(d['wall_s'])} on the idle machine{verdict}: venv "
+    return (f"`{d['command']}` from a fresh clone takes {numfmt.minutes_seconds(d['wall_s'])} on the idle "
+            f"machine{verdict}: venv "
             f"creation, installing the package and its dependencies (from pip's cache or PyPI), the data check and "
             f"the quick comparison ({d['date']}, {d['machine']['logical_cpus']} CPUs, Python {d['python']}, "
             f"`python benchmarks/make_run.py`, [JSON](docs/benchmarks/make-run.json)). `make run-full`'s is not "
@@ -424,20 +418,21 @@ def results_main_job() -> str:
         lo, hi = m["accuracy"]["ci"]
         f1 = statistics.mean(r.test["macro_f1"] for r in rs)
         to = [epochs_to(r, threshold) for r in rs]
-        rows.append([label, " / ".join(pct(r.test["accuracy"]) for r in rs),
-                     f"{group_acc(rs)} [{100 * lo:.2f}, {100 * hi:.2f}]", f"{f1:.4f}",
+        rows.append([label, " / ".join(numfmt.percent(r.test["accuracy"]) for r in rs),
+                     f"{group_acc(rs)} [{numfmt.percent_number(lo)}, {numfmt.percent_number(hi)}]", f"{f1:.4f}",
                      f"{rs[0].test['params'] / 1000:.1f}k", f"{rs[0].test['mflops']:.1f}",
                      f"{statistics.mean(r.test['best_epoch'] for r in rs):.1f}",
-                     pts(statistics.mean(gap(r) for r in rs)),
+                     numfmt.true_minus(numfmt.points(statistics.mean(gap(r) for r in rs))) + " pts",
                      f"{statistics.mean(to):.1f}" if None not in to else "not reached"])
     c = comparison("full-run", "cnn1", "cnn2")
     pairs = ", ".join(f"seed {p['seed_a']}: b/c = {p['b']}/{p['c']}, {p_text(p['p_value'])}" for p in c["pairs"])
     lo, hi = c["ci"]
     return (table(["model", "test accuracy per seed", "mean ± sd [95% CI]", "macro-F1", "params", "MFLOPs/image",
-                   "best epoch", "train − val gap", f"epochs to {pct(threshold, 0)} val"],
+                   "best epoch", "train − val gap", f"epochs to {numfmt.percent(threshold, 0)} val"],
                   ["---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"], rows)
             + f"\n\nVerdict of the report: **{c['verdict']}** (McNemar's exact test on the same {s['n_test']:,} test "
-            f"images; {pairs}; paired bootstrap CI of cnn1 − cnn2 [{signed(100 * lo)}, {signed(100 * hi)}] points).")
+            f"images; {pairs}; paired bootstrap CI of cnn1 − cnn2 [{numfmt.true_minus(numfmt.percent_number(lo))}, "
+            f"{numfmt.true_minus(numfmt.percent_number(hi))}] points).")
 
 
 @region("results-run-full-idle", "docs/results.md")
@@ -448,8 +443,10 @@ def results_run_full_idle() -> str:
         (m,) = [m for m in s["models"] if m["model"] == r.test["model"]]
         lo, hi = m["accuracy"]["ci"]
         per_epoch = r.test["train_seconds"] / len(r.metrics)
-        rows.append([r.test["model"], f"{pct(r.test['accuracy'])} [{100 * lo:.2f}, {100 * hi:.2f}]",
-                     f"{duration(r.test['train_seconds'])} ({per_epoch:.0f} s per epoch, {len(r.metrics)} epochs)",
+        ci = f"[{numfmt.percent_number(lo)}, {numfmt.percent_number(hi)}]"
+        rows.append([r.test["model"], f"{numfmt.percent(r.test['accuracy'])} {ci}",
+                     f"{numfmt.minutes_seconds(r.test['train_seconds'])} ({numfmt.seconds(per_epoch, 0)} per epoch, "
+                     f"{len(r.metrics)} epochs)",
                      r.test["evaluated_at"].replace("T", " ").replace("+0000", " UTC"), f"`{rel(r.path)}`"])
     c = comparison("run-full-idle", "cnn1", "cnn2")
     (p,) = c["pairs"]
@@ -466,10 +463,10 @@ def results_cnn2_recipes() -> str:
     test_rows, val_rows = [], []
     for label, rs in groups:
         by_seed = {r.seed: r for r in rs}
-        test_rows.append([label] + [pct(by_seed[s].test["accuracy"]) if s in by_seed else "" for s in seeds]
+        test_rows.append([label] + [numfmt.percent(by_seed[s].test["accuracy"]) if s in by_seed else "" for s in seeds]
                          + [group_acc(rs), f"{rs[0].test['params']:,}"])
         val_rows.append([label] + [
-            (lambda best: f"{pct(best['val_acc'])} (epoch {int(best['epoch'])})")(max(
+            (lambda best: f"{numfmt.percent(best['val_acc'])} (epoch {int(best['epoch'])})")(max(
                 by_seed[s].metrics, key=lambda m: m["val_acc"])) if s in by_seed else "" for s in seeds])
     s = summary("cnn2-v1-vs-v2")
     (c,) = [c for c in s["comparisons"] if "erase" in c["a"] and "tta=True" in c["b"]]
@@ -481,8 +478,9 @@ def results_cnn2_recipes() -> str:
             + "\n\nBest validation accuracy of each run (6,000 held-out training images; from `metrics.csv`):\n\n"
             + table(["recipe", *seed_cols], ["---"] + ["---:"] * len(seeds), val_rows)
             + f"\n\n`fashionlab compare` of the two recipes ([results/cnn2-v1-vs-v2/summary.md]"
-            f"(results/cnn2-v1-vs-v2/summary.md)): v2 − v1 = {pts(-c['diff'], 2)}, paired bootstrap CI "
-            f"[{-100 * hi:+.2f}, {-100 * lo:+.2f}] points; McNemar per seed pair p = {ps}. Verdict: {c['verdict']}.")
+            f"(results/cnn2-v1-vs-v2/summary.md)): v2 − v1 = {numfmt.true_minus(numfmt.points(-c['diff'], 2))} pts, "
+            f"paired bootstrap CI [{numfmt.points(-hi, 2)}, {numfmt.points(-lo, 2)}] points; McNemar per seed pair "
+            f"p = {ps}. Verdict: {c['verdict']}.")
 
 
 @region("results-cnn2-e15", "docs/results.md")
@@ -490,9 +488,9 @@ def results_cnn2_e15() -> str:
     rows = []
     for r in runs("cnn2-e15"):
         best = max(r.metrics, key=lambda m: m["val_acc"])
-        rows.append([str(r.seed), f"**{pct(r.test['accuracy'])}**", f"{r.test['macro_f1']:.4f}",
-                     f"{int(best['epoch'])} of {len(r.metrics)} ({pct(best['val_acc'])} val)",
-                     f"{r.test['train_seconds']:.0f} s (shared CPU: not a speed figure)", r.date])
+        rows.append([str(r.seed), f"**{numfmt.percent(r.test['accuracy'])}**", f"{r.test['macro_f1']:.4f}",
+                     f"{int(best['epoch'])} of {len(r.metrics)} ({numfmt.percent(best['val_acc'])} val)",
+                     f"{numfmt.seconds(r.test['train_seconds'], 0)} (shared CPU: not a speed figure)", r.date])
     return table(["seed", "test accuracy", "macro-F1", "best validation epoch", "training time", "date"],
                  ["---:", "---:", "---:", "---:", "---:", "---"], rows)
 
@@ -504,7 +502,7 @@ def results_cnn2_e15() -> str:
 @region("perf-reference", "docs/performance.md")
 def perf_reference() -> str:
     t = reference()
-    hist = ", ".join(f"{h['epoch']}: {pct(h['test_acc'])}" for h in t["json"]["reference"]["history"])
+    hist = ", ".join(f"{h['epoch']}: {numfmt.percent(h['test_acc'])}" for h in t["json"]["reference"]["history"])
     return f"{reference_sentence(t)} ([JSON]({t['file'].removeprefix('docs/')})). Test accuracy per epoch: {hist}."
 
 
@@ -542,8 +540,8 @@ def perf_compile() -> str:
     for r in comp["results"]:
         e = ({"train_img_s": r["train_eager_img_s"], "inference_img_s": r["inference_eager_img_s"]} if same_run
              else grid[(r["model"], r["precision"], r["memory_format"], r["batch"])])
-        rows.append([r["model"], f"{e['train_img_s']:,} → {r['train_img_s']:,}", f"{r['train_compile_s']:.1f} s",
-                     f"{e['inference_img_s']:,} → {r['inference_img_s']:,}", f"{r['inference_compile_s']:.1f} s"])
+        rows.append([r["model"], f"{e['train_img_s']:,} → {r['train_img_s']:,}", numfmt.seconds(r['train_compile_s']),
+                     f"{e['inference_img_s']:,} → {r['inference_img_s']:,}", numfmt.seconds(r['inference_compile_s'])])
     text = table(["model", "train img/s (eager → compiled)", "first-call compile",
                   "inference img/s (eager → compiled)", "first-call compile"],
                  ["---", "---:", "---:", "---:", "---:"], rows)
@@ -568,17 +566,17 @@ def perf_recipes() -> str:
             continue
         rs = recipe_runs(name)
         acc = acc_text([r.test["accuracy"] for r in rs], seeds_text(rs))
-        secs = entry["seconds"]
-        wall = f"{duration(secs)} ({idle_seeds(rs)})" if secs is not None else "not timed idle"
-        verdicts = ["accuracy " + ("met" if entry["accuracy_mean"] >= acc_goal else "not met")]
+        secs = entry.seconds
+        wall = f"{numfmt.minutes_seconds(secs)} ({idle_seeds(rs)})" if secs is not None else "not timed idle"
+        verdicts = ["accuracy " + ("met" if entry.accuracy_mean >= acc_goal else "not met")]
         if len(rs) < 3:
             verdicts.append(f"{len(rs)} of 3 seeds")
         verdicts.append("time " + ("not measured" if secs is None else "met" if secs <= secs_goal else "not met"))
         summary_rows.append([f"`{name}`", goal(name), acc, wall, ", ".join(verdicts)])
         for r in rs:
             t = r.timing or {}
-            seed_rows.append([f"`{name}`", str(r.seed), pct(r.test["accuracy"]),
-                              f"{t['wall_s']:.1f} s" if t else "", f"{r.test['train_seconds']:.1f} s",
+            seed_rows.append([f"`{name}`", str(r.seed), numfmt.percent(r.test["accuracy"]),
+                              numfmt.seconds(t["wall_s"]) if t else "", numfmt.seconds(r.test["train_seconds"]),
                               ("idle" if t.get("idle") else "shared: accuracy only")
                               + (f", {t['threads']} thread{'s' if t['threads'] != 1 else ''}" if t else ""),
                               t.get("date", r.date)])
@@ -606,7 +604,8 @@ def perf_ablations() -> str:
     for path in ablation_files():
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         rows = [[r["variant"], ", ".join(f"{k}={json.dumps(v)}" for k, v in r["overrides"].items()) or "(recipe)",
-                 str(len(r["val_acc"])), pct(r["val_acc"][-1]), pct(r["best_val_acc"])] for r in lines]
+                 str(len(r["val_acc"])), numfmt.percent(r["val_acc"][-1]), numfmt.percent(r["best_val_acc"])]
+                for r in lines]
         base = lines[0]
         settings = ", ".join(f"{k}={v}" for k, v in base["recipe_settings"].items()
                              if k not in ("recipe", "val_fraction"))
@@ -627,7 +626,7 @@ def perf_tta() -> str:
         d = bench(path.name)
         s = d["run_settings"]
         ident = next(r["val_acc"] for r in d["results"] if r["n_views"] == 1)
-        rows = [[r["views"], str(r["n_views"]), pct(r["val_acc"]), f"{100 * (r['val_acc'] - ident):+.2f}"]
+        rows = [[r["views"], str(r["n_views"]), numfmt.percent(r["val_acc"]), numfmt.points(r["val_acc"] - ident, 2)]
                 for r in d["results"]]
         parts.append(f"[{path.name}](benchmarks/{path.name}): `{d['run_command']}` ({s['model']}, {s['epochs']} "
                      f"epochs, augment {s['augment']}; {d['n_val']:,} validation images, {d['date']})\n\n"
@@ -644,7 +643,7 @@ def perf_ensembles() -> str:
         d = bench(path.name)
         s, best = d["recipe_settings"], max(d["member_val_acc"])
         changed = ", ".join(f"{k}={json.dumps(v)}" for k, v in d["changed"].items())
-        rows = [[str(k + 1), pct(m), pct(e), f"{100 * (e - best):+.2f}"]
+        rows = [[str(k + 1), numfmt.percent(m), numfmt.percent(e), numfmt.points(e - best, 2)]
                 for k, (m, e) in enumerate(zip(d["member_val_acc"], d["ensemble_val_acc"]))]
         now = as_of(d["recipe"], s)
         parts.append(f"[{path.name}](benchmarks/{path.name}): recipe `{d['recipe']}` {now} ({s['model']}, "
@@ -658,7 +657,7 @@ def perf_ensembles() -> str:
 @region("perf-ladder", "docs/performance.md")
 def perf_ladder() -> str:
     d = bench("ladder.json")
-    rows = [[r["rung"], str(r["batch_size"]), f"{r['seconds_per_epoch']:.1f} s",
+    rows = [[r["rung"], str(r["batch_size"]), numfmt.seconds(r["seconds_per_epoch"]),
              f"{r['speedup_vs_previous']:.2f}×" if r["speedup_vs_previous"] else "",
              f"{d['rungs'][0]['seconds_per_epoch'] / r['seconds_per_epoch']:.2f}×"] for r in d["rungs"]]
     text = (table(["rung (one change each)", "batch", "seconds per epoch", "vs the rung above", "vs the reference"],
@@ -673,38 +672,36 @@ def perf_ladder() -> str:
         eq = fast["epochs"] * 60_000 * (1 - fast.get("val_fraction", 0.1)) / d["rungs"][3]["images_per_epoch"]
         per = [r["seconds_per_epoch"] for r in d["rungs"]]
         text += (f" The reference first reached 93% test accuracy at epoch {n} (below); at that many epochs, rungs "
-                 f"1–3 train for {', '.join(duration(n * p) for p in per[:3])}. Rung 4 is `fast`, whose "
-                 f"{fast['epochs']} epochs of 60k images are {eq:.1f} of these: {duration(eq * per[3])} at this "
+                 f"1–3 train for {', '.join(numfmt.minutes_seconds(n * p) for p in per[:3])}. Rung 4 is `fast`, whose "
+                 f"{fast['epochs']} epochs of 60k images are {eq:.1f} of these: "
+                 f"{numfmt.minutes_seconds(eq * per[3])} at this "
                  f"rate. Of the {n * per[0] / (eq * per[3]):.0f}× less training time, {per[0] / per[3]:.1f}× is "
                  f"speed per epoch and {n / eq:.1f}× is fewer epochs.")
     return text
-
-
-# Another engineer adds the "claims" region here: a function reading docs/results/claims/summary.json,
-# registered with @region("claims", "README.md") (or the doc that quotes it), plus its two marker lines.
 
 
 # ---------------------------------------------------------------------------------------------------------
 # src/fashionlab/measured.json: what `fashionlab recipes` shows
 
 
-def measured() -> dict[str, dict | None]:
-    """Recipe -> measured figures, or None. A run counts for a recipe only if it trained with every setting
-    the recipe has today, so changing a recipe turns its figures into "not measured" until re-measured."""
-    out: dict[str, dict | None] = {name: None for name in RECIPES}
+def measured() -> dict[str, Recipe | None]:
+    """Recipe -> measured figures (fashionlab.measured's schema), or None. A run counts for a recipe only if it
+    trained with every setting the recipe has today, so changing a recipe turns its figures into "not measured"
+    until re-measured."""
+    out: dict[str, Recipe | None] = {name: None for name in RECIPES}
     for name, group, timed in (("cnn1", "cnn1", "run-full-idle"), ("cnn2", "cnn2", "run-full-idle")):
         rs = runs(group)
         if not all(matches_recipe(r, name) for r in rs):
             continue
         m, s = mean_sd([r.test["accuracy"] for r in rs])
         (t,) = [r for r in runs(timed) if matches_recipe(r, name)]
-        out[name] = {"accuracy_mean": round(m, 6), "accuracy_sd": round(s, 6), "n_seeds": len(rs),
-                     "seeds": [r.seed for r in rs], "accuracy_source": rel(RESULTS / group),
-                     "seconds": t.test["train_seconds"],
-                     "seconds_kind": f"train_seconds of test_metrics.json: training only, one run (seed {t.seed}), "
-                                     "idle machine, 2 threads",
-                     "seconds_source": rel(t.path), "machine": MACHINE,
-                     "torch": rs[0].config["versions"]["torch"], "date": max(r.date for r in rs + [t])}
+        out[name] = Recipe(accuracy_mean=round(m, 6), accuracy_sd=round(s, 6), n_seeds=len(rs),
+                           seeds=[r.seed for r in rs], accuracy_source=rel(RESULTS / group),
+                           seconds=t.test["train_seconds"],
+                           seconds_kind=f"train_seconds of test_metrics.json: training only, one run (seed {t.seed}), "
+                                        "idle machine, 2 threads",
+                           seconds_source=rel(t.path), machine=MACHINE,
+                           torch=rs[0].config["versions"]["torch"], date=max(r.date for r in rs + [t]))
     for name in RECIPES:
         if name not in ("cnn1", "cnn2"):
             out[name] = timed_recipe(name)
@@ -719,7 +716,7 @@ def recipe_runs(name: str) -> list[Run]:
     return [r for r in runs(name) if matches_recipe(r, name)]
 
 
-def timed_recipe(name: str) -> dict | None:
+def timed_recipe(name: str) -> Recipe | None:
     """A recipe measured by benchmarks/time_to_accuracy.py --save docs/results/NAME: accuracy over every seed
     that ran today's settings, time over those of them that ran on the idle machine (None if none did)."""
     rs = recipe_runs(name)
@@ -728,27 +725,27 @@ def timed_recipe(name: str) -> dict | None:
     m, s = mean_sd([r.test["accuracy"] for r in rs])
     idle = [r for r in rs if r.timing and r.timing["idle"]]
     threads = sorted({r.timing["threads"] for r in idle})
-    return {"accuracy_mean": round(m, 6), "accuracy_sd": round(s, 6), "n_seeds": len(rs), "seeds": [r.seed for r in rs],
-            "accuracy_source": rel(RESULTS / name),
-            "seconds": round(statistics.mean(r.timing["wall_s"] for r in idle), 2) if idle else None,
-            "seconds_kind": (f"wall_s of timing.json: from process start to exit (imports, data loading, training, "
-                             f"test evaluation, report files), mean over the idle seeds "
-                             f"({', '.join(str(r.seed) for r in idle)}), {'/'.join(map(str, threads))} threads"
-                             if idle else "not timed: no seed ran on the idle machine"),
-            "seconds_source": rel(RESULTS / name), "machine": MACHINE, "torch": rs[0].config["versions"]["torch"],
-            "date": max(r.date for r in rs)}
+    return Recipe(accuracy_mean=round(m, 6), accuracy_sd=round(s, 6), n_seeds=len(rs), seeds=[r.seed for r in rs],
+                  accuracy_source=rel(RESULTS / name),
+                  seconds=round(statistics.mean(r.timing["wall_s"] for r in idle), 2) if idle else None,
+                  seconds_kind=(f"wall_s of timing.json: from process start to exit (imports, data loading, training, "
+                                f"test evaluation, report files), mean over the idle seeds "
+                                f"({', '.join(str(r.seed) for r in idle)}), {'/'.join(map(str, threads))} threads"
+                                if idle else "not timed: no seed ran on the idle machine"),
+                  seconds_source=rel(RESULTS / name), machine=MACHINE, torch=rs[0].config["versions"]["torch"],
+                  date=max(r.date for r in rs))
 
 
-def reference_seconds(kind: str, entry: dict) -> tuple[float, str, str] | None:
+def reference_seconds(kind: str, entry: Recipe) -> tuple[float, str, str] | None:
     """(seconds, what they are, source) of a recipe's measured run on a device of KIND. The recipes' times are
     measured on the CPU; a GPU reference needs the recipe's time measured on that GPU returned here for "cuda",
     with its step times in STEP_TIME_FILES["cuda"] (benchmarks/step_time.py --device cuda)."""
-    if kind == "cpu" and entry["seconds"] is not None:
-        return entry["seconds"], entry["seconds_kind"], entry["seconds_source"]
+    if kind == "cpu" and entry.seconds is not None:
+        return entry.seconds, entry.seconds_kind, entry.seconds_source
     return None
 
 
-def add_budget_references(out: dict[str, dict | None]) -> None:
+def add_budget_references(out: dict[str, Recipe | None]) -> None:
     """Each measured recipe's `budget_reference` per device kind: its time and step time on the reference
     machine. A step time counts only if it was measured with every setting the recipe has today."""
     for kind, path in STEP_TIME_FILES.items():
@@ -763,18 +760,19 @@ def add_budget_references(out: dict[str, dict | None]) -> None:
             if ref is None or step is None or step["settings"] != recipe_overrides(name):
                 continue
             seconds, seconds_kind, source = ref
-            entry.setdefault("budget_reference", {})[kind] = {
-                "seconds": seconds, "seconds_kind": seconds_kind, "seconds_source": source,
-                "step_seconds": step["step_seconds"],
-                "step_seconds_source": rel(path) if path.is_relative_to(ROOT) else str(path),
-                "batch_size": step["batch_size"], "precision": step["precision"], "machine": MACHINE,
-                "step_machine": d["machine"], "threads": d["machine"]["threads"], "torch": d["torch"],
-                "date": step.get("measured", d["date"])}
+            machine = d["machine"]
+            entry.budget_reference[kind] = Reference(
+                seconds=seconds, seconds_kind=seconds_kind, seconds_source=source,
+                step_seconds=step["step_seconds"],
+                step_seconds_source=rel(path) if path.is_relative_to(ROOT) else str(path),
+                batch_size=step["batch_size"], precision=step["precision"], machine=MACHINE,
+                step_machine=StepMachine(cpu=machine["cpu"], threads=machine["threads"], cuda=machine["cuda"]),
+                threads=machine["threads"], torch=d["torch"], date=step.get("measured", d["date"]))
 
 
 def measured_json() -> str:
-    return json.dumps({"generated_by": "benchmarks/results_tables.py", "recipes": measured()}, indent=2,
-                      ensure_ascii=False) + "\n"
+    """src/fashionlab/measured.json's text, written through fashionlab.measured (which checks it reads back)."""
+    return measured_dumps(measured())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -796,57 +794,246 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the claims study (docs/results/claims/) and the option list
+# the claims study (docs/results/claims-full/) and the option list
 
 
-CLAIM_GROUPS = ("cnn2", "no-augment", "no-bn", "no-dropout", "no-schedule", "cnn1")
-CLAIMS = (("no-augment", "data augmentation (flip + 2-pixel translation)"), ("no-bn", "batch normalization"),
-          ("no-dropout", "dropout"), ("no-schedule", "the one-cycle LR schedule"))
+CLAIMS_STUDY = "claims-full"  # docs/results/<this>/: the runs, and make_report.sh's summary.json
+CLAIMS = (("no-augment", "data augmentation"), ("no-bn", "batch normalization"), ("no-dropout", "dropout"),
+          ("no-schedule", "the LR schedule"))
+AUGMENT_WORDS = {"flip": "flip", "crop": "{crop_pad}-pixel translation", "rotate": "rotation ≤ {rotate_degrees}°",
+                 "erase": "random erasing"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One question of the claims study, base against ARM, from summary.json: figures in points of what the
+    ingredient adds (base − arm), p values Holm-adjusted over the questions asked together (`claim_rows`)."""
+
+    label: str
+    n_seeds: int
+    effect: float | None  # seed level: mean over seed pairs of acc(base) − acc(arm), points
+    ci: tuple[float, float] | None  # its hierarchical-bootstrap 95% CI, points
+    p: float | None  # seed-level p, Holm-adjusted; None below 3 seed pairs
+    mde: float | None  # smallest effect these seeds detect (80% power), points
+    reason: str  # why p is missing or not a t-test's
+    mcnemar_p: float | None  # per-image McNemar, largest p over the seed pairs, Holm-adjusted
+    models_differ: bool  # these trained models differ on this test set: mcnemar_p < alpha and every pair agrees
+    alpha: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p is not None and self.p < self.alpha
+
+    def verdict(self) -> str:
+        """helps / hurts / no detectable effect: the seed-level result only, never McNemar."""
+        if self.p is None:
+            return "no verdict"
+        if not self.significant:
+            return "no detectable effect"
+        return "helps" if self.effect > 0 else "hurts"
+
+
+def claim_rows(s: dict, labels: list[str]) -> dict[str, Claim]:
+    """LABELS' comparisons against the base in summary S, Holm-adjusted over LABELS only (the questions asked
+    together), at both levels."""
+    from fashionlab.stats import holm
+
+    versus = {v["label"]: v for v in s["versus_base"]}
+    pairs = {(c["a"], c["b"]): c for c in s["comparisons"]}
+    seed = {lb: versus[lb]["seed_level"] for lb in labels}
+    tested = [lb for lb in labels if seed[lb]["p"] is not None]
+    seed_adj = dict(zip(tested, holm([seed[lb]["p"] for lb in tested])))
+    imaged = [lb for lb in labels if versus[lb]["p_value"] is not None]
+    image_adj = dict(zip(imaged, holm([versus[lb]["p_value"] for lb in imaged])))
+    out = {}
+    for lb in labels:
+        sl, p_img = seed[lb], image_adj.get(lb)
+        has_ci = sl["ci_low"] is not None
+        out[lb] = Claim(
+            lb, sl["n_seeds"], -sl["effect"] if sl["effect"] is not None else None,
+            (-sl["ci_high"], -sl["ci_low"]) if has_ci else None, seed_adj.get(lb), sl.get("mde"), sl.get("reason", ""),
+            p_img, p_img is not None and p_img < s["alpha"] and pairs[(s["base"], lb)]["consistent"], s["alpha"])
+    return out
+
+
+def claim_runs(s: dict) -> dict[str, list[Run]]:
+    """Each group's committed runs (docs/results/claims-full/<label>/seed<N>/), checked against summary.json:
+    the same seeds and the same test accuracies, so the table cannot quote a report of other runs."""
+    out = {}
+    for m in s["models"]:
+        rs = runs(f"{CLAIMS_STUDY}/{m['label']}")
+        committed = [(r.seed, r.test["accuracy"]) for r in rs]
+        reported = list(zip(m["seeds"], m["accuracy"]["values"]))
+        if [sd for sd, _ in committed] != [sd for sd, _ in reported] or any(
+                abs(a - b) > 1e-9 for (_, a), (_, b) in zip(committed, reported)):
+            raise ValueError(f"docs/results/{CLAIMS_STUDY}/summary.json's {m['label']} (seeds, accuracy) {reported} "
+                             f"are not the committed runs' {committed}: run docs/results/{CLAIMS_STUDY}/make_report.sh")
+        out[m["label"]] = rs
+    return out
+
+
+def study_machines() -> tuple[list[str], list[int]]:
+    """(GPU or CPU names, workers) of the study driver's records docs/results/claims-full/study-*.json."""
+    records = [json.loads(p.read_text()) for p in sorted((RESULTS / CLAIMS_STUDY).glob("study-*.json"))]
+    names = sorted({r["machine"].get("gpu") or r["machine"].get("cpu") or "?" for r in records})
+    return names, sorted({r["workers"] for r in records})
+
+
+def augment_words(config: dict) -> str:
+    names = [n for n in config["augment"].split(",") if n and n != "none"]
+    return " + ".join(AUGMENT_WORDS.get(n, n).format(**config) for n in names) or "none"
+
+
+def changed_text(base: dict, arm: dict) -> str:
+    """The training options (and model options) where ARM's config differs from BASE's: 'bn=false'."""
+    def word(v: object) -> str:
+        return v if isinstance(v, str) else json.dumps(v)
+
+    skip = {"label", "seed", "out", "command", "data", "versions", "runtime", "extra"}
+    out = [f"{k}={word(arm.get(k))}" for k in sorted({*base, *arm} - skip) if base.get(k) != arm.get(k)]
+    extra_a, extra_b = base.get("extra") or {}, arm.get("extra") or {}
+    out += [f"{k}={word(extra_b.get(k))}" for k in sorted({*extra_a, *extra_b}) if extra_a.get(k) != extra_b.get(k)]
+    return ", ".join(out) or "same settings"
+
+
+def and_list(labels: list[str]) -> str:
+    """'`a`', '`a` and `b`', '`a`, `b` and `c`'."""
+    names = [f"`{lb}`" for lb in labels]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def seed_pts(x: float) -> str:
+    """A seed-level figure, already in points: '+1.04', '−0.35'."""
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def effect_text(c: Claim) -> str:
+    if c.effect is None:
+        return "n/a"
+    ci = f" [{seed_pts(c.ci[0])}, {seed_pts(c.ci[1])}]" if c.ci else ""
+    return seed_pts(c.effect) + ci
+
+
+def seed_p_text(c: Claim) -> str:
+    return p_text(c.p) if c.p is not None else "n/a"
+
+
+def mde_text(c: Claim) -> str:
+    if c.significant:
+        return "—"
+    return f"{c.mde:.2f} pts" if c.mde is not None else "n/a"
+
+
+def differ_text(c: Claim) -> str:
+    if c.mcnemar_p is None:
+        return "n/a"
+    return f"{'yes' if c.models_differ else 'no'} ({p_text(c.mcnemar_p)})"
+
+
+def verdict_text(c: Claim) -> str:
+    word = c.verdict()
+    if c.p is None:
+        return f"{word} (only {c.n_seeds} seed pair{'s' if c.n_seeds != 1 else ''}; 3 needed)"
+    return f"**{word}**" if c.significant else word
 
 
 @region("readme-claims", "README.md")
 def readme_claims() -> str:
-    if not (RESULTS / "claims" / "summary.json").exists():  # the study is still running: say how far it is
-        done = {g: len(list((RESULTS / "claims" / g).rglob("test_metrics.json"))) for g in CLAIM_GROUPS}
-        return ("Not yet measured in full: the committed runs so far are "
-                + ", ".join(f"{g} {n}/3" for g, n in done.items()) + " (`docs/results/claims/run_claims.sh`).")
-    s = summary("claims")
+    s = summary(CLAIMS_STUDY)
+    labels = [label for label, _ in CLAIMS]
     models = {m["label"]: m for m in s["models"]}
-    versus = {v["label"]: v for v in s["versus_base"]}
-    base = models[s["base"]]
-    epochs = {r.config["epochs"] for label in models for r in runs(f"claims/{label}")}
+    if s["base"] != "cnn2" or s["family"] != "base" or [m["label"] for m in s["models"]][:1] != ["cnn2"]:
+        raise ValueError(f"docs/results/{CLAIMS_STUDY}/summary.json: expected cnn2 as the base, --family base")
+    grouped = claim_runs(s)
+    everything = [r for rs in grouped.values() for r in rs]
+    base_cfg = grouped["cnn2"][0].config
+    claims = claim_rows(s, labels)
+    cnn1 = claim_rows(s, ["cnn1"])["cnn1"] if "cnn1" in models else None
+
+    n_seeds = sorted({len(rs) for rs in grouped.values()})
+    seeds = sorted({r.seed for r in everything})
+    cnn2_epochs = sorted({r.config["epochs"] for lb in ["cnn2", *labels] for r in grouped[lb]})
+    tta = {r.config["tta"] for r in everything}
+    tta_text = ("flip test-time augmentation off in every arm" if tta == {False} else
+                "flip test-time augmentation on in every arm" if tta == {True} else
+                "flip test-time augmentation on in some arms only (" + ", ".join(
+                    lb for lb, rs in grouped.items() if any(r.config["tta"] for r in rs)) + ")")
+    today = {k: v for k, v in recipe_overrides("cnn2").items() if k != "tta"}
+    recipe = ("CNN_2's recipe" if all(base_cfg.get(k) == v for k, v in today.items())
+              else "CNN_2's recipe as it was then (it has changed since)")
+    if RECIPES["cnn2"].get("tta") and tta == {False}:
+        recipe += " without its flip TTA"
+    length = "/".join(map(str, cnn2_epochs)) + " epochs"
+    if cnn2_epochs == [RECIPES["cnn2"]["epochs"]]:
+        length += ", the recipe's full length"
+    machines, workers = study_machines()
+    devices = sorted({f"{r.config['runtime']['device']}, {r.config['runtime']['precision']}" for r in everything})
+    dates = sorted({r.date for r in everything})
+    gpu = (f"one {' / '.join(machines)} ({'; '.join(devices)})" if machines else "; ".join(devices))
+    n_runs = len(everything)
+    cnn1_epochs = sorted({r.config["epochs"] for r in grouped.get("cnn1", [])})
+    cnn1_length = (f" (CNN_1: {'its recipe' if cnn1_epochs == [RECIPES['cnn1']['epochs']] else 'its'}'s "
+                   f"{'/'.join(map(str, cnn1_epochs))})" if cnn1_epochs else "")
+
+    base_gap = gap_stat(models["cnn2"])
     rows = []
     for label, what in CLAIMS:
-        v, m = versus[label], models[label]
-        effect, (lo, hi) = -v["diff"], (-v["ci"][1], -v["ci"][0])  # what the ingredient adds: base - without
-        if v["significant"]:
-            finding = f"**{'helps' if effect > 0 else 'hurts'}**"
-        else:
-            finding = "no significant difference"
-        rows.append([what, f"`{label}`", acc_stat(m), f"{points(effect)} [{points(lo)}, {points(hi)}]",
-                     p_text(v["p_adjusted"]), p_text(v["seed_p_adjusted"]) if v["seed_p_adjusted"] is not None
-                     else "n/a", gap_stat(m), finding])
-    cnn1 = versus.get("cnn1")
-    tail = ""
+        c, m = claims[label], models[label]
+        if label == "no-augment":
+            what += f" ({augment_words(base_cfg)})"
+        elif label == "no-schedule":
+            what = f"the {base_cfg['scheduler'].replace('onecycle', 'one-cycle')} LR schedule"
+        changed = changed_text(base_cfg, grouped[label][0].config)
+        rows.append([what, f"`{label}` ({changed})", acc_stat(m), effect_text(c), seed_p_text(c), mde_text(c),
+                     differ_text(c), gap_stat(m), verdict_text(c)])
+
+    sig = [label for label in labels if claims[label].significant]
+    text = (f"{recipe} ({acc_stat(models['cnn2'])}) against the same recipe with one ingredient removed: "
+            f"{len(models)} groups × {'/'.join(map(str, n_seeds))} seeds ({', '.join(map(str, seeds))}), "
+            f"{n_runs} runs, {length}{cnn1_length}, "
+            f"{tta_text}, on the 10,000 test images; trained on {gpu}, up to {max(workers)} runs at a time, "
+            f"on {', '.join(dates)}.\n\n"
+            "Effect: test accuracy with the ingredient minus without it, in points, the mean over the seed pairs "
+            "(paired by seed number), with its 95% CI from a hierarchical bootstrap over seeds and test images. "
+            f"Seed p: paired t-test over the seed pairs, Holm-adjusted over the {len(labels)} ingredient questions; "
+            "the verdict follows it alone. Where it is not significant, MDE is the smallest effect these seeds "
+            "could have detected (80% power, α = "
+            f"{s['alpha']:g}). \"These trained models differ on this test set\": per-image McNemar on every seed "
+            "pair (the largest p, Holm-adjusted over the same questions, and every pair the same way round), a "
+            "statement about these particular models, not about the training choice. Gap: train − validation "
+            "accuracy at the last epoch; train accuracy is measured on each arm's training batches as it trained on "
+            "them, so augmentation and dropout lower it by construction (CNN_2's recipe: "
+            f"{base_gap}).\n\n"
+            + table(["ingredient", "removed in", "test accuracy without it", "effect [95% CI]", "seed p (Holm)",
+                     "MDE where not significant", "these trained models differ on this test set",
+                     "train − val gap without it", "verdict"], ["---", "---"] + ["---:"] * 6 + ["---"], rows) + "\n\n")
+    text += (f"The seed-level verdict is significant for {len(sig)} of the {len(labels)} ingredients"
+             + (f" ({and_list(sig)})" if sig else "") + ". ")
+    only_seed = [lb for lb in labels if claims[lb].significant and not claims[lb].models_differ]
+    only_models = [lb for lb in labels if claims[lb].models_differ and not claims[lb].significant]
+    if only_seed:
+        text += ("For " + and_list(only_seed) + " the two levels part: the seeds agree closely "
+                 "enough for a training-choice verdict, while the difference between some pair of trained models is "
+                 "within test-set sampling (McNemar takes the largest p of the seed pairs). ")
+    if only_models:
+        text += ("For " + and_list(only_models) + " the two levels part: each pair of trained "
+                 "models differs on this test set, but the difference varies from seed to seed too much for a "
+                 "training-choice verdict. ")
     if cnn1 is not None:
-        tail = (f"For scale, CNN_1 (its own recipe, same length) reached {acc_stat(models['cnn1'])}: "
-                f"{points(cnn1['diff'])} points against the full CNN_2 recipe (Holm {p_text(cnn1['p_adjusted'])}). ")
-    n = sorted({len(m["seeds"]) for m in s["models"]})
-    seed_sig = [label for label, _ in CLAIMS if (versus[label]["seed_p_adjusted"] or 1) < s["alpha"]]
-    tail += (f"The seed-level test is significant for {len(seed_sig)} of the {len(CLAIMS)} ingredients"
-             + (f" ({', '.join(seed_sig)})" if seed_sig else "")
-             + ": the per-image test shows each difference is larger than test-set sampling explains, while "
-             f"{min(n)} seeds are too few to show it is larger than the seed-to-seed spread as well.")
-    return (f"CNN_2's recipe ({acc_stat(base)}, n = {'/'.join(map(str, n))} seeds) against the same recipe with one "
-            f"ingredient removed, {'/'.join(map(str, sorted(epochs)))} epochs each, on the 10,000 test images. "
-            "Effect = accuracy with the ingredient minus without (points, paired bootstrap 95% CI). p: McNemar on "
-            "each seed pair (largest), Holm-adjusted over all "
-            f"{len(s['comparisons'])} pairs of the {len(s['models'])} groups; seed p: paired t-test on per-seed "
-            "accuracies, Holm-adjusted. Gap: train − validation accuracy at the last epoch (train accuracy is "
-            "measured on augmented batches).\n\n"
-            + table(["ingredient", "removed in", "test accuracy without it", "effect", "p (Holm)", "seed p (Holm)",
-                     "train − val gap without it", "verdict"], ["---", "---"] + ["---:"] * 5 + ["---"], rows)
-            + "\n" + tail)
+        better = {"helps": "CNN_2's recipe is better", "hurts": "CNN_2's recipe is worse"}.get(
+            cnn1.verdict(), "no detectable difference")
+        text += (f"For scale, CNN_1 ({acc_stat(models['cnn1'])}): CNN_2's recipe minus CNN_1, "
+                 f"{effect_text(cnn1)} points, seed {seed_p_text(cnn1)} (a question of its own, not adjusted), "
+                 f"these trained models differ on this test set: {differ_text(cnn1)}; {better}. ")
+    report = {v["label"]: v["seed_level"]["significant"] for v in s["versus_base"]}
+    n_report = sum(1 for v in s["versus_base"] if v["seed_level"]["p"] is not None)
+    if n_report != len(labels) and any(report[lb] != claims[lb].significant for lb in labels):
+        text += (f"The report adjusts over all {n_report} tests against the base (CNN_1 included), which changes "
+                 "the verdict for " + ", ".join(lb for lb in labels if report[lb] != claims[lb].significant) + ".")
+    elif n_report != len(labels):
+        text += (f"The report adjusts over all {n_report} tests against the base (CNN_1 included): the same "
+                 "verdicts.")
+    return text.rstrip()
 
 
 def points(x: float) -> str:

@@ -4,7 +4,11 @@
     python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --inference-only
     python benchmarks/throughput.py --models fastnet --compile  # torch.compile, with eager in the same run
     python benchmarks/throughput.py --models cnn2 --batch-sizes 1024 --precisions bf16,int8 --inference-only
+    python benchmarks/throughput.py --threads 1,2 --backends onednn,native   # thread count, conv backend
     python benchmarks/throughput.py --quick                  # CI smoke test
+
+The record names the CPU (lscpu's model name and the instruction sets that matter here: AVX2, AVX-512, AVX-512
+BF16, AMX), so each CPU kind's table comes from its own file.
 """
 
 from __future__ import annotations
@@ -95,6 +99,21 @@ def measure(name: str, precision: str, channels_last: bool, batch: int, device, 
     return timed(lambda: (step(), sync()), min_seconds) * batch, compile_s
 
 
+def cpu_record() -> dict:
+    """lscpu's model name and the flags that decide the fast path (bf16 needs AVX-512 BF16 or AMX to pay)."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    return {"model_name": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
+            "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni",
+                                     "avx_vnni", "fma"})}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="cnn1,cnn2,fastnet")
@@ -105,6 +124,10 @@ def main() -> None:
     p.add_argument("--inference-only", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile each model; compile seconds reported apart")
+    p.add_argument("--threads", default=None, help="comma list of torch thread counts (default: torch's)")
+    p.add_argument("--backends", default="onednn",
+                   help="comma list of onednn (oneDNN/mkldnn convolutions, torch's default on x86) and native "
+                        "(torch.backends.mkldnn disabled: ATen's own kernels)")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
     if a.quick:
@@ -113,14 +136,21 @@ def main() -> None:
     if "int8" in a.precisions.split(",") and (a.compile or device.type != "cpu"):
         p.error("--precisions int8 is CPU post-training quantization: not with --compile or a GPU")
     rows = []
+    default_threads = torch.get_num_threads()
+    threads = [int(t) for t in a.threads.split(",")] if a.threads else [default_threads]
+    if not set(a.backends.split(",")) <= {"onednn", "native"}:
+        p.error("--backends takes onednn and/or native")
     grid = itertools.product(a.models.split(","), a.precisions.split(","), a.memory_formats.split(","),
-                             [int(b) for b in a.batch_sizes.split(",")])
-    for name, precision, fmt, batch in grid:
-        row = {"model": name, "precision": precision, "memory_format": fmt, "batch": batch}
+                             [int(b) for b in a.batch_sizes.split(",")], threads, a.backends.split(","))
+    for name, precision, fmt, batch, n_threads, backend in grid:
+        torch.set_num_threads(n_threads)
+        row = {"model": name, "precision": precision, "memory_format": fmt, "batch": batch, "threads": n_threads,
+               "backend": backend}
         modes = ("inference",) if a.inference_only or precision == "int8" else ("train", "inference")
         for mode in modes:  # int8 is post-training quantization: inference only
-            rate, compile_s = measure(name, precision, fmt == "channels_last", batch, device, a.seconds,
-                                      mode == "train", a.compile)
+            with torch.backends.mkldnn.flags(enabled=backend == "onednn"):
+                rate, compile_s = measure(name, precision, fmt == "channels_last", batch, device, a.seconds,
+                                          mode == "train", a.compile)
             row[f"{mode}_img_s"] = round(rate)
             if compile_s is not None:  # the eager rate of the same cell, in the same run: a ratio without drift
                 row[f"{mode}_compile_s"] = compile_s
@@ -131,8 +161,9 @@ def main() -> None:
     models = {n: {"params": count_params(build_model(n)), "mflops": round(forward_mflops(build_model(n)), 2)}
               for n in a.models.split(",")}
     out = {"benchmark": "throughput", "device": str(device), "cpu": platform.processor() or platform.machine(),
-           "threads": torch.get_num_threads(), "compile": a.compile, "torch": torch.__version__,
-           "date": time.strftime("%Y-%m-%d"),
+           "cpu_kind": cpu_record(), "threads": default_threads, "thread_counts": threads, "compile": a.compile,
+           "torch": torch.__version__,
+           "date": time.strftime("%Y-%m-%d"), "time_utc": time.strftime("%H:%M", time.gmtime()),
            "models": models, "results": rows,
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     json.dump(out, sys.stdout, indent=2)

@@ -189,8 +189,8 @@ def tiny_class():
     (dict(model=42), "--model must be a string, got 42"),
     (dict(model="cnn1", model_args=[1]), "model_args must be a dict, got list"),
     (dict(model="cnn1", model_args={"depth": 3}), "does not take these options"),
-    (dict(model="cnn1", config="missing.yaml"), "cannot read config file missing.yaml"),
-    (dict(config="a.yaml", resume="b"), "cannot read config file a.yaml"),
+    (dict(model="cnn1", config="missing.yaml"), "config file missing.yaml not found"),
+    (dict(config="a.yaml", resume="b"), "config file a.yaml not found"),
     (dict(resume="no-such-run"), "nothing to resume: no-such-run has no config.json"),
 ])
 def test_train_errors_are_one_line_before_any_folder(tmp_path, synthetic_env, monkeypatch, kwargs, needle):

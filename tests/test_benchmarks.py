@@ -70,6 +70,14 @@ def test_throughput_quick():
     assert out["peak_rss_mb"] > 0
 
 
+def test_throughput_measures_thread_counts_and_conv_backends_and_names_the_cpu():
+    out = run_script("throughput.py", "--quick", "--threads", "1,2", "--backends", "onednn,native")
+    cells = {(r["threads"], r["backend"]) for r in out["results"]}
+    assert cells == {(1, "onednn"), (1, "native"), (2, "onednn"), (2, "native")}
+    assert all(r["train_img_s"] > 0 for r in out["results"]) and out["thread_counts"] == [1, 2]
+    assert out["cpu_kind"]["model_name"] and isinstance(out["cpu_kind"]["flags"], list)
+
+
 def test_throughput_reports_compile_time_apart():
     out = run_script("throughput.py", "--quick", "--compile", "--inference-only", "--precisions", "fp32",
                      "--memory-formats", "contiguous")

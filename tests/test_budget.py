@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from fashionlab import budget
-from fashionlab.budget import accuracy_text, choose, format_duration, parse_duration, pick_recipe
+from fashionlab.budget import choose, parse_duration, pick_recipe
 from fashionlab.errors import ConfigError
+from fashionlab.measured import Recipe, Reference, StepMachine
+from fashionlab.numfmt import accuracy_over_seeds, duration
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,24 +40,30 @@ def test_bad_durations_are_one_line_errors(text, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
-def test_format_duration():
-    assert [format_duration(s) for s in (46.4, 59.6, 60, 310, 3599, 3600, 5400, 5399)] == [
+def test_format_duration():  # the budget's durations are numfmt.duration (tests/test_numfmt.py has the edges)
+    assert [duration(s) for s in (46.4, 59.6, 60, 310, 3599, 3600, 5400, 5399)] == [
         "46 s", "1 min", "1 min", "5 min 10 s", "59 min 59 s", "1 h", "1 h 30 min", "1 h 30 min"]
 
 
 def test_one_seed_shows_no_spread():
-    assert accuracy_text(0.94513, 0.001308, 3) == "94.51 ± 0.13% (3 seeds)"
-    assert accuracy_text(0.9468, 0.0, 1) == "94.68% (1 seed)"  # not "± 0.00%": one seed has no spread
+    assert accuracy_over_seeds(0.94513, 0.001308, 3) == "94.51 ± 0.13% (3 seeds)"
+    assert accuracy_over_seeds(0.9468, 0.0, 1) == "94.68% (1 seed)"  # not "± 0.00%": one seed has no spread
 
 
 # ---------------------------------------------------------------------------------------------------------
 # the choice, with a fake measured table and fake step times here
 
 
-def entry(acc: float, seconds: float, step: float | None, kind: str = "cpu", sd: float = 0.001, n: int = 3):
-    e = {"accuracy_mean": acc, "accuracy_sd": sd, "n_seeds": n, "seconds": seconds}
+def entry(acc: float, seconds: float, step: float | None, kind: str = "cpu", sd: float = 0.001, n: int = 3) -> Recipe:
+    e = Recipe(accuracy_mean=acc, accuracy_sd=sd, n_seeds=n, seeds=list(range(n)), accuracy_source="docs/results/x",
+               seconds=seconds, seconds_kind="train_seconds", seconds_source="docs/results/x/seed0",
+               machine="the reference box", torch="2.x", date="2026-12-01")
     if step is not None:
-        e["budget_reference"] = {kind: {"seconds": seconds, "step_seconds": step, "machine": "the reference box"}}
+        e.budget_reference[kind] = Reference(
+            seconds=seconds, seconds_kind="train_seconds", seconds_source="docs/results/x/seed0", step_seconds=step,
+            step_seconds_source="docs/benchmarks/step_time.json", batch_size=128, precision="bf16",
+            machine="the reference box", step_machine=StepMachine("test cpu", 2, None), threads=2, torch="2.x",
+            date="2026-12-01")
     return e
 
 
@@ -71,7 +79,7 @@ TABLE = {
 
 def twice_as_slow(name: str) -> float:
     """This machine takes twice the reference's step time for every recipe."""
-    return 2 * TABLE[name]["budget_reference"]["cpu"]["step_seconds"]
+    return 2 * TABLE[name].budget_reference["cpu"].step_seconds
 
 
 def test_picks_the_most_accurate_recipe_that_fits():
@@ -93,8 +101,8 @@ def test_picks_the_most_accurate_recipe_that_fits():
 
 
 def test_a_faster_machine_fits_more():
-    c = choose(parse_duration("6m"), TABLE, "cpu", lambda name: TABLE[name]["budget_reference"]["cpu"]
-               ["step_seconds"] / 2)  # twice as fast: best takes 350 s
+    c = choose(parse_duration("6m"), TABLE, "cpu",
+               lambda name: TABLE[name].budget_reference["cpu"].step_seconds / 2)  # twice as fast: best takes 350 s
     assert c.chosen.recipe == "best"
 
 
@@ -113,7 +121,7 @@ def test_no_recipe_fits_names_the_fastest_estimate():
 
 def test_the_fastest_is_by_estimate_here_not_by_reference_time():
     def here(name):  # quick is 10x slower here than on the reference machine, mid is not
-        return TABLE[name]["budget_reference"]["cpu"]["step_seconds"] * (10 if name == "quick" else 1.5)
+        return TABLE[name].budget_reference["cpu"].step_seconds * (10 if name == "quick" else 1.5)
 
     with pytest.raises(ConfigError, match=r"the fastest, mid, would take about 2 min 30 s here"):
         choose(60, TABLE, "cpu", here)
@@ -135,7 +143,7 @@ def test_the_shipped_table_has_budget_references_only_with_step_times():
     """measured.json (generated) carries budget_reference exactly when docs/benchmarks/step_time.json exists."""
     table = budget.load_measured()
     has_step_times = (ROOT / "docs" / "benchmarks" / "step_time.json").exists()
-    assert any(e and "budget_reference" in e for e in table.values()) == has_step_times
+    assert any(e is not None and e.budget_reference for e in table.values()) == has_step_times
     if not has_step_times:
         with pytest.raises(ConfigError, match="no recipe has a measured accuracy"):
             choose(3600, table, "cpu", twice_as_slow)
@@ -231,15 +239,28 @@ def test_api_budget_refuses_a_model(tmp_path):
 # the step timer itself
 
 
-def test_measure_step_seconds_on_a_tiny_model():
+def test_measure_step_seconds_on_a_tiny_model(monkeypatch):
+    """It times the training loop's own step (trainsetup.train_step, which train.py calls), once per warm-up and
+    timed step, on cfg's batch."""
     import torch
 
+    from fashionlab import train, trainsetup
     from fashionlab.config import build_config
 
+    real_step = trainsetup.train_step
+    assert train.train_step is real_step  # the step the training loop takes
+    batches = []
+
+    def counted(model, opt, scaler, x, y, *rest):
+        batches.append(tuple(x.shape))
+        return real_step(model, opt, scaler, x, y, *rest)
+
+    monkeypatch.setattr(trainsetup, "train_step", counted)
     cfg = build_config({"model": "cnn1", "batch_size": 8, "device": "cpu", "augment": "flip,crop", "ema": 0.9})
     state = torch.get_rng_state()
     seconds = budget.measure_step_seconds(cfg, torch.device("cpu"), warmup=1, steps=2)
     assert math.isfinite(seconds) and 0 < seconds < 5
+    assert batches == [(8, 1, 28, 28)] * 3  # 1 warm-up + 2 timed steps, each a real training step
     assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left alone
 
 
@@ -275,17 +296,17 @@ def test_results_tables_copies_step_times_of_unchanged_recipes(rt, tmp_path, mon
                            "sota": step("sota", 4.0)})
     monkeypatch.setattr(rt, "STEP_TIME_FILES", {"cpu": path})
     m = rt.measured()
-    ref = m["fast"]["budget_reference"]["cpu"]
-    assert ref["step_seconds"] == 0.03 and ref["seconds"] == m["fast"]["seconds"]
-    assert ref["seconds_source"] == m["fast"]["seconds_source"] and ref["threads"] == 2
-    assert m["cnn1"]["budget_reference"]["cpu"]["step_seconds"] == 0.01
-    assert "budget_reference" not in m["cnn2"]  # its settings changed since it was timed
+    ref = m["fast"].budget_reference["cpu"]
+    assert ref.step_seconds == 0.03 and ref.seconds == m["fast"].seconds
+    assert ref.seconds_source == m["fast"].seconds_source and ref.threads == 2 and ref.step_machine.cpu == "test cpu"
+    assert m["cnn1"].budget_reference["cpu"].step_seconds == 0.01
+    assert m["cnn2"].budget_reference == {}  # its settings changed since it was timed
     assert m["sota"] is None  # no measured accuracy: never a candidate
-    just_enough = m["fast"]["seconds"] + 1  # at the reference machine's speed, fast fits and is the more accurate
+    just_enough = m["fast"].seconds + 1  # at the reference machine's speed, fast fits and is the more accurate
     assert choose(just_enough, m, "cpu", lambda name: {"cnn1": 0.01, "fast": 0.03}[name]).chosen.recipe == "fast"
 
     monkeypatch.setattr(rt, "STEP_TIME_FILES", {"cpu": tmp_path / "absent.json"})
-    assert all(e is None or "budget_reference" not in e for e in rt.measured().values())
+    assert all(e is None or not e.budget_reference for e in rt.measured().values())
 
 
 def test_results_tables_refuses_a_step_time_file_of_another_device(rt, tmp_path, monkeypatch):
@@ -295,9 +316,32 @@ def test_results_tables_refuses_a_step_time_file_of_another_device(rt, tmp_path,
         rt.measured()
 
 
-def test_step_time_script_uses_the_budget_timer():
-    text = (ROOT / "benchmarks" / "step_time.py").read_text()
-    assert "from fashionlab.budget import measure_step_seconds, recipe_config" in text
+def test_step_time_script_reports_the_budget_timer(monkeypatch, capsys):
+    """benchmarks/step_time.py's figures are what budget.measure_step_seconds returns for recipe_config(NAME), the
+    call --budget makes on the user's machine: the reference and the estimate come from one timer."""
+    import torch
+
+    from fashionlab.budget import recipe_config
+
+    spec = importlib.util.spec_from_file_location("step_time_under_test", ROOT / "benchmarks" / "step_time.py")
+    step_time = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_time)
+    calls = []
+    returns = iter([0.3, 0.1, 0.2, 0.05, 0.07, 0.06])
+
+    def timer(cfg, device=None, *, warmup=3, steps=5):
+        calls.append((cfg, torch.device(device), warmup, steps))
+        return next(returns)
+
+    monkeypatch.setattr(budget, "measure_step_seconds", timer)
+    args = ["--recipes", "cnn1,fast", "--device", "cpu", "--repeats", "3", "--warmup", "2", "--steps", "4"]
+    assert step_time.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    cpu = torch.device("cpu")
+    assert calls == [(recipe_config("cnn1", "cpu"), cpu, 2, 4)] * 3 + [(recipe_config("fast", "cpu"), cpu, 2, 4)] * 3
+    assert out["recipes"]["cnn1"]["repeats_s"] == [0.3, 0.1, 0.2] and out["recipes"]["cnn1"]["step_seconds"] == 0.2
+    assert out["recipes"]["fast"]["repeats_s"] == [0.05, 0.07, 0.06] and out["recipes"]["fast"]["step_seconds"] == 0.06
+    assert out["recipes"]["fast"]["batch_size"] == recipe_config("fast", "cpu").batch_size
 
 
 def test_frontier_json_is_what_the_committed_results_give():
@@ -309,6 +353,6 @@ def test_frontier_json_is_what_the_committed_results_give():
     data = json.loads((ROOT / "docs" / "results" / "frontier.json").read_text())
     shipped = budget.load_measured()
     plotted = {p["recipe"]: p for p in data["points"] if p["recipe"]}
-    assert set(plotted) == {name for name, e in shipped.items() if e and e["seconds"] is not None}
+    assert set(plotted) == {name for name, e in shipped.items() if e is not None and e.seconds is not None}
     for name, p in plotted.items():
-        assert (p["accuracy_mean"], p["seconds"]) == (shipped[name]["accuracy_mean"], shipped[name]["seconds"])
+        assert (p["accuracy_mean"], p["seconds"]) == (shipped[name].accuracy_mean, shipped[name].seconds)

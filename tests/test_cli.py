@@ -36,7 +36,7 @@ def assert_one_line_error(proc, *needles):
     (["train", "--model", "cnn1", "--augment", "flip,spin"], "unknown augmentation 'spin'"),
     (["train", "--model", "cnn1", "--optimizer", "lion"], "--optimizer must be one of"),
     (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
-    (["train", "--model", "cnn1", "--config", "/nonexistent.yaml"], "cannot read config file"),
+    (["train", "--model", "cnn1", "--config", "/nonexistent.yaml"], "config file /nonexistent.yaml not found"),
     (["train", "--resume", "/nonexistent-run"], "nothing to resume"),
     (["evaluate", "/nonexistent-run"], "not a run folder"),
     (["compare", "/nonexistent-a", "/nonexistent-b"], "nonexistent-a"),
@@ -100,11 +100,54 @@ def test_train_then_evaluate_last(tmp_path, synthetic_env):
         assert (run / "test_metrics.json").read_bytes() == before
 
 
+def by_hand(layers: list[tuple]) -> tuple[int, float]:
+    """(parameters, forward MFLOPs per image) of a plain CNN from its layer list, counted by hand:
+    ("conv", c_in, c_out, k, out_side, bias), ("linear", n_in, n_out, bias), ("bn", channels). A conv makes
+    c_out*c_in*k*k multiply-adds per output pixel, a linear layer n_in*n_out; 2 FLOPs per multiply-add
+    (bias adds and batch norm not counted, as torch's FlopCounterMode does not); batch norm has 2 parameters
+    a channel (its running statistics are buffers)."""
+    params = macs = 0
+    for kind, *shape in layers:
+        if kind == "conv":
+            c_in, c_out, k, side, bias = shape
+            params += c_out * c_in * k * k + (c_out if bias else 0)
+            macs += c_out * c_in * k * k * side * side
+        elif kind == "linear":
+            n_in, n_out, bias = shape
+            params += n_in * n_out + (n_out if bias else 0)
+            macs += n_in * n_out
+        else:
+            params += 2 * shape[0]
+    return params, 2 * macs / 1e6
+
+
+CNN1 = [("conv", 1, 32, 3, 28, True), ("conv", 32, 64, 3, 14, True), ("linear", 64 * 7 * 7, 10, True)]
+CNN2 = [("conv", 1, 32, 3, 28, False), ("bn", 32), ("conv", 32, 32, 3, 28, False), ("bn", 32),
+        ("conv", 32, 64, 3, 14, False), ("bn", 64), ("conv", 64, 64, 3, 14, False), ("bn", 64),
+        ("conv", 64, 128, 3, 7, False), ("bn", 128), ("conv", 128, 128, 3, 7, False), ("bn", 128),
+        ("linear", 128 * 3 * 3, 256, False), ("bn", 256), ("linear", 256, 10, True)]
+
+
 def test_models_lists_params_and_mflops():
-    proc = fashionlab("models")
+    """`fashionlab models` prints each model's parameter count and forward MFLOPs per 28x28 image: for CNN_1 and
+    CNN_2, the figures worked out by hand from their architectures (50,186 and 584,874 parameters; 7.7 and 58.8
+    MFLOPs)."""
+    from fashionlab.models import MODELS
+
+    proc = fashionlab("models", env={"COLUMNS": "250"})
     assert proc.returncode == 0, proc.stderr
-    for name in ("cnn1", "cnn2", "fastnet", "wrn16-4", "resnet18"):
-        assert name in proc.stdout
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 4:
+            rows[cells[0]] = cells
+    assert set(rows) == set(MODELS)
+    for name, layers in (("cnn1", CNN1), ("cnn2", CNN2)):
+        params, mflops = by_hand(layers)
+        assert rows[name][1] == f"{params:,}", (name, rows[name])
+        assert float(rows[name][2]) == pytest.approx(mflops, abs=0.05), (name, rows[name], mflops)
+    assert (rows["cnn1"][1], rows["cnn1"][2]) == ("50,186", "7.7")  # the by-hand sums, written out
+    assert (rows["cnn2"][1], rows["cnn2"][2]) == ("584,874", "58.8")
 
 
 def test_data_command_summary_and_grid(tmp_path, synthetic_env):

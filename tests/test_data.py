@@ -81,12 +81,12 @@ def test_corrupt_gzip_is_data_error(tmp_path: Path) -> None:
     bad_crc = good[:-8] + bytes(4) + good[-4:]
     for name, content in (("crc.gz", bad_crc), ("eof.gz", good[: len(good) // 2])):
         (tmp_path / name).write_bytes(content)
-        with pytest.raises(DataError, match=f"{name}: corrupt gzip"):
+        with pytest.raises(DataError, match=f"{name} is (corrupt|truncated) gzip"):
             read_idx(tmp_path / name)
 
 
 def test_missing_file_is_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="dataset file .*nope not found"):
         decompressed_bytes(tmp_path / "nope")
 
 

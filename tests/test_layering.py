@@ -20,7 +20,7 @@ DESIGN = ROOT / "docs" / "design.md"
 # Bottom first. A module may import its own layer and every layer below it, never one above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("facts", ("errors", "about")),
-    ("pure helpers", ("stats", "numfmt", "reading", "redact", "files")),
+    ("pure helpers", ("stats", "numfmt", "calibration", "reading", "redact", "files")),
     ("leaves: devices, images, recipes, models", (
         "device", "imageprep", "recipes", "measured", "corruptions",
         "models.external", "models.registry", "models.cnn", "models.resnet", "models")),

@@ -425,10 +425,11 @@ def test_a_fifo_that_slips_past_the_stat_check_still_cannot_block(tmp_path, monk
     with pytest.raises(imageprep.ImageError, match=r"named pipe \(FIFO\); not opened"):
         imageprep.load(tmp_path / "late.png")  # the first line of defence: os.stat
     monkeypatch.setattr(imageprep, "not_regular", lambda path: None)
-    with pytest.raises(imageprep.ImageError, match=r"named pipe \(FIFO\); not read"):
+    # the second: reading.read_bytes checks again, then opens non-blocking and checks the descriptor
+    with pytest.raises(imageprep.ImageError, match=r"named pipe \(FIFO\), not a regular file"):
         imageprep.load(tmp_path / "late.png")
     (tmp_path / "folder.png").mkdir()
-    with pytest.raises(imageprep.ImageError, match="a directory"):
+    with pytest.raises(imageprep.ImageError, match="a folder"):
         imageprep.load(tmp_path / "folder.png")
 
 

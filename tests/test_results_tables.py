@@ -152,12 +152,12 @@ def test_a_timed_recipe_takes_accuracy_from_every_seed_and_time_from_idle_seeds(
         write_seed(results / "fast95" / "seed1", "fast95", 1, 0.94, 1100.0)
         write_seed(results / "fast95" / "seed2", "fast95", 2, 0.93, 900.0, epochs=3)  # other settings: left out
         e = rt.timed_recipe("fast95")
-        assert e["n_seeds"] == 2 and e["seeds"] == [0, 1] and e["accuracy_mean"] == pytest.approx(0.945)
-        assert e["seconds"] == 1100.0 and "idle seeds (1)" in e["seconds_kind"]
-        assert e["accuracy_source"] == e["seconds_source"] == "docs/results/fast95"
+        assert e.n_seeds == 2 and e.seeds == [0, 1] and e.accuracy_mean == pytest.approx(0.945)
+        assert e.seconds == 1100.0 and "idle seeds (1)" in e.seconds_kind
+        assert e.accuracy_source == e.seconds_source == "docs/results/fast95"
         write_seed(results / "fast" / "seed0", "fast", 0, 0.93, 50.0, idle=False)
         e = rt.timed_recipe("fast")
-        assert e["seconds"] is None and e["seconds_kind"].startswith("not timed")
+        assert e.seconds is None and e.seconds_kind.startswith("not timed")
         assert rt.reference_seconds("cpu", e) is None  # --budget never picks a recipe without an idle time
     finally:
         rt.runs.cache_clear()
@@ -176,3 +176,114 @@ def test_the_ensemble_table_compares_each_prefix_with_the_best_member(rt, tmp_pa
         rt.bench.cache_clear()
     assert "`fast95` as it was then (fastnet32, 30 epochs; epochs=20), members seeded [0, 1, 2]" in text
     assert "| 3 | 95.10% | 95.80% | +0.70 |" in text and "| 2 | 94.50% | 95.50% | +0.40 |" in text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the claims study (docs/results/claims-full/): verdicts follow the seed level, Holm over the questions asked
+
+CLAIMS_FULL = ROOT / "docs" / "results" / "claims-full"
+
+
+def claims_rows(rt) -> dict[str, list[str]]:
+    """The README's claims table: arm label -> its cells."""
+    body = region_text(rt, (ROOT / "README.md").read_text(), "readme-claims")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in body.splitlines()
+            if line.startswith("| ") and "`" in line]
+    return {row[1].split("`")[1]: row for row in rows}
+
+
+def holm_by_hand(p: list[float]) -> list[float]:
+    """Holm's step-down adjustment written out, independently of fashionlab.stats.holm."""
+    order = sorted(range(len(p)), key=p.__getitem__)
+    out, running = [0.0] * len(p), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - k) * p[i]))
+        out[i] = running
+    return out
+
+
+def fake_summary(seed_p: dict[str, float | None], image_p: dict[str, float], consistent: bool = True) -> dict:
+    def level(label: str) -> dict:
+        p = seed_p[label]
+        return {"n_seeds": 5 if p is not None else 2, "effect": -0.5, "ci_low": -0.8 if p is not None else None,
+                "ci_high": -0.2 if p is not None else None, "p": p, "p_adjusted": p, "mde": 0.3, "reason": ""}
+
+    labels = list(seed_p)
+    return {"base": "cnn2", "alpha": 0.05,
+            "versus_base": [{"label": lb, "p_value": image_p[lb], "seed_level": level(lb)} for lb in labels],
+            "comparisons": [{"a": "cnn2", "b": lb, "consistent": consistent} for lb in labels]}
+
+
+def test_a_claim_verdict_follows_the_seed_level_not_mcnemar(rt):
+    s = fake_summary({"seed-only": 0.001, "models-only": 0.5}, {"seed-only": 0.9, "models-only": 1e-6})
+    c = rt.claim_rows(s, ["seed-only", "models-only"])
+    # removing the ingredient costs 0.5 points at the seed level: the ingredient helps, where that is significant
+    assert c["seed-only"].verdict() == "helps" and not c["seed-only"].models_differ
+    assert c["models-only"].verdict() == "no detectable effect" and c["models-only"].models_differ
+    assert rt.verdict_text(c["seed-only"]) == "**helps**"
+    assert rt.verdict_text(c["models-only"]) == "no detectable effect"
+    assert rt.mde_text(c["seed-only"]) == "—" and rt.mde_text(c["models-only"]) == "0.30 pts"
+    assert rt.effect_text(c["seed-only"]) == "+0.50 [+0.20, +0.80]"  # base − arm, the CI flipped with it
+
+
+def test_claims_are_adjusted_over_the_questions_asked_only(rt):
+    s = fake_summary({"a": 0.02, "b": 0.04, "c": 0.001}, {"a": 0.02, "b": 0.04, "c": 0.001})
+    two = rt.claim_rows(s, ["a", "b"])  # c is another question (CNN_1 for scale): not in this family
+    assert [two["a"].p, two["b"].p] == pytest.approx([0.04, 0.04])
+    assert [two["a"].mcnemar_p, two["b"].mcnemar_p] == pytest.approx([0.04, 0.04])
+    three = rt.claim_rows(s, ["a", "b", "c"])
+    assert [three[k].p for k in "abc"] == pytest.approx([0.04, 0.04, 0.003])
+    inconsistent = rt.claim_rows(fake_summary({"a": 0.5}, {"a": 1e-9}, consistent=False), ["a"])["a"]
+    assert not inconsistent.models_differ  # the seed pairs disagree in sign: not "these models differ"
+
+
+def test_fewer_than_three_seeds_give_no_verdict(rt):
+    c = rt.claim_rows(fake_summary({"a": None}, {"a": 1e-9}), ["a"])["a"]
+    assert c.verdict() == "no verdict" and rt.verdict_text(c) == "no verdict (only 2 seed pairs; 3 needed)"
+    assert rt.seed_p_text(c) == "n/a" and c.models_differ
+
+
+def test_the_committed_claims_table_follows_the_seed_level(rt):
+    """Independently of the script: Holm over the 4 ingredients' seed-level p from summary.json, by hand; each
+    verdict word is what that p and the effect's sign say, whatever the McNemar column says."""
+    s = json.loads((CLAIMS_FULL / "summary.json").read_text())
+    assert s["base"] == "cnn2" and s["family"] == "base"
+    versus = {v["label"]: v for v in s["versus_base"]}
+    labels = ["no-augment", "no-bn", "no-dropout", "no-schedule"]
+    adjusted = dict(zip(labels, holm_by_hand([versus[lb]["seed_level"]["p"] for lb in labels])))
+    rows = claims_rows(rt)
+    assert sorted(rows) == sorted(labels)
+    for lb in labels:
+        sl, row = versus[lb]["seed_level"], rows[lb]
+        assert sl["n_seeds"] == 5
+        ingredient_adds = -sl["effect"]
+        assert row[3].startswith(f"{ingredient_adds:+.2f}".replace("-", "−"))
+        assert row[4] == ("p < 0.001" if adjusted[lb] < 0.001 else f"p = {adjusted[lb]:.3f}")
+        expected = "no detectable effect"
+        if adjusted[lb] < s["alpha"]:
+            expected = "helps" if ingredient_adds > 0 else "hurts"
+        assert row[-1].strip("*") == expected
+        assert row[6].split(" ")[0] in ("yes", "no")  # the per-image result, a column of its own
+    # the two levels part somewhere in this study, so the test above would catch a verdict taken from McNemar
+    assert any((rows[lb][-1].strip("*") != "no detectable effect") != rows[lb][6].startswith("yes") for lb in labels)
+
+
+def test_the_claims_text_states_the_study_from_its_files(rt):
+    body = region_text(rt, (ROOT / "README.md").read_text(), "readme-claims")
+    configs = {p.parent.parent.name: json.loads(p.read_text()) for p in CLAIMS_FULL.glob("*/seed*/config.json")}
+    assert {c["tta"] for c in configs.values()} == {False} and "flip test-time augmentation off in every arm" in body
+    assert f"{configs['cnn2']['epochs']} epochs, the recipe's full length" in body
+    assert f"(CNN_1: its recipe's {configs['cnn1']['epochs']})" in body
+    n = {arm: len(list((CLAIMS_FULL / arm).glob("seed*/test_metrics.json"))) for arm in configs}
+    assert f"6 groups × {n['cnn2']} seeds" in body and set(n.values()) == {n["cnn2"]}
+    gpus = {json.loads(p.read_text())["machine"]["gpu"] for p in CLAIMS_FULL.glob("study-*.json")}
+    dates = {json.loads(p.read_text())["evaluated_at"][:10] for p in CLAIMS_FULL.glob("*/seed*/test_metrics.json")}
+    assert f"trained on one {' / '.join(sorted(gpus))}" in body and f"on {', '.join(sorted(dates))}." in body
+
+
+def test_a_summary_of_other_runs_is_refused(rt):
+    s = json.loads((CLAIMS_FULL / "summary.json").read_text())
+    rt.claim_runs(s)  # the committed summary is of the committed runs
+    s["models"][1]["accuracy"]["values"][0] += 0.0001
+    with pytest.raises(ValueError, match="not the committed runs"):
+        rt.claim_runs(s)

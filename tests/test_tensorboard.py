@@ -1,22 +1,30 @@
-"""fashionlab.tensorboard: events written for a fake run are read back with TensorBoard's own reader."""
+"""fashionlab.tensorboard: events written for a fake run are read back with TensorBoard's own reader.
+
+tensorboard is an optional extra (`make test` installs it, as CI does). Where it is not installed, only the tests
+that write or read events are skipped, each with the reason; the error for a missing or unusable package and
+hparams_of are tested everywhere. An installed package that fails to import is a failure, not a skip."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+import types
 
 import pytest
 
 from fashionlab.errors import ConfigError
+from fashionlab.tensorboard import TensorBoardLog, hparams_of, require
 
-pytest.importorskip("tensorboard", reason="optional extra: pip install 'fashionlab[tensorboard]'")
+HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+needs_tensorboard = pytest.mark.skipif(
+    not HAVE_TENSORBOARD, reason="tensorboard is not installed here: pip install 'fashionlab[tensorboard]'")
 
-from tensorboard.backend.event_processing import event_accumulator as ea  # noqa: E402
-from tensorboard.backend.event_processing import plugin_event_accumulator as pea  # noqa: E402
-from tensorboard.plugins.hparams import api_pb2  # noqa: E402
-from tensorboard.plugins.hparams import metadata as hp_metadata  # noqa: E402
-from tensorboard.util import tensor_util  # noqa: E402
-
-from fashionlab.tensorboard import TensorBoardLog, hparams_of, require  # noqa: E402
+if HAVE_TENSORBOARD:
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.backend.event_processing import plugin_event_accumulator as pea
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+    from tensorboard.util import tensor_util
 
 CONFIG = {"model": "cnn2", "recipe": None, "label": "base", "epochs": 3, "batch_size": 128, "lr": 1e-3,
           "optimizer": "adam", "dropout": None, "tta": True, "channels_last": True, "seed": 7,
@@ -64,6 +72,7 @@ def session_start(acc: ea.EventAccumulator):
     return hp_metadata.parse_session_start_info_plugin_data(content[hp_metadata.SESSION_START_INFO_TAG])
 
 
+@needs_tensorboard
 def test_epochs_hparams_and_confusion_image_read_back(tmp_path):
     with TensorBoardLog(tmp_path, CONFIG) as tb:
         for row in ROWS:
@@ -104,6 +113,7 @@ def test_epochs_hparams_and_confusion_image_read_back(tmp_path):
     assert images[0].width >= 400 and images[0].height >= 400
 
 
+@needs_tensorboard
 def test_no_validation_split_skips_nan_and_no_test_evaluation(tmp_path):
     nan = float("nan")
     with TensorBoardLog(tmp_path, CONFIG) as tb:
@@ -118,6 +128,7 @@ def test_no_validation_split_skips_nan_and_no_test_evaluation(tmp_path):
     assert tags["images"] == []
 
 
+@needs_tensorboard
 def test_resume_rewrites_history_and_shows_each_epoch_once(tmp_path):
     # First attempt: logged epochs 1-3 but was killed before epoch 3's checkpoint, so the resumed run
     # restarts from epoch 2's state and epoch 3 comes out differently.
@@ -142,6 +153,7 @@ def test_resume_rewrites_history_and_shows_each_epoch_once(tmp_path):
     assert [im.step for im in acc.Images("test/confusion_matrix")] == [4]
 
 
+@needs_tensorboard
 def test_resume_of_a_run_logged_without_tensorboard_backfills(tmp_path):
     # --resume RUN --tensorboard on a run that had no TensorBoard log: the history comes from Progress.rows.
     with TensorBoardLog(tmp_path, CONFIG, history=ROWS[:2]) as tb:
@@ -152,6 +164,7 @@ def test_resume_of_a_run_logged_without_tensorboard_backfills(tmp_path):
     assert [v for _, v in scalars(acc, "lr")] == pytest.approx([1e-3, 1e-3, 5e-4])
 
 
+@needs_tensorboard
 def test_epochs_are_flushed_before_close(tmp_path):
     tb = TensorBoardLog(tmp_path, CONFIG)
     tb.epoch(ROWS[0])
@@ -162,6 +175,7 @@ def test_epochs_are_flushed_before_close(tmp_path):
     tb.close()  # idempotent
 
 
+@needs_tensorboard
 def test_nothing_on_disk_before_the_first_epoch(tmp_path):
     # train() opens the log before the loop; a fresh start that fails before its first checkpoint must
     # leave the run folder as it found it (claim_run_dir removes only the files it knows).
@@ -196,10 +210,46 @@ def test_missing_package_is_a_one_line_config_error(monkeypatch, tmp_path, block
     assert not (tmp_path / "run").exists()  # nothing created
 
 
-def test_require_passes_when_installed():
-    require()
+def module(name: str, **attrs) -> types.ModuleType:
+    m = types.ModuleType(name)
+    m.__dict__.update(attrs)
+    return m
 
 
+def unusable(name: str) -> types.ModuleType:
+    """A module whose SummaryWriter fails to import with a multi-line error, as a protobuf clash does."""
+    def __getattr__(attr):
+        raise TypeError("Descriptors cannot be created directly.\nIf this call came from a _pb2.py file, ...")
+    return module(name, __getattr__=__getattr__)
+
+
+@pytest.mark.parametrize("packages, expected", [
+    pytest.param("installed", None, marks=needs_tensorboard, id="installed"),
+    pytest.param("importable", None, id="importable"),
+    pytest.param("unusable", "--tensorboard: the tensorboard package cannot be used (Descriptors cannot be created "
+                             "directly.); reinstall it: pip install 'fashionlab[tensorboard]'", id="unusable"),
+])
+def test_require_passes_exactly_when_both_imports_work(monkeypatch, tmp_path, packages, expected):
+    """require() imports tensorboard and torch's SummaryWriter: it passes when both import (the installed package,
+    or stand-ins), and any other import failure than a missing module is one line naming its first line."""
+    if packages != "installed":
+        monkeypatch.setitem(sys.modules, "tensorboard", module("tensorboard"))
+        writer = (module("torch.utils.tensorboard", SummaryWriter=object) if packages == "importable"
+                  else unusable("torch.utils.tensorboard"))
+        monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", writer)
+    if expected is None:
+        assert require() is None
+        assert TensorBoardLog(tmp_path / "run", CONFIG).writer is None  # opens nothing before the first epoch
+    else:
+        with pytest.raises(ConfigError) as err:
+            require()
+        assert str(err.value) == expected
+        with pytest.raises(ConfigError, match="cannot be used"):
+            TensorBoardLog(tmp_path / "run", CONFIG)
+    assert not (tmp_path / "run").exists()
+
+
+@needs_tensorboard
 def test_train_with_tensorboard_then_resume_logs_each_epoch_once(tmp_path, synthetic_env, capsys):
     from fashionlab.cli import main
 

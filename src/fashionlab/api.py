@@ -22,10 +22,10 @@ from typing import Any
 from fashionlab.about import CLASSES
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.runfolder import RunFolder
+from fashionlab.runformat import CHECKPOINTS
 
 __all__ = ["Run", "compare", "load_run", "predict", "train"]
 
-CHECKPOINTS = ("best", "last")
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -180,6 +180,20 @@ class Run:
     def test_metrics(self) -> dict[str, Any] | None:
         """test_metrics.json (accuracy, macro_f1, per_class, confusion_matrix, ...), or None if not evaluated."""
         return self._folder.test_metrics()
+
+    CALIBRATION_KEYS = ("nll", "brier", "ece", "temperature", "ece_calibrated", "nll_calibrated", "temperature_reason")
+
+    def calibration(self) -> dict[str, Any] | None:
+        """The test set's calibration from test_metrics.json: nll, brier, ece (15 bins, top label) and, after one
+        temperature fitted on the validation split, temperature, ece_calibrated, nll_calibrated (null with a
+        temperature_reason without one). None if not evaluated; {} for a run evaluated before these existed."""
+        metrics = self.test_metrics
+        return None if metrics is None else {k: metrics[k] for k in self.CALIBRATION_KEYS if k in metrics}
+
+    def corruptions(self) -> dict[str, Any] | None:
+        """corruptions.json (`evaluate --corruptions`): accuracy per corruption and severity, plus summaries; None
+        if the run was not evaluated on the corruption suite."""
+        return self._folder.corruptions()
 
     @property
     def classification_report(self) -> str | None:

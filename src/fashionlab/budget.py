@@ -14,7 +14,6 @@ part of every measured recipe). Recipes are timed from the most accurate down; t
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fashionlab.errors import ConfigError
+from fashionlab.measured import Recipe, Reference
+from fashionlab.numfmt import accuracy_over_seeds, duration, percent
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 
@@ -40,28 +41,6 @@ def parse_duration(text: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"--budget {text!r} must be a duration longer than zero")
     return seconds
-
-
-def accuracy_text(mean: float, sd: float, n_seeds: int) -> str:
-    """94.51 ± 0.13% (3 seeds); one seed has no spread to show: 94.68% (1 seed)."""
-    if n_seeds == 1:
-        return f"{100 * mean:.2f}% (1 seed)"
-    return f"{100 * mean:.2f} ± {100 * sd:.2f}% ({n_seeds} seeds)"
-
-
-def format_duration(seconds: float) -> str:
-    """46 s, 5 min 10 s, 1 h 30 min."""
-    s = round(seconds)
-    if s < 60:
-        return f"{seconds:.0f} s"
-    if s < 3600:
-        m, s = divmod(s, 60)
-        return f"{m} min {s} s" if s else f"{m} min"
-    h, rest = divmod(s, 3600)
-    m = round(rest / 60)
-    if m == 60:
-        h, m = h + 1, 0
-    return f"{h} h {m} min" if m else f"{h} h"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -147,37 +126,37 @@ class Choice:
     device: str
     chosen: Estimate
     more_accurate: list[Estimate] = field(default_factory=list)  # timed and too slow for the budget
-    reference: dict[str, Any] = field(default_factory=dict)  # the chosen recipe's reference entry
+    reference: Reference | None = None  # the chosen recipe's reference on this device kind
 
     def lines(self) -> list[str]:
         c, ref = self.chosen, self.reference
-        where = ref.get("machine", "the reference machine")
-        out = [f"--budget {format_duration(self.budget_seconds)}: recipe {c.recipe}",
-               f"  expected test accuracy {accuracy_text(c.accuracy_mean, c.accuracy_sd, c.n_seeds)} "
+        where = ref.machine if ref is not None else "the reference machine"
+        out = [f"--budget {duration(self.budget_seconds)}: recipe {c.recipe}",
+               f"  expected test accuracy {accuracy_over_seeds(c.accuracy_mean, c.accuracy_sd, c.n_seeds)} "
                f"on the reference machine ({where})",
-               f"  estimated time here: {format_duration(c.seconds)} ({self.device}; a training step takes "
+               f"  estimated time here: {duration(c.seconds)} ({self.device}; a training step takes "
                f"{c.ratio:.2f}× as long as on the reference machine, where the run took "
-               f"{format_duration(c.reference_seconds)})"]
-        out += [f"  not chosen: {e.recipe} ({100 * e.accuracy_mean:.2f}%) would take about "
-                f"{format_duration(e.seconds)} here" for e in self.more_accurate]
+               f"{duration(c.reference_seconds)})"]
+        out += [f"  not chosen: {e.recipe} ({percent(e.accuracy_mean)}) would take about "
+                f"{duration(e.seconds)} here" for e in self.more_accurate]
         return out
 
 
-def candidates(table: dict[str, Any], device: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(recipe, measured entry, reference for this device kind) for each recipe with a measured accuracy and a
+def candidates(table: dict[str, Recipe | None], device: str) -> list[tuple[str, Recipe, Reference]]:
+    """(recipe, measured figures, reference for this device kind) for each recipe with a measured accuracy and a
     reference step time on this kind of device, most accurate first."""
     found = []
     for name, entry in table.items():
-        if not entry or entry.get("accuracy_mean") is None:
+        if entry is None:
             continue
-        ref = (entry.get("budget_reference") or {}).get(device)
-        if not ref or not ref.get("step_seconds") or not ref.get("seconds"):
+        ref = entry.budget_reference.get(device)
+        if ref is None or not ref.step_seconds or not ref.seconds:
             continue
         found.append((name, entry, ref))
-    return sorted(found, key=lambda t: (-t[1]["accuracy_mean"], t[2]["seconds"]))
+    return sorted(found, key=lambda t: (-t[1].accuracy_mean, t[2].seconds))
 
 
-def choose(budget_seconds: float, table: dict[str, Any], device: str,
+def choose(budget_seconds: float, table: dict[str, Recipe | None], device: str,
            step_seconds_here: Callable[[str], float]) -> Choice:
     """The most accurate recipe whose estimated time here fits the budget. Recipes are timed here
     (`step_seconds_here(name)`) from the most accurate down, and timing stops at the first that fits."""
@@ -187,25 +166,25 @@ def choose(budget_seconds: float, table: dict[str, Any], device: str,
                           "device (see `fashionlab recipes`); give --recipe or --model instead")
     tried: list[Estimate] = []
     for name, entry, ref in found:
-        ratio = step_seconds_here(name) / ref["step_seconds"]
-        est = Estimate(name, entry["accuracy_mean"], entry.get("accuracy_sd") or 0.0, entry.get("n_seeds", 1),
-                       ref["seconds"], ratio)
+        ratio = step_seconds_here(name) / ref.step_seconds
+        est = Estimate(name, entry.accuracy_mean, entry.accuracy_sd, entry.n_seeds, ref.seconds, ratio)
         if est.seconds <= budget_seconds:
             return Choice(budget_seconds, device, est, tried, ref)
         tried.append(est)
     fastest = min(tried, key=lambda e: e.seconds)
-    raise ConfigError(f"--budget {format_duration(budget_seconds)}: no measured recipe fits; the fastest, "
-                      f"{fastest.recipe}, would take about {format_duration(fastest.seconds)} here")
+    raise ConfigError(f"--budget {duration(budget_seconds)}: no measured recipe fits; the fastest, "
+                      f"{fastest.recipe}, would take about {duration(fastest.seconds)} here")
 
 
-def load_measured() -> dict[str, Any]:
-    from importlib.resources import files
+def load_measured() -> dict[str, Recipe | None]:
+    """The shipped measured.json's recipes (validated by fashionlab.measured)."""
+    from fashionlab.measured import load
 
-    return json.loads(files("fashionlab").joinpath("measured.json").read_text())["recipes"]
+    return load().recipes
 
 
 def pick_recipe(budget: str, options: dict[str, Any], config_file=None, *, resume=None,
-                log: Callable[[str], None] | None = print, table: dict[str, Any] | None = None,
+                log: Callable[[str], None] | None = print, table: dict[str, Recipe | None] | None = None,
                 step_seconds_here: Callable[[str], float] | None = None) -> str:
     """The recipe `train --budget BUDGET` trains, with `options` (the other options given) and `config_file`.
     Every problem is a one-line ConfigError raised before anything is written."""

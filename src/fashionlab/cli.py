@@ -12,6 +12,7 @@ from pathlib import Path
 from fashionlab.about import CLASSES
 from fashionlab.config import add_arguments as add_train_arguments
 from fashionlab.errors import ConfigError, FashionlabError
+from fashionlab.runformat import CHECKPOINTS
 
 # Commands that live in their own module: each defines add_arguments(parser) and run(args) -> exit code,
 # and keeps heavy imports (onnxruntime, optuna) inside run().
@@ -47,7 +48,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fashionlab.runfolder import RunFolder
 
     run = RunFolder(args.run).require().path
-    evaluate_run(run, args.checkpoint, device=args.device, trust_model_code=args.trust_model_code)
+    evaluate_run(run, args.checkpoint, device=args.device, trust_model_code=args.trust_model_code,
+                 corruptions=args.corruptions)
     return 0
 
 
@@ -81,18 +83,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    import json
-    from importlib.resources import files
-
     from rich.console import Console
     from rich.padding import Padding
     from rich.table import Table
 
-    from fashionlab.budget import accuracy_text
+    from fashionlab.measured import load
+    from fashionlab.numfmt import accuracy_over_seeds, seconds
     from fashionlab.recipes import RECIPES
 
     # Measured figures ship with the package; benchmarks/results_tables.py writes them from committed runs.
-    measured = json.loads(files("fashionlab").joinpath("measured.json").read_text())["recipes"]
+    measured = load().recipes
     table = Table("recipe", "model", "epochs", "test accuracy", "time")
     for column in table.columns[3:]:
         column.no_wrap = True  # figures are never cut or folded
@@ -101,12 +101,12 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         rest = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("about", "model", "epochs", "ensemble"))
         lines = [rest]
         m = measured.get(name)
-        if m:
-            acc = accuracy_text(m["accuracy_mean"], m["accuracy_sd"], m["n_seeds"])
-            secs = ("not timed" if m["seconds"] is None else
-                    f"{m['seconds']:.0f} s ({'wall' if m['seconds_kind'].startswith('wall') else 'train'})")
-            lines.append(f"measured: accuracy {m['accuracy_source']}; time {m['seconds_kind']} "
-                         f"({m['seconds_source']}); {m['machine']}, torch {m['torch']}, {m['date']}")
+        if m is not None:
+            acc = accuracy_over_seeds(m.accuracy_mean, m.accuracy_sd, m.n_seeds)
+            secs = ("not timed" if m.seconds is None else
+                    f"{seconds(m.seconds, 0)} ({'wall' if m.seconds_kind.startswith('wall') else 'train'})")
+            lines.append(f"measured: accuracy {m.accuracy_source}; time {m.seconds_kind} "
+                         f"({m.seconds_source}); {m.machine}, torch {m.torch}, {m.date}")
         else:
             acc = secs = "not measured"
         model = r["model"] + (f" x{r['ensemble']}" if r.get("ensemble", 1) > 1 else "")
@@ -178,9 +178,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fashionlab.study import run_study
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.quick_minutes is not None and (not args.quick or args.quick_minutes <= 0):
+        raise ConfigError("--quick-minutes M needs --quick and M > 0")
     run_study(models, seeds=args.seeds, quick=args.quick, out=args.out, data_dir=args.data_dir,
-                 device=args.device, command="fashionlab " + shlex.join(sys.argv[1:]), variants=args.variant,
-                 epochs=args.epochs, family=args.family)
+              device=args.device, command="fashionlab " + shlex.join(sys.argv[1:]), variants=args.variant,
+              epochs=args.epochs, family=args.family, quick_minutes=args.quick_minutes)
     return 0
 
 
@@ -221,10 +223,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a run folder's checkpoint on the test set")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     p.add_argument("--device", default=None, choices=("cpu", "cuda", "mps"))
     p.add_argument("--trust-model-code", action="store_true",
                    help="allow importing the run's external model code (FILE.py:NAME / module:NAME models)")
+    p.add_argument("--corruptions", action="store_true",
+                   help="also evaluate on the seeded corruption suite (noise, blur, contrast, brightness, rotation, "
+                        "translation, flip, pixelation, JPEG; severities 1-5): RUN_DIR/corruptions.json")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="compare run folders: report.html, summary.md, summary.json")
@@ -236,7 +241,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: train each model, evaluate, write the comparison report")
     p.add_argument("--models", default="cnn1,cnn2", help="comma list of models (default cnn1,cnn2)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per model (default 1)")
-    p.add_argument("--quick", action="store_true", help="a short recipe: the whole job in a few minutes on a CPU")
+    p.add_argument("--quick", action="store_true",
+                   help="time-boxed: times a few steps of each model here, then picks epochs (at most 3) and, if "
+                        "needed, a stratified training subset so the whole job trains in about --quick-minutes")
+    p.add_argument("--quick-minutes", type=float, default=None, metavar="M", help="--quick's time box (default 2)")
     p.add_argument("--epochs", type=int, default=None, help="one training length for every model and variant")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE...]",
                    help="also train each model with these options changed (repeatable; JSON values; keys that are "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionlab.errors import ConfigError
+from fashionlab.reading import load_config_file, shorten, show_path
 
 AUGMENTATIONS = ("flip", "rotate", "crop", "erase")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -34,6 +35,10 @@ SEED_MAX = 2**32 - 1
 TRUE_STRINGS = ("1", "true", "yes", "on")
 FALSE_STRINGS = ("0", "false", "no", "off")
 MAX_MODEL_PARAMS = 1_000_000_000  # a model larger than this is a typo in `extra`, not an experiment on a CPU
+# The longest a string option may be: a label names a group in tables, plot legends and summary.md (a 5 MB one made
+# `compare` take minutes); any other string is a path, a model spec or a short list, and PATH_MAX is 4096.
+MAX_LABEL = 100
+MAX_TEXT = 4096
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Range:
     why: str = ""
 
     def __contains__(self, v: float) -> bool:
-        if not math.isfinite(v):
+        if not isinstance(v, int) and not math.isfinite(v):  # an int is finite (and may be too large for a float)
             return False
         above = v > self.lo if self.lo_open else v >= self.lo
         below = v < self.hi if self.hi_open else v <= self.hi
@@ -63,15 +68,16 @@ def _num(x: float) -> str:
 
 def opt(default: Any = None, *, help: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
         hi_open: bool = False, choices: tuple[str, ...] | None = None, why: str = "", factory=None,
-        results: bool = True, resumable: bool = False, cli: bool = True):
+        results: bool = True, resumable: bool = False, cli: bool = True, max_len: int = MAX_TEXT):
     """A training option: its default, help, validation rule and role, all in one place.
 
     results: whether the option changes what is trained (False: where/how fast it runs, or a name). Runs that
     differ only in such options are replicates in a comparison, and --resume may change them.
     resumable: changes results, yet --resume may still change it (training longer, stopping earlier).
     cli: whether it is a command-line flag (else config files only).
+    max_len: the longest a string value may be.
     """
-    meta: dict[str, Any] = {"help": help, "results": results, "resumable": resumable, "cli": cli}
+    meta: dict[str, Any] = {"help": help, "results": results, "resumable": resumable, "cli": cli, "max_len": max_len}
     if lo is not None:
         meta["range"] = Range(lo, hi if hi is not None else math.inf, lo_open, hi_open, why)
     if choices is not None:
@@ -88,8 +94,9 @@ class TrainConfig:
 
     model: str = opt("cnn2", help="architecture: a name from `fashionlab models`, FILE.py:NAME or module:NAME")
     recipe: str | None = opt(None, help="named recipe (see `fashionlab recipes`); flags override its values")
-    label: str | None = opt(None, results=False,
-                            help="name of this configuration, used as its group in comparison reports")
+    label: str | None = opt(None, results=False, max_len=MAX_LABEL,
+                            help=f"name of this configuration, used as its group in comparison reports (at most "
+                                 f"{MAX_LABEL} characters)")
     epochs: int = opt(10, lo=1, hi=100_000, resumable=True, help="number of epochs")
     batch_size: int = opt(128, lo=1, hi=2**20, help="images per optimizer step")
     lr: float = opt(1e-3, lo=0, lo_open=True, help="(peak) learning rate")
@@ -158,8 +165,8 @@ class TrainConfig:
         from fashionlab.models import known_model, model_names
 
         if not known_model(self.model):
-            raise ConfigError(f"unknown model {self.model!r}; choose from {', '.join(model_names())}, or give "
-                              "FILE.py:NAME or package.module:NAME")
+            raise ConfigError(f"unknown model {shorten(self.model, 100)}; choose from {', '.join(model_names())}, "
+                              "or give FILE.py:NAME or package.module:NAME")
         self.augmentations()  # validates the list
         if self.scheduler == "plateau" and self.val_fraction == 0:
             raise ConfigError("--scheduler plateau needs a validation split (--val-fraction > 0)")
@@ -194,7 +201,8 @@ class TrainConfig:
             raise
         except Exception as e:  # noqa: BLE001 - any failure to build is a bad option value
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise ConfigError(f"model {self.model!r} cannot be built with extra={self.extra!r}: {first}") from None
+            raise ConfigError(f"model {self.model!r} cannot be built with extra={shorten(self.extra, 80)}: "
+                              f"{first}") from None
         if self.low_res_epochs and self.low_res < 28:
             try:
                 with torch.device("meta"):
@@ -205,7 +213,7 @@ class TrainConfig:
                                   f"(--low-res); use a model that takes any size, e.g. fastnet: {first}") from None
         n = sum(p.numel() for p in model.parameters())
         if n > MAX_MODEL_PARAMS:
-            raise ConfigError(f"model {self.model!r} with extra={self.extra!r} would have {n:,} parameters "
+            raise ConfigError(f"model {self.model!r} with extra={shorten(self.extra, 80)} would have {n:,} parameters "
                               f"(more than {MAX_MODEL_PARAMS:,}); check option 'extra'")
 
     def data_seed(self) -> int:
@@ -247,9 +255,7 @@ def flag(name: str) -> str:
 
 def _show(value: Any) -> str:
     """A value for an error message: short, on one line, with its type when that is the problem."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
+    text = shorten(value, 60)  # built from the part shown: a huge value (an alias bomb) is never rendered whole
     kind = {bool: "a boolean", type(None): "null", dict: "a mapping", list: "a list", str: "a string"}.get(
         type(value), type(value).__name__)
     return f"{text} ({kind})"
@@ -337,13 +343,17 @@ def _coerce(key: str, type_name: Any, value: Any) -> Any:
 
 
 def _check_rule(f: dataclasses.Field, value: Any) -> None:
+    limit = f.metadata.get("max_len", MAX_TEXT)
+    if isinstance(value, str) and len(value) > limit:
+        raise ConfigError(f"{flag(f.name)} is {len(value):,} characters long; the limit is {limit:,} "
+                          f"(got {shorten(value, 40)})")
     rule = f.metadata.get("range")
     if rule is not None and value not in rule:
         why = f" ({rule.why})" if rule.why else ""
         if isinstance(value, int):  # integers: ">= 1 and <= 100000"
             lo = f"> {_num(rule.lo)}" if rule.lo_open else f">= {_num(rule.lo)}"
             hi = f"< {_num(rule.hi)}" if rule.hi_open else f"<= {_num(rule.hi)}"
-            raise ConfigError(f"{flag(f.name)} must be {lo} and {hi}{why}, got {value!r}")
+            raise ConfigError(f"{flag(f.name)} must be {lo} and {hi}{why}, got {shorten(value, 40)}")
         if rule.hi == math.inf:  # floats with only a lower bound: "a finite number > 0"
             lo = f"> {_num(rule.lo)}" if rule.lo_open else f">= {_num(rule.lo)}"
             raise ConfigError(f"{flag(f.name)} must be a finite number {lo}{why}, got {value!r}")
@@ -351,40 +361,20 @@ def _check_rule(f: dataclasses.Field, value: Any) -> None:
         raise ConfigError(f"{flag(f.name)} must be {finite}in {rule.describe()}{why}, got {value!r}")
     choices = f.metadata.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)}, got {shorten(value, 40)}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON file of TrainConfig keys (dashes or underscores)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-    except ValueError as e:  # e.g. a NUL in the path
-        raise ConfigError(f"cannot read config file {path!r}: {e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); give a YAML or JSON file") from None
-    if "\x00" in text:
-        raise ConfigError(f"config file {path} is binary (it holds NUL bytes); give a YAML or JSON file")
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"config file {path} is not valid YAML/JSON: {first}") from None
+    """Read a YAML or JSON file of TrainConfig keys (dashes or underscores): through reading.load_config_file, so a
+    FIFO or device is refused unopened, the size is capped and YAML aliases cannot expand without bound."""
+    data = load_config_file(path)  # ConfigError, one line, naming the file
+    shown = show_path(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value, not {_show(data)}")
+        raise ConfigError(f"config file {shown} must hold a mapping of option: value, not {_show(data)}")
     # Types now (ranges once the layers are merged), so `model`/`recipe` are strings when they are looked up.
-    return {k: _coerce(k, FIELDS[k].type, v) for k, v in normalize_keys(data, source=str(path)).items()}
+    return {k: _coerce(k, FIELDS[k].type, v) for k, v in normalize_keys(data, source=shown).items()}
 
 
 def normalize_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
@@ -396,7 +386,7 @@ def normalize_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError(f"option names in {source} must be strings, got {_show(key)}")
         name = key.replace("-", "_")
         if name not in FIELD_NAMES:
-            raise ConfigError(f"unknown option {key!r} in {source}")
+            raise ConfigError(f"unknown option {shorten(key, 60)} in {source}")
         out[name] = value
     return out
 

@@ -119,8 +119,10 @@ def state_dict_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.
 
 
 def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, device=None,
-                 verbose: bool = True, trust_model_code: bool = False, net: nn.Module | None = None) -> dict[str, Any]:
-    """Evaluate a run's checkpoint once on the untouched test set and write the test artefacts."""
+                 verbose: bool = True, trust_model_code: bool = False, net: nn.Module | None = None,
+                 corruptions: bool = False) -> dict[str, Any]:
+    """Evaluate a run's checkpoint once on the untouched test set and write the test artefacts; with
+    `corruptions`, also on the seeded corruption suite (corruptions.json and the per-image correctness)."""
     folder = RunFolder(run_dir).require()
     run_dir, config = folder.path, folder.config()
     if data is None:
@@ -138,11 +140,65 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
     pred = probs.argmax(1).numpy()
     metrics = test_metrics(y.numpy(), pred, config, ckpt, model, folder, data.test_sha256, checkpoint)
     metrics["test_loss"] = F.cross_entropy(logits, y).item()
+    metrics |= calibration(logits, y, validation_logits(model, data, config, device, precision))
     write_outputs(folder, y.numpy(), pred, probs.numpy(), metrics)
+    folder.write_test_logits(logits.numpy(), y.numpy())
     if verbose:
         print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
               f"({checkpoint} checkpoint, epoch {metrics['best_epoch']}) -> {run_dir}")
+    if corruptions:
+        evaluate_corruptions(folder, model, data, device, precision, config, checkpoint, verbose)
     return metrics
+
+
+def evaluate_corruptions(folder: RunFolder, model: nn.Module, data, device, precision: str, config: dict,
+                         checkpoint: str, verbose: bool) -> dict[str, Any]:
+    """Accuracy on every corruption and severity of the suite (the same corrupted images for every model: seeded,
+    independent of batching), predicted exactly as the clean test set is; writes corruptions.json and
+    corruptions.npz (per-image correctness, what McNemar per corruption needs)."""
+    from fashionlab import corruptions as suite
+
+    def predict(x_uint8: torch.Tensor) -> torch.Tensor:
+        return predict_logits(model, x_uint8, device=device, precision=precision, tta=config["tta"],
+                              channels_last=config["channels_last"]).argmax(1)
+
+    def progress(done: int, total: int, label: str) -> None:  # one line per corruption, readable in a log too
+        if verbose and label.endswith(f"/{suite.SEVERITIES[-1]}"):
+            print(f"corruptions: {done}/{total} passes ({label.split('/')[0]} done)", flush=True)
+
+    correct = suite.corruption_correctness(predict, data.test_x, data.test_y.cpu(), progress=progress)
+    summary = suite.summarize_corruptions(correct) | {"checkpoint": checkpoint, "test_sha256": data.test_sha256}
+    folder.write_corruptions(summary, correct.to_arrays())
+    if verbose:
+        print(f"corruptions: clean {summary['clean_accuracy']:.4f}, mean over {len(summary['corruptions'])} "
+              f"corruptions x 5 severities {summary['mean_corruption_accuracy']:.4f} "
+              f"-> {folder.file(folder.CORRUPTIONS)}")
+    return summary
+
+
+def validation_logits(model: nn.Module, data, config: dict, device, precision: str):
+    """(logits, labels) of the run's own validation split (the one its training held out: same fraction and seed),
+    predicted as the test set is; None for a run without one. Calibration is fitted on these, never on test."""
+    from fashionlab.data import stratified_split
+
+    if not config.get("val_fraction"):
+        return None
+    seed = config["seed"] if config.get("split_seed") is None else config["split_seed"]
+    _, val_idx = stratified_split(data.train_y, config["val_fraction"], seed)
+    logits = predict_logits(model, data.train_x[val_idx], device=device, precision=precision, tta=config["tta"],
+                            channels_last=config["channels_last"])
+    return logits, data.train_y[val_idx].cpu()
+
+
+def calibration(test_logits: torch.Tensor, test_y: torch.Tensor, val) -> dict[str, Any]:
+    """test_metrics.json's calibration keys: nll, brier, ece (15 bins, top label) and, with a temperature fitted on
+    the validation split, temperature, ece_calibrated, nll_calibrated (null, with temperature_reason, without)."""
+    from fashionlab.calibration import calibration_metrics
+
+    val_logits, val_y = val if val is not None else (None, None)
+    return calibration_metrics(test_logits.double().numpy(), test_y.numpy(),
+                               None if val_logits is None else val_logits.double().numpy(),
+                               None if val_y is None else val_y.numpy())
 
 
 def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, model: nn.Module, folder: RunFolder,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from fashionlab.about import CLASSES, __version__
-from fashionlab.errors import ConfigError, FashionlabError
+from fashionlab.errors import ConfigError, FashionlabError, RunError
 
 DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
 SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "exported", ".pt": "torchscript"}  # what a file name promises
@@ -151,9 +151,11 @@ def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | No
     """Export, reload from the bytes, compare with PyTorch, then write atomically (nothing is written on failure).
 
     The path, `out` or the default one in the run folder, must be a new file: a model.onnx found there may be
-    the user's (copied in, or edited), and nothing says which."""
+    the user's (copied in, or edited), and nothing says which. It is checked before any work and created at the
+    end with an exclusive create (files.write_new_file: a hard link, which fails if the name exists), so a file
+    that appears there while the export runs is never replaced."""
     from fashionlab.evaluate import load_run_model
-    from fashionlab.files import atomic_write_bytes, check_new_file
+    from fashionlab.files import check_new_file
     from fashionlab.runfolder import RunFolder
 
     fmt = resolve_format(fmt, out)
@@ -162,7 +164,8 @@ def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | No
     folder = RunFolder(run_dir).require()
     run_dir = folder.path
     path = Path(out) if out else run_dir / DEFAULT_NAMES[fmt]
-    check_new_file(path, "--out" if out else "export")  # before any work; never over an existing file
+    what = "--out" if out else "export"
+    check_new_file(path, what)  # before any work; never over an existing file
     if out:
         named = SUFFIX_FORMATS.get(path.suffix.lower())
         if named is not None and named != fmt:
@@ -186,8 +189,22 @@ def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | No
     if same != len(x) or not diff <= MAX_ABS_DIFF:
         raise ExportError(f"{fmt} export does not match PyTorch on {len(x)} {kind}: max |logit diff| {diff:.3g} "
                           f"(limit {MAX_ABS_DIFF:g}), argmax identical for {same}/{len(x)}; nothing written")
-    atomic_write_bytes(path, data)
+    write_output(path, data, what)
     return ExportResult(path, fmt, diff, same, len(x), kind)
+
+
+def write_output(path: Path, data: bytes, what: str) -> None:
+    """Create `path` holding `data`, whole or not at all, and never over a file: one that appeared since the check
+    at the start (another program, a user) is kept, and the export is refused."""
+    from fashionlab.files import write_new_file
+
+    try:
+        write_new_file(path, data)
+    except FileExistsError:
+        raise RunError(f"{what} {path} appeared while the export ran; fashionlab does not overwrite files it did "
+                       "not create (nothing written; give another --out)") from None
+    except OSError as e:
+        raise RunError(f"cannot write {what} {path}: {e.strerror or type(e).__name__}; nothing written") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ prepared) gets warnings: its prediction is still made.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fashionlab.errors import FashionlabError
+from fashionlab.reading import read_bytes
 
 SIZE = 28
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
@@ -103,24 +105,6 @@ def not_regular(path: Path) -> str | None:
     return None if stat.S_ISREG(st.st_mode) else f"not a regular file but {file_kind(st.st_mode)}; not opened"
 
 
-def open_regular(path: Path):
-    """Open a regular file for reading. Checked with stat first, then opened non-blocking and checked again on
-    the descriptor: a FIFO swapped in between cannot hang the process, a device cannot be read."""
-    problem = not_regular(path)
-    if problem:
-        raise ImageError(problem)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as e:
-        raise ImageError(f"cannot open: {describe_os_error(e)}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise ImageError(f"not a regular file but {file_kind(mode)}; not read")
-    return os.fdopen(fd, "rb")
-
-
 def upright(img: Image.Image) -> Image.Image:
     """Apply the EXIF Orientation tag (a phone photo stored sideways), as image viewers do."""
     try:
@@ -131,14 +115,20 @@ def upright(img: Image.Image) -> Image.Image:
 
 
 def decode(path: Path) -> Decoded:
-    """Decode the first frame of an image file safely, as 8-bit L or RGB, upright."""
-    f = open_regular(path)
-    size_bytes = os.fstat(f.fileno()).st_size
+    """Decode the first frame of an image file safely, as 8-bit L or RGB, upright. The bytes come from
+    reading.read_bytes: a regular file (checked by stat, then opened non-blocking and checked again on the
+    descriptor, so a FIFO swapped in between cannot hang the process), at most CAPS["image"] bytes; PIL decodes
+    them from memory, its decompression-bomb limit kept (and made an error)."""
+    problem = not_regular(path)  # the first line of defence, with the messages predict's table shows
+    if problem:
+        raise ImageError(problem)
+    data = read_bytes(path, kind="image", error=ImageError)
+    size_bytes = len(data)
     try:
-        with f, warnings.catch_warnings():
+        with warnings.catch_warnings():
             # PIL only warns between its own limit and twice it; every bomb must be an error here.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(f)  # lazy: only the header is read
+            img = Image.open(io.BytesIO(data))  # lazy: only the header is decoded
             fmt = FORMATS.get(img.format or "")
             if fmt is None:
                 raise ImageError(f"unsupported image format {img.format}; use PNG, JPEG, BMP, WebP or GIF")

@@ -26,6 +26,7 @@ from fashionlab.about import CLASSES
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.files import write_new_file
 from fashionlab.imageprep import ImageError, describe_os_error, file_kind, find_images, not_regular, read
+from fashionlab.reading import read_bytes, show_path
 
 
 @dataclass
@@ -73,11 +74,13 @@ class OnnxModel:
     def __init__(self, path: Path):
         import onnxruntime as ort
 
+        # Read by us (a regular file, at most CAPS["checkpoint"] bytes), then parsed by onnxruntime from memory.
+        data = read_bytes(path, kind="checkpoint", error=RunError)
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise RunError(f"cannot load ONNX model {path}: {first}") from None
+            raise RunError(f"cannot load ONNX model {show_path(path)}: {first}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.classes = json.loads(meta["fashionlab.classes"])

@@ -19,13 +19,18 @@ what folders written by older versions lack. Writes are atomic (files).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import math
+import os
+import re
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fashionlab import runformat
 from fashionlab.errors import RunError
 from fashionlab.files import (
     atomic_save_figure,
@@ -35,7 +40,18 @@ from fashionlab.files import (
     atomic_write_text,
 )
 from fashionlab.models import external
+from fashionlab.reading import GiB, read_bytes, read_csv_rows, shorten, show_path
 from fashionlab.runformat import METRIC_COLUMNS, load_checkpoint, read_json
+
+# What each metrics.csv column may hold (checked on every read): accuracies are fractions, losses, the learning
+# rate and seconds are >= 0. NaN is allowed only where a run without a validation split writes it.
+METRIC_RULES: dict[str, tuple[float, float]] = {
+    "train_loss": (0.0, math.inf), "train_acc": (0.0, 1.0), "val_loss": (0.0, math.inf), "val_acc": (0.0, 1.0),
+    "lr": (0.0, math.inf), "seconds": (0.0, math.inf),
+}
+NAN_ALLOWED = ("val_loss", "val_acc")
+MAX_EPOCH_DIGITS = 9
+TEST_ARRAYS_CAP = 1 * GiB  # test_probs.npy: 40 bytes an image, so some 25 million test images
 
 
 def _option_defaults() -> dict[str, Any]:
@@ -43,6 +59,11 @@ def _option_defaults() -> dict[str, Any]:
     from fashionlab.config import TrainConfig
 
     return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
+# Every command that reads a run folder (evaluate, predict, export, train --resume) has --trust-model-code; only
+# train --resume can also take the model given again.
+TRUST_ADVICE = "give --trust-model-code (train --resume also accepts the same --model given again)"
 
 
 class RunFolder:
@@ -56,8 +77,11 @@ class RunFolder:
     CURVES = "curves.png"
     PREDICTIONS = "test_predictions.npy"
     PROBS = "test_probs.npy"
+    LOGITS = "test_predictions.npz"  # logits float32 [n, classes], labels, indices: every metric can be recomputed
+    CORRUPTIONS = "corruptions.json"  # evaluate --corruptions: accuracy per corruption and severity
+    CORRUPTION_CORRECT = "corruptions.npz"  # the same, per test image ("clean", "NAME/SEVERITY": bool [n])
     MEMBERS = "members"
-    CHECKPOINT_NAMES = ("best", "last")  # checkpoints/<name>.pt; evaluate, predict and export take either
+    CHECKPOINT_NAMES = runformat.CHECKPOINTS  # checkpoints/<name>.pt
 
     @classmethod
     def checkpoint_file(cls, name: str) -> str:
@@ -88,6 +112,8 @@ class RunFolder:
         if not self.path.is_dir():
             raise RunError(f"{self.path} is not a run folder (not a folder)")
         if not self.exists():
+            if os.path.lexists(self.file(self.CONFIG)):  # a FIFO, a device, a folder, a broken link: say which
+                read_bytes(self.file(self.CONFIG), kind="json", error=RunError)
             raise RunError(f"{self.path} is not a run folder (no {self.CONFIG})")
         return self
 
@@ -123,21 +149,27 @@ class RunFolder:
             return None
         _, origin = external.resolve(spec)  # already imported by the training: cached, not run again
         if origin.kind == "file":
-            atomic_write_bytes(self.file(self.SOURCE_COPY), Path(origin.path).read_bytes())
+            source = read_bytes(origin.path, kind="model_source")
+            if hashlib.sha256(source).hexdigest() != origin.sha256:
+                raise RunError(f"--model {shorten(spec, 200)}: {show_path(origin.path)} changed while the run "
+                               "started; start it again")
+            atomic_write_bytes(self.file(self.SOURCE_COPY), source)
         return origin.as_dict()
 
-    def model_spec(self, trust: bool, config: dict[str, Any] | None = None) -> str:
+    def model_spec(self, trust: bool, config: dict[str, Any] | None = None, *,
+                   trust_advice: str = TRUST_ADVICE) -> str:
         """The spec to rebuild this run's model with (`config`: its saved config.json, read if not given). A
         registered model needs nothing; an external one runs code, so it needs `trust` (--trust-model-code, or the
         same --model given again), and a file-based one is imported from the run folder's copy, whose sha256 must
-        match the one recorded at training."""
+        match the one recorded at training. trust_advice: how the refusal tells the caller to give that trust (the
+        default names the one option every command that reads a run has)."""
         config = self.saved_config() if config is None else config
         spec = str(config.get("model", ""))
         if not external.is_external(spec):
             return spec
         if not trust:
-            raise RunError(f"{self.path} was trained with external model code ({spec}); fashionlab imports it only "
-                           f"with --trust-model-code (or --model {spec} given again)")
+            raise RunError(f"{self.path} was trained with external model code ({shorten(spec, 200)[1:-1]}); "
+                           f"fashionlab imports it only when you trust it: {trust_advice}")
         origin = config.get("model_origin") or {}
         if origin.get("kind") != "file":
             return spec
@@ -145,27 +177,36 @@ class RunFolder:
         if not copy.is_file():
             raise RunError(f"{self.path} lacks {self.SOURCE_COPY}, the copy of its model's source; cannot rebuild "
                            f"{spec}")
-        if external.sha256_of(copy) != origin.get("sha256"):
+        if external.sha256_of(copy, error=RunError) != origin.get("sha256"):
             raise RunError(f"{copy} differs from the source the run was trained with (sha256 mismatch); refusing it")
         return f"{copy}:{spec.rsplit(':', 1)[1]}"
 
     # ------------------------------------------------------------------ per-epoch metrics
 
     def history(self) -> list[dict[str, float]]:
-        """metrics.csv as rows of floats (epoch as int); [] before the first epoch."""
+        """metrics.csv as rows of floats (epoch as int); [] before the first epoch. Read through
+        reading.read_csv_rows (a regular file, capped size and field length) and validated: every value a number
+        in its column's range (METRIC_RULES), epochs positive integers, strictly increasing. A bad file is a
+        one-line RunError naming the file and the row."""
         path = self.file(self.METRICS)
-        if not path.exists():
+        if not os.path.lexists(path):
             return []
-        try:
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                rows = list(reader)
-            missing = [c for c in METRIC_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise RunError(f"{path}: malformed {self.METRICS} (no column {', '.join(missing)})")
-            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
-        except (KeyError, TypeError, ValueError) as e:
-            raise RunError(f"{path}: malformed {self.METRICS} ({type(e).__name__}: {e})") from None
+        header, rows = read_csv_rows(path, kind="metrics", error=RunError)
+        shown = show_path(path)
+        missing = [c for c in METRIC_COLUMNS if c not in header]
+        if missing:
+            raise RunError(f"{shown}: malformed {self.METRICS} (no column {', '.join(missing)})")
+        at = {c: header.index(c) for c in METRIC_COLUMNS}
+        out: list[dict[str, float]] = []
+        for k, row in enumerate(rows, 1):
+            parsed = {c: _metric_value(c, row[i]) for c, i in at.items()}
+            problem = next((p for p in parsed.values() if isinstance(p, str)), None)
+            if problem is None and out and parsed["epoch"] <= out[-1]["epoch"]:
+                problem = f"epoch {parsed['epoch']} after epoch {out[-1]['epoch']} (epochs must increase)"
+            if problem is not None:
+                raise RunError(f"{shown}: malformed {self.METRICS}, row {k}: {problem}")
+            out.append(parsed)
+        return out
 
     def write_history(self, rows: list[dict[str, float]]) -> None:
         buf = io.StringIO()
@@ -193,7 +234,9 @@ class RunFolder:
     # ------------------------------------------------------------------ test outputs
 
     def test_metrics(self) -> dict[str, Any] | None:
-        return read_json(self.file(self.TEST_METRICS)) if self.file(self.TEST_METRICS).is_file() else None
+        """test_metrics.json, or None if there is none (anything else by that name, a FIFO say, is an error)."""
+        path = self.file(self.TEST_METRICS)
+        return read_json(path) if os.path.lexists(path) else None
 
     def write_test_outputs(self, metrics: dict[str, Any], report: str, predictions: np.ndarray, probs: np.ndarray,
                            confusion_figure, curves_figure) -> None:
@@ -206,12 +249,48 @@ class RunFolder:
         atomic_save_figure(self.file(self.CONFUSION), confusion_figure)
         atomic_save_figure(self.file(self.CURVES), curves_figure)
 
+    def write_test_logits(self, logits: np.ndarray, labels: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, logits=logits.astype(np.float32), labels=labels.astype(np.int64),
+                            indices=np.arange(len(labels), dtype=np.int64))
+        atomic_write_bytes(self.file(self.LOGITS), buf.getvalue())
+
+    def write_corruptions(self, summary: dict[str, Any], correct: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **correct)
+        atomic_write_bytes(self.file(self.CORRUPTION_CORRECT), buf.getvalue())
+        atomic_write_json(self.file(self.CORRUPTIONS), summary)
+
+    def corruptions(self) -> dict[str, Any] | None:
+        return read_json(self.file(self.CORRUPTIONS)) if self.file(self.CORRUPTIONS).is_file() else None
+
     def test_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(predictions int64 [n], probabilities float32 [n, classes]) as the last evaluation wrote them."""
         out = []
         for name in (self.PREDICTIONS, self.PROBS):
+            data = read_bytes(self.file(name), kind="text", limit=TEST_ARRAYS_CAP, error=RunError)
             try:
-                out.append(np.load(self.file(name), allow_pickle=False))
-            except (OSError, ValueError) as e:
-                raise RunError(f"cannot read {self.file(name)}: {e}") from None
+                out.append(np.load(io.BytesIO(data), allow_pickle=False))
+            except (OSError, ValueError, EOFError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise RunError(f"cannot read {show_path(self.file(name))}: {first}") from None
         return out[0].astype(np.int64, copy=False), out[1]
+
+
+def _metric_value(column: str, text: str) -> float | int | str:
+    """One metrics.csv field as its value, or a string saying what is wrong with it."""
+    if column == "epoch":
+        if not re.fullmatch(rf"[0-9]{{1,{MAX_EPOCH_DIGITS}}}", text) or int(text) < 1:
+            return f"epoch must be a positive integer, got {shorten(text, 30)}"
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError:
+        return f"{column} must be a number, got {shorten(text, 30)}"
+    lo, hi = METRIC_RULES[column]
+    if math.isnan(value) and column in NAN_ALLOWED:  # no validation split
+        return value
+    if not math.isfinite(value) or not lo <= value <= hi:
+        where = f"in [{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
+        return f"{column} must be a finite number {where}, got {shorten(text, 30)}"
+    return value

@@ -5,7 +5,7 @@ folder is runfolder.py's business; this module knows what is inside them.)"""
 from __future__ import annotations
 
 import dataclasses
-import json
+import io
 import math
 import numbers
 from pathlib import Path
@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from fashionlab.config import check_saved_types
 from fashionlab.errors import ConfigError, RunError
+from fashionlab.reading import load_json, read_bytes, show_path
 
 if TYPE_CHECKING:  # torch is imported where tensors are read, so importing this module stays light
     import torch
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")  # metrics.csv
+CHECKPOINTS = ("best", "last")  # checkpoints/<name>.pt: what evaluate, predict and export may read
 
 
 @dataclasses.dataclass
@@ -42,16 +44,17 @@ class Progress:
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    """Load with weights_only=True: a checkpoint can hold tensors and plain data, never code."""
+    """Load with weights_only=True: a checkpoint can hold tensors and plain data, never code. The bytes are read
+    through reading.read_bytes (a regular file, at most CAPS["checkpoint"]), so a FIFO or /dev/zero cannot hang or
+    fill memory, and torch parses exactly the bytes that were checked."""
     import pickle
 
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise RunError(f"checkpoint {path} not found")
+    data = read_bytes(path, kind="checkpoint", error=RunError)  # "checkpoint PATH not found", a FIFO, too large
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0][:200]
         raise RunError(f"refusing to load {path}: it is not a plain-weights checkpoint ({first})") from None
@@ -193,23 +196,18 @@ def _resume_state_problem(ckpt: dict[str, Any], show) -> str | None:
 
 def read_json(path: Path) -> dict[str, Any]:
     """A run folder's JSON file, which must hold a mapping; a config.json must also have the types a run
-    writes (every TrainConfig option, `model`, `data.source`), so callers can index it without surprises."""
-    try:
-        data = json.loads(Path(path).read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path} not found") from None
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise RunError(f"cannot read {path}: {first}") from None
-    except RecursionError:
-        raise RunError(f"cannot read {path}: nested too deeply") from None
+    writes (every TrainConfig option, `model`, `data.source`), so callers can index it without surprises.
+    Read through reading.load_json: a regular file of at most CAPS["json"] bytes, else a one-line RunError. NaN is
+    accepted: files written before outputs were strict JSON hold it (a run without a validation split)."""
+    data = load_json(path, kind="json", error=RunError)
+    shown = show_path(path)
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise RunError(f"{path} must hold a JSON object (a mapping), not {type(data).__name__}; is the run folder "
+        raise RunError(f"{shown} must hold a JSON object (a mapping), not {type(data).__name__}; is the run folder "
                        "damaged?")
     if Path(path).name == "config.json":
         problem = run_config_problem(data)
         if problem:
-            raise RunError(f"{path} is damaged: {problem}")
+            raise RunError(f"{shown} is damaged: {problem}")
     return data
 
 

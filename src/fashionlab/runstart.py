@@ -90,7 +90,9 @@ class StopFlag:
 
 
 class Logger:
-    """A rich progress bar per epoch and a one-line summary after it; silent when not verbose."""
+    """A rich progress bar per epoch on a terminal and, always, a one-line summary after each epoch with the time
+    left; silent when not verbose. In a log file (no terminal) there is no bar: a transient bar there leaves a blank
+    line per epoch."""
 
     def __init__(self, verbose: bool):
         self.verbose = verbose
@@ -105,7 +107,7 @@ class Logger:
 
     @contextlib.contextmanager
     def bar(self, label: str, total: int, done: int):
-        if not self.verbose:
+        if not self.verbose or not self.console.is_terminal:
             yield lambda: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
@@ -116,13 +118,21 @@ class Logger:
             task = p.add_task(label, total=total, completed=done)
             yield lambda: p.advance(task)
 
-    def epoch(self, r: dict, improved: bool, nan_skipped: int) -> None:
+    def epoch(self, r: dict, improved: bool, nan_skipped: int, rows: list[dict] | None = None,
+              epochs: int | None = None) -> None:
+        """rows, epochs: the run's rows so far and its length, for the estimate of the time left (the mean epoch
+        so far times the epochs to go)."""
+        from fashionlab.numfmt import duration
+
         mark = " *" if improved else ""  # a new best.pt
         skipped = f" | {nan_skipped} non-finite batches skipped" if nan_skipped else ""
         val = ("no val split" if math.isnan(r["val_acc"])
                else f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}{mark}")
+        left = ""
+        if rows and epochs and epochs > r["epoch"]:
+            left = f" | ~{duration(sum(x['seconds'] for x in rows) / len(rows) * (epochs - r['epoch']))} left"
         self(f"epoch {r['epoch']:>3} | train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f} | "
-             f"{val} | lr {r['lr']:.2e} | {r['seconds']:.1f}s{skipped}")
+             f"{val} | lr {r['lr']:.2e} | {r['seconds']:.1f}s{left}{skipped}")
 
 
 @dataclass

@@ -174,7 +174,7 @@ def train_epoch(ctx: Context, state: TrainState, net: nn.Module, stop: StopFlag)
     else:
         prog.bad_epochs += 1
     prog.step, prog.perm, prog.loss_sum, prog.correct, prog.seen, prog.epoch_seconds = 0, None, 0.0, 0, 0, 0.0
-    ctx.log.epoch(row, improved, prog.nan_skipped)
+    ctx.log.epoch(row, improved, prog.nan_skipped, prog.rows, cfg.epochs)
     if ctx.dist.main:
         if improved:
             save_best(ctx, state.eval_model, prog.epoch, prog.best_val_acc)

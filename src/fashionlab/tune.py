@@ -9,11 +9,13 @@ final test accuracy optimistic. Several `fashionlab tune` processes (on one mach
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import inspect
 import io
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -23,10 +25,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fashionlab.config import PATHS, SCHEDULERS, TrainConfig, build_config, given, resolve
+from fashionlab.config import MAX_LABEL, PATHS, SCHEDULERS, TrainConfig, build_config, given, resolve
 from fashionlab.config import add_arguments as add_train_arguments
-from fashionlab.errors import ConfigError, FashionlabError
+from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.files import MARKER, check_new_folder, make_folder, undo_folder
+from fashionlab.reading import shorten
+from fashionlab.redact import redact_text, redact_url
 
 AUGMENT_CHOICES = ("none", "flip", "flip,crop", "flip,crop,erase", "flip,rotate,crop,erase")
 # Left out of best.yaml: where the data and the run live, and the subset that only made tuning cheap.
@@ -40,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL shared by all workers, e.g. sqlite:///tune.db or "
                              "postgresql://user:password@host/db (default: sqlite in --out)")
-    parser.add_argument("--study", default=None, help="study name (default tune-<model>)")
+    parser.add_argument("--study", default=None,
+                        help=f"study name, at most {MAX_LABEL} characters (default tune-<model>)")
     parser.add_argument("--timeout", type=float, default=None, help="start no new trial after S seconds")
     parser.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
                         help="stop unpromising trials on their per-epoch validation accuracy (default median)")
@@ -60,39 +65,176 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
     if args.heartbeat < 1:
         raise ConfigError(f"--heartbeat must be >= 1 second, got {args.heartbeat}")
+    check_study_name(args.study)
     base = resolve(given(args), args.config_file)
     if base.val_fraction == 0:
         raise ConfigError("tune scores trials on the validation split: --val-fraction must be > 0")
     resolve_precision(base.precision, resolve_device(base.device))  # what every trial would fail on, checked once
+    check_model(base)  # a model every trial would fail on gets train's one-line error, before any storage exists
     fixed = set(given(args))
-    study_name = args.study or f"tune-{base.model}"
+    study_name = args.study or default_study_name(base.model)
     out = Path(base.out or f"runs/{study_name}")
     # New, empty, or made by fashionlab (workers sharing a study share it): never a folder of the user's, whose
     # summary.json or best.yaml the results would replace.
     check_new_folder(out, "--out")
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.quiet else optuna.logging.INFO)
+    storage = args.storage or f"sqlite:///{(out / 'tune.db').resolve()}"
+    secrets = [storage, with_driver(storage)]  # what every message, log line and output must never show whole
+    log_filter = LogFilter(secrets)
     for handler in optuna.logging.get_logger("optuna").handlers:  # a logger's own filters miss its children's records
-        handler.addFilter(one_line_for_our_errors)
+        handler.addFilter(log_filter)
     fresh = [n for n in (MARKER, "tune.db") if not (out / n).exists()]
     created = make_folder(out)  # the default storage lives in it
+    with secrets_hidden(secrets):
+        try:
+            study = open_study(storage, study_name, args.pruner, heartbeat=args.heartbeat)
+            ds = load_fashion_mnist(base.data_dir, progress=not args.quiet)
+        except BaseException:
+            undo_folder(out, created, fresh)  # a bad URL, study or dataset leaves nothing behind
+            raise
+        study.optimize(make_objective(base, ds, fixed), n_trials=args.trials, timeout=args.timeout,
+                       gc_after_trial=True)
+        return write_outputs(study, out, full_epochs(base))
+
+
+def default_study_name(model: str) -> str:
+    """tune-<model>; for an own model (FILE.py:NAME, module:NAME) tune-<file or module>-<NAME>, so the default
+    --out (runs/<study>) is one folder, not a path rebuilt from the model file's."""
+    from fashionlab.models.external import is_external
+
+    if is_external(model):
+        where, name = model.rsplit(":", 1)
+        stem = Path(where).stem if where.endswith(".py") else where
+        model = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', stem)[:60]}-{name[:60]}"
+    return f"tune-{model}"
+
+
+def check_study_name(name: str | None) -> None:
+    """--study: a name shown in every output and stored in the database; a stated length, printable."""
+    if name is None:
+        return
+    if not name.strip():
+        raise ConfigError("--study must not be empty")
+    if len(name) > MAX_LABEL:
+        raise ConfigError(f"--study is {len(name):,} characters long; the limit is {MAX_LABEL} "
+                          f"(got {shorten(name, 40)})")
+    if not name.isprintable():
+        raise ConfigError(f"--study must be printable text, got {shorten(name, 40)}")
+
+
+def check_model(base: TrainConfig) -> None:
+    """What train checks of a model before its first step (trainsetup.make_model): it builds, with its options, and
+    maps (N, 1, 28, 28) images to (N, 10) logits. Done once here, before the storage is created, so a model every
+    trial would fail on gets that one-line error and leaves nothing behind."""
+    import warnings as _warnings
+
+    from fashionlab.models import build_model, check_io
+
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        net = build_model(base.model, dropout=base.dropout, **base.extra)
+    check_io(net, base.model)
+    if base.low_res_epochs and base.low_res < 28:
+        check_io(net, base.model, base.low_res)
+
+
+def takes_dropout(model: str) -> bool:
+    """Whether the model's class or factory has a `dropout` parameter (so tune may search it): a registered model,
+    an own one (FILE.py:NAME or module:NAME, already imported when the configuration was resolved) or a package's."""
+    from fashionlab.models import MODELS
+    from fashionlab.models.external import entry_point_models, is_external
+    from fashionlab.models.external import resolve as resolve_external
+
+    if model in MODELS:
+        target = MODELS[model]
+    elif is_external(model):
+        target, _ = resolve_external(model)
+    elif model in (eps := entry_point_models()):
+        target = eps[model].load()
+    else:
+        return False
     try:
-        study = open_study(args.storage or f"sqlite:///{(out / 'tune.db').resolve()}", study_name, args.pruner,
-                           heartbeat=args.heartbeat)
-        ds = load_fashion_mnist(base.data_dir, progress=not args.quiet)
-    except BaseException:
-        undo_folder(out, created, fresh)  # a bad URL, study or dataset leaves nothing behind
-        raise
-    study.optimize(make_objective(base, ds, fixed), n_trials=args.trials, timeout=args.timeout,
-                   gc_after_trial=True)
-    return write_outputs(study, out, full_epochs(base))
+        return "dropout" in inspect.signature(target).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): do not search dropout
+        return False
+
+
+class LogFilter(logging.Filter):
+    """On optuna's log handlers. Optuna logs a failed trial with its traceback; for fashionlab's own errors (bad
+    input, which the CLI then prints on one line) the traceback is noise, so the log line keeps only the message.
+    Every line, and any traceback kept, has the storage URL's secrets hidden (redact.redact_text)."""
+
+    def __init__(self, urls: list[str]):
+        super().__init__()
+        self.urls = urls
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], FashionlabError):
+            record.exc_info = None
+        if record.exc_info:  # formatted here, redacted, and kept in exc_text, which the formatter then uses
+            record.exc_text = hide_secrets(logging.Formatter().formatException(record.exc_info), self.urls)
+        record.msg, record.args = hide_secrets(record.getMessage(), self.urls), ()
+        return True
 
 
 def one_line_for_our_errors(record: logging.LogRecord) -> bool:
-    """Optuna logs a failed trial with its traceback; for fashionlab's own errors (bad input, which the CLI then
-    prints on one line) the traceback is noise, so the log line keeps only the message."""
-    if record.exc_info and isinstance(record.exc_info[1], FashionlabError):
-        record.exc_info = None
-    return True
+    """LogFilter without URLs to hide (kept for callers of the earlier function)."""
+    return LogFilter([]).filter(record)
+
+
+LEAK_HIDDEN = ("(the database library's message is not shown: it quotes part of the password; write an '@', ':' or "
+               "'/' in a password as %40, %3A, %2F)")
+
+
+def hide_secrets(text: str, urls: list[str]) -> str:
+    """`text` with the URLs' secrets hidden (redact.redact_text). A library that split a malformed URL its own way
+    (an unencoded '@' in the password: SQLAlchemy takes its first '@', so the rest of the password becomes "the
+    host") may quote a piece of the password that no redaction can tell from a host name: if any piece is still
+    there, the whole text is withheld instead."""
+    text = redact_text(text, urls)
+    probe = text.replace(LEAK_HIDDEN, "")
+    for piece in {p for url in urls for p in _secret_pieces(url)}:
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(piece)}(?![A-Za-z0-9])", probe):
+            return LEAK_HIDDEN
+    return text
+
+
+def storage_shown(url: str) -> str:
+    """A storage URL as tune shows it: redact.redact_url, and no fragment (a database URL has no use for one, so
+    it can only be a stray secret; redact_url keeps it when the text has no scheme)."""
+    head, hash_, _ = redact_url(url).partition("#")
+    return head + ("#***" if hash_ else "")
+
+
+def _secret_pieces(url: str) -> list[str]:
+    """The password of `url` (everything between the first ':' of the userinfo and its last '@'), its pieces
+    between the separators a library may split it at, and the fragment."""
+    scheme = re.match(r"\s*[A-Za-z][A-Za-z0-9+.\-]*://", url)
+    userinfo = url[scheme.end() if scheme else 0:].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    fragment = url.partition("#")[2] if "#" in url else ""
+    return [p for p in {password, *re.split(r"[@:/?#]", password), fragment} if p and p != "***"]
+
+
+@contextlib.contextmanager
+def secrets_hidden(urls: list[str]):
+    """Whatever escapes (our errors, optuna's, SQLAlchemy's, whose messages may quote the URL) is shown with the
+    storage URL's secrets hidden: fashionlab's errors keep their type, a database error becomes a one-line
+    RunError, anything else keeps its name in a RuntimeError (FASHIONLAB_DEBUG=1 re-raises it as it was)."""
+    try:
+        yield
+    except FashionlabError as e:
+        text = redact_text(str(e), urls)  # our own messages show the URL through storage_shown already
+        if text != str(e):
+            e.args = (text,)
+        raise
+    except Exception as e:
+        first = hide_secrets((str(e).strip().splitlines() or [""])[0][:300], urls)
+        if type(e).__module__.split(".")[0] in ("sqlalchemy", "psycopg2", "psycopg", "sqlite3", "pymysql"):
+            raise RunError(f"--storage {storage_shown(urls[0])} failed: {type(e).__name__}: {first}") from None
+        if os.environ.get("FASHIONLAB_DEBUG"):
+            raise
+        raise RuntimeError(f"{type(e).__name__}: {first}") from None
 
 
 def full_epochs(base: TrainConfig) -> int:
@@ -109,6 +251,7 @@ def open_study(storage: str, name: str, pruner: str, heartbeat: int = 60):
     trial silent for 3 * `heartbeat` (its worker was killed) is marked FAIL and queued once more with the same
     parameters, so no trial stays "running" forever and no sampled point is lost."""
     import optuna
+    import sqlalchemy.exc
 
     pruners = {
         # Median: prune a trial whose accuracy at epoch t is below the median of earlier trials at epoch t,
@@ -125,25 +268,32 @@ def open_study(storage: str, name: str, pruner: str, heartbeat: int = 60):
     callback_arg = "heartbeat_stale_trial_callback" if new_api else "failed_trial_callback"
     if storage.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}  # workers write the same file: wait for the lock
+    secrets = [storage, with_driver(storage)]
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # SQLAlchemy's warnings about a URL (e.g. query arguments a driver ignores) would be lines of their
+                # own beside our one-line messages.
+                warnings.simplefilter("ignore", sqlalchemy.exc.SAWarning)
                 rdb = optuna.storages.RDBStorage(with_driver(storage), engine_kwargs=kwargs,
                                                  heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                                                  **{callback_arg: retry(max_retry=1)})
             break
         except ImportError as e:
-            raise ConfigError(f"--storage {redact(storage)} needs a database driver ({e}); for PostgreSQL: "
+            reason = hide_secrets((str(e).strip().splitlines() or [type(e).__name__])[0][:200], secrets)
+            raise ConfigError(f"--storage {storage_shown(storage)} needs a database driver ({reason}); for PostgreSQL: "
                               "pip install psycopg2-binary") from None
         except Exception as e:  # noqa: BLE001 - bad URL, unreachable server, permissions: the user's to fix
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            # SQLAlchemy quotes the URL (or parts of it: a malformed one, a password it took for a host) in its
+            # messages: every secret of the URL is hidden wherever it appears, before the message is shown.
+            first = hide_secrets((str(e).strip().splitlines() or [type(e).__name__])[0][:300], secrets)
             # Workers starting together race to create the tables: the loser retries and finds them.
             race = ("already exists", "duplicate", "unique constraint", "integrityerror")
             if attempt < 4 and any(word in first.lower() for word in race):
                 time.sleep(0.5 + attempt)
                 continue
-            raise ConfigError(f"cannot open --storage {redact(storage)}: {first}") from None
+            raise ConfigError(f"cannot open --storage {storage_shown(storage)}: {first}") from None
     return optuna.create_study(storage=rdb, study_name=name, direction="maximize", pruner=pruners[pruner],
                                load_if_exists=True)
 
@@ -159,19 +309,9 @@ def with_driver(url: str) -> str:
     return url
 
 
-def redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL at all: nothing to hide
-        return url
-
-
-def sample(trial, base: TrainConfig, fixed: set[str]) -> dict[str, Any]:
-    """One point of the search space. Options given on the command line are held fixed, not searched."""
-    from fashionlab.models import MODELS
-
+def sample(trial, base: TrainConfig, fixed: set[str], dropout: bool | None = None) -> dict[str, Any]:
+    """One point of the search space. Options given on the command line are held fixed, not searched.
+    dropout: whether the model takes a `dropout` (takes_dropout(base.model) when not given)."""
     p: dict[str, Any] = {}
     if "lr" not in fixed:
         # A decade either side of the base LR: sensible for SGD recipes (0.1) and Adam ones (1e-3) alike.
@@ -180,7 +320,7 @@ def sample(trial, base: TrainConfig, fixed: set[str]) -> dict[str, Any]:
         p["weight_decay"] = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
     if "batch_size" not in fixed:
         p["batch_size"] = trial.suggest_categorical("batch_size", [64, 128, 256])
-    if "dropout" not in fixed and "dropout" in inspect.signature(MODELS[base.model]).parameters:
+    if "dropout" not in fixed and (takes_dropout(base.model) if dropout is None else dropout):
         p["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
     if "label_smoothing" not in fixed:
         p["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, 0.2)
@@ -205,8 +345,10 @@ def make_objective(base: TrainConfig, ds, fixed: set[str]) -> Callable:
     from fashionlab.runstart import Interrupted, TrainingDiverged
     from fashionlab.train import train
 
+    dropout = takes_dropout(base.model)  # once: an own model's code is not inspected again every trial
+
     def objective(trial: optuna.Trial) -> float:
-        cfg = build_config(base.to_dict(), sample(trial, base, fixed), {"out": None})
+        cfg = build_config(base.to_dict(), sample(trial, base, fixed, dropout), {"out": None})
         trial.set_user_attr("worker", WORKER)
         trial.set_user_attr("config", cfg.to_dict())
         val_accs: list[float] = []

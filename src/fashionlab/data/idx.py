@@ -11,12 +11,12 @@ import gzip
 import math
 import os
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from fashionlab.errors import DataError
+from fashionlab.reading import gunzip, read_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -33,18 +33,14 @@ _CODES = {(dtype.kind, dtype.itemsize): code for code, dtype in DTYPES.items()}
 
 
 def decompressed_bytes(path: str | os.PathLike) -> bytes:
-    """The file's content, gunzipped if it starts with the gzip magic bytes."""
+    """The file's content, gunzipped if it starts with the gzip magic bytes. Read through reading.py: a regular
+    file (a FIFO or device gets a one-line DataError), at most CAPS["idx"] bytes before and after decompression,
+    so a small gzip bomb cannot fill memory."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    raw = read_bytes(path, kind="idx", error=DataError)
     if not raw.startswith(GZIP_MAGIC):
         return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path.name}: corrupt gzip data ({e}); replace the file with a good copy") from None
+    return gunzip(raw, kind="idx", source=path.name, error=DataError)
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:

@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from fashionlab.data.idx import decompressed_bytes
-from fashionlab.errors import DataError
+from fashionlab.errors import DataError, FashionlabError
+from fashionlab.reading import load_json
 
 FILES: dict[str, str] = {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
@@ -162,14 +163,13 @@ def hash_files(files: dict[str, Path], memo: Path | None = None) -> dict[str, st
 
 def _read_memo(memo: Path | None) -> dict:
     try:
-        table = json.loads(memo.read_text()) if memo is not None else {}
-    except (OSError, ValueError):
+        table = load_json(memo, kind="json", error=DataError) if memo is not None and memo.exists() else {}
+    except FashionlabError:  # a damaged memo is only a missed optimisation: the files are hashed again
         return {}
     return table if isinstance(table, dict) else {}
 
 
 def _write_memo(memo: Path, table: dict) -> None:
-    from fashionlab.errors import FashionlabError
     from fashionlab.files import atomic_write_text
 
     try:

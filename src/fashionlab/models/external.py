@@ -22,10 +22,12 @@ from typing import Any
 
 from torch import nn
 
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, FashionlabError
+from fashionlab.reading import read_bytes, shorten, show_path
 
 ENTRY_POINT_GROUP = "fashionlab.models"
 _SPEC = re.compile(r"(?P<where>.+):(?P<name>[A-Za-z_]\w*)")
+MAX_SPEC_SHOWN = 200  # a spec in a message: a path may be long, a message stays one readable line
 
 
 def is_external(spec: str) -> bool:
@@ -50,45 +52,62 @@ class Origin:
 def resolve(spec: str) -> tuple[Callable[..., nn.Module], Origin]:
     """Import the model class or factory that `spec` names (this runs the model's code)."""
     m = _SPEC.fullmatch(spec)
+    shown = _shown(spec)
     if not m:
-        raise ConfigError(f"--model {spec!r}: expected FILE.py:NAME or package.module:NAME")
+        raise ConfigError(f"--model {shorten(spec, MAX_SPEC_SHOWN)}: expected FILE.py:NAME or package.module:NAME")
     where, name = m["where"], m["name"]
     if where.endswith(".py"):
         path = Path(where).expanduser()
         if not path.is_file():
-            raise ConfigError(f"--model {spec}: {path} is not a file")
-        module, origin = _import_file(path), Origin(spec, "file", str(path.resolve()), sha256_of(path))
+            raise ConfigError(f"--model {shown}: {show_path(path)} is not a file")
+        source = read_bytes(path, kind="model_source")  # one read: what is hashed is what is run
+        digest = hashlib.sha256(source).hexdigest()
+        module, origin = _import_file(path, source, digest), Origin(spec, "file", str(path.resolve()), digest)
     else:
+        if not all(part.isidentifier() for part in where.split(".")):  # "../../x", "models/net", "net.pyc"
+            raise ConfigError(f"--model {shown}: {_shown(where)} is not a module name (package.module); a file "
+                              f"needs FILE.py:NAME, e.g. {_shown(where.removesuffix('.py'))}.py:{name}")
         try:
             module = importlib.import_module(where)
         except ImportError as e:
-            raise ConfigError(f"--model {spec}: cannot import {where} ({e})") from None
+            raise ConfigError(f"--model {shown}: cannot import {where} ({_first_line(e)})") from None
         except Exception as e:  # noqa: BLE001 - the user's module failed while importing
-            raise ConfigError(f"--model {spec}: importing {where} failed: {type(e).__name__}: {e}") from None
+            raise ConfigError(f"--model {shown}: importing {where} failed: {type(e).__name__}: "
+                              f"{_first_line(e)}") from None
         origin = Origin(spec, "module")
     target = getattr(module, name, None)
     if target is None:
-        raise ConfigError(f"--model {spec}: {where} has no {name!r}")
+        raise ConfigError(f"--model {shown}: {_shown(where)} has no {name!r}")
     if not callable(target):
-        raise ConfigError(f"--model {spec}: {name} is not an nn.Module class or a function returning one")
+        raise ConfigError(f"--model {shown}: {name} is not an nn.Module class or a function returning one")
     return target, origin
 
 
-def _import_file(path: Path):
-    module_name = f"fashionlab_user_model_{sha256_of(path)[:12]}"
+def _shown(text: str) -> str:
+    """A spec or path as typed, unless it is long or holds control characters (then shortened)."""
+    return show_path(text) if len(text) <= MAX_SPEC_SHOWN else shorten(text, MAX_SPEC_SHOWN)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _import_file(path: Path, source: bytes, digest: str):
+    """Run `source` (the bytes read from `path`, whose sha256 is `digest`) as a module named after its hash."""
+    module_name = f"fashionlab_user_model_{digest[:12]}"
     if module_name in sys.modules:  # the same bytes were imported before in this process
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ConfigError(f"--model: cannot import {path} as Python")
+        raise ConfigError(f"--model: cannot import {show_path(path)} as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, str(path), "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the user's model
     except Exception as e:  # noqa: BLE001 - the user's file failed while importing
         del sys.modules[module_name]
         line = _user_line(e, path)
-        raise ConfigError(f"--model {path}{line}: {type(e).__name__}: {e}") from None
+        raise ConfigError(f"--model {show_path(path)}{line}: {type(e).__name__}: {_first_line(e)}") from None
     return module
 
 
@@ -101,8 +120,9 @@ def _user_line(e: BaseException, path: Path) -> str:
     return line
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def sha256_of(path: Path, error: type[FashionlabError] = ConfigError) -> str:
+    """sha256 of a model source file, read through reading.read_bytes (a regular file, at most its cap)."""
+    return hashlib.sha256(read_bytes(path, kind="model_source", error=error)).hexdigest()
 
 
 def instantiate(target: Callable[..., nn.Module], spec: str, kwargs: dict[str, Any]) -> nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fashionlab.about import CLASSES, __version__
-from fashionlab.config import NOT_RESULTS, PROVENANCE_KEYS
+from fashionlab.config import MAX_LABEL, MAX_TEXT, NOT_RESULTS, PROVENANCE_KEYS
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.runfolder import RunFolder
 from fashionlab.runformat import METRIC_COLUMNS, is_int, is_real
@@ -91,7 +92,7 @@ def load_run(path: Path | str) -> Run:
     path = folder.path
     evaluate = f"run `fashionlab evaluate {path}` first"
     for name in (RunFolder.TEST_METRICS, RunFolder.PREDICTIONS, RunFolder.PROBS):
-        if not folder.file(name).is_file():
+        if not os.path.lexists(folder.file(name)):  # anything else by that name (a FIFO) is refused when read
             raise RunError(f"{path} has no {name}: {evaluate}")
     config, metrics = folder.config(), folder.test_metrics()
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
@@ -131,7 +132,7 @@ def metrics_problem(m: dict[str, Any]) -> str | None:
 
 def _history(folder: RunFolder) -> dict[str, np.ndarray]:
     """metrics.csv as one array per column."""
-    if not folder.file(RunFolder.METRICS).is_file():
+    if not os.path.lexists(folder.file(RunFolder.METRICS)):  # a FIFO or a device is read, and refused, by history()
         raise RunError(f"{folder.file(RunFolder.METRICS)} not found: the run folder is incomplete")
     rows = folder.history()  # every column present, or a RunError naming the missing ones
     return {col: np.array([float(r[col]) for r in rows]) for col in HISTORY_COLUMNS}
@@ -180,6 +181,15 @@ def setting_diff(run: Run, others: Sequence[Run]) -> str:
     return ", ".join(f"{k}={mine.get(k)}" for k in keys) or "same settings"
 
 
+def group_name(run: Run) -> str:
+    """The run's label, else its model name, shortened to the stated limits (config.MAX_LABEL for a label): a
+    config.json written before labels were limited, or edited, may hold megabytes, which every table, legend and
+    summary would repeat."""
+    label = run.config.get("label")
+    name, limit = (label, MAX_LABEL) if isinstance(label, str) and label else (run.model, MAX_TEXT)
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 def group_runs(runs: Sequence[Run]) -> list[Group]:
     """Group runs by (model, recipe, every training option but the seed), in command-line order; the runs of
     one group are its seeds.
@@ -195,7 +205,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     for group in by_key.values():
         seeds = [r.seed for r in group]
         members += [group] if len(set(seeds)) == len(seeds) else [[r] for r in group]
-    base = [rs[0].config.get("label") or rs[0].model for rs in members]
+    base = [group_name(rs[0]) for rs in members]
     labels = list(base)
 
     def differs(r: Run) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Sequence
 from html import escape
 from typing import Any
 
+from fashionlab.numfmt import count, percent
 from fashionlab.report import figures
 from fashionlab.report.compare import Comparison, Group, hardest_classes, top_confusions, worst_mistakes
 from fashionlab.report.tables import (
@@ -21,7 +22,6 @@ from fashionlab.report.tables import (
     SUMMARY_HEADER,
     choice_rows,
     family_text,
-    fmt_count,
     models_rows,
     significance_note,
     summary_rows,
@@ -237,7 +237,7 @@ def _curves(comp: Comparison) -> str:
 def _confusion(comp: Comparison, cmap: dict[str, str]) -> str:
     cards = []
     for g in comp.groups:
-        rows = [[escape(t["true"]) + " → " + escape(t["predicted"]), fmt_count(t["count"]), f"{100 * t['rate']:.1f}%"]
+        rows = [[escape(t["true"]) + " → " + escape(t["predicted"]), count(t["count"]), percent(t["rate"], 1)]
                 for t in top_confusions(g, comp.class_names)]
         per_run = " (count per run: mean over seeds)" if len(g.runs) > 1 else ""
         header = [f"Most confused: true → predicted{per_run}", "Count", "Rate"]
@@ -279,7 +279,7 @@ def _mistakes(comp: Comparison, cmap: dict[str, str]) -> str:
                 f'<figure><img src="{_data_uri(figures.thumbnail_png(data.images[m["index"]]))}" '
                 f'alt="test image {m["index"]}: {escape(true)} predicted as {escape(pred)}">'
                 f"<figcaption>#{m['index']}<br>true: {escape(true)}<br>"
-                f'<span class="pred">pred: {escape(pred)}</span><br>{100 * m["confidence"]:.1f}%</figcaption></figure>'
+                f'<span class="pred">pred: {escape(pred)}</span><br>{percent(m["confidence"], 1)}</figcaption></figure>'
             )
         body = f'<div class="gallery">{"".join(tiles)}</div>' if tiles else '<p class="note">No mistakes.</p>'
         parts.append(f"<h3>{_label(g, cmap)} <small class=\"meta\">seed {run.seed}</small></h3>{body}")

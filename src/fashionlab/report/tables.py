@@ -5,6 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fashionlab.numfmt import (
+    abbreviated_count,
+    accuracy_mean_sd,
+    compact_duration,
+    count,
+    mean_sd,
+    mflops,
+    p_value,
+    percent_number,
+    points,
+    points_ci,
+)
+
 SUMMARY_HEADER = [
     "Model", "Runs", "Test accuracy [95% CI]", "Macro-F1", "Params", "MFLOPs/image", "Training time",
     "Best epoch", "Train − val gap", "Epochs to 90% val",
@@ -48,62 +61,14 @@ def family_text(summary: dict[str, Any]) -> str:
 
 def _pm(stat: dict[str, Any], fmt: Callable[[float], str], fmt_sd: Callable[[float], str] | None = None,
         unit: str = "") -> str:
-    """'mean unit' for one value, 'mean ± sd unit' for several, 'n/a' for none."""
-    if stat["mean"] is None:
-        return "n/a"
-    if stat["n"] == 1:
-        return f"{fmt(stat['mean'])}{unit}"
-    return f"{fmt(stat['mean'])} ± {(fmt_sd or fmt)(stat['sd'])}{unit}"
-
-
-def fmt_count(v: float) -> str:
-    return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
-
-
-def _human(v: float) -> str:
-    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
-
-
-def _mflops(v: float) -> str:
-    return f"{v:,.1f}" if v >= 1 else f"{v:.3f}"
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}"
-
-
-def _points(v: float) -> str:
-    return f"{100 * v:+.1f}"
-
-
-def fmt_p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3g}"
-
-
-def _diff_ci(diff: float, ci: list[float]) -> str:
-    lo, hi = ci
-    return f"{100 * diff:+.2f} pts [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+    """numfmt.mean_sd of a summary statistic ({"mean", "sd", "n"})."""
+    return mean_sd(stat["mean"], stat["sd"], stat["n"], fmt, fmt_sd, unit)
 
 
 def effect_ci(seed_level: dict[str, Any]) -> str:
     """The seed-level effect (already in points) and its CI: 'n/a' without a seed pair, no CI below 3 pairs."""
     s = seed_level
-    if s["effect"] is None:
-        return "n/a"
-    if s["ci_low"] is None:
-        return f"{s['effect']:+.2f} pts (no CI)"
-    return f"{s['effect']:+.2f} pts [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]"
+    return points_ci(s["effect"], s.get("ci_low"), s.get("ci_high"))
 
 
 def _mde(seed_level: dict[str, Any]) -> str:
@@ -114,17 +79,17 @@ def _mde(seed_level: dict[str, Any]) -> str:
 
 
 def _accuracy(stat: dict[str, Any]) -> str:
-    text = _pm(stat, _pct, unit="%")
+    text = accuracy_mean_sd(stat["mean"], stat["sd"], stat["n"])
     if stat.get("ci"):
         lo, hi = stat["ci"]
-        text += f" [{_pct(lo)}, {_pct(hi)}]"
+        text += f" [{percent_number(lo)}, {percent_number(hi)}]"
     return text
 
 
 def _convergence(stat: dict[str, Any]) -> str:
     if stat["n"] == 0:
         return "not reached"
-    text = _pm(stat, fmt_count)
+    text = _pm(stat, count)
     return text if stat["n"] == len(stat["values"]) else f"{text} ({stat['n']}/{len(stat['values'])} reached)"
 
 
@@ -140,11 +105,11 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
             runs_cell(m),
             _accuracy(m["accuracy"]),
             _pm(m["macro_f1"], lambda v: f"{v:.4f}"),
-            _human(m["params"]["mean"]) if m["params"]["mean"] is not None else "n/a",
-            _mflops(m["mflops"]["mean"]) if m["mflops"]["mean"] is not None else "n/a",
-            _pm(m["train_seconds"], _duration),
-            _pm(m["best_epoch"], fmt_count),
-            _pm(m["train_val_gap"], _points, lambda v: f"{100 * v:.1f}", unit=" pts"),
+            abbreviated_count(m["params"]["mean"]),
+            mflops(m["mflops"]["mean"]),
+            _pm(m["train_seconds"], compact_duration),
+            _pm(m["best_epoch"], count),
+            _pm(m["train_val_gap"], points, lambda v: percent_number(v, 1), unit=" pts"),
             _convergence(m["epochs_to_threshold"]),
         ]
         for m in summary["models"]
@@ -157,7 +122,8 @@ def choice_rows(summary: dict[str, Any]) -> list[list[str]]:
     for c in summary["comparisons"]:
         s = c["seed_level"]
         n = str(s["n_seeds"]) + (f" ({len(s['unpaired'])} unpaired)" if s["unpaired"] else "")
-        rows.append([c["a"], c["b"], n, effect_ci(s), fmt_p(s["p"]), fmt_p(s["p_adjusted"]), _mde(s), c["verdict"]])
+        rows.append([c["a"], c["b"], n, effect_ci(s), p_value(s["p"]), p_value(s["p_adjusted"]), _mde(s),
+                     c["verdict"]])
     return rows
 
 
@@ -167,10 +133,10 @@ def models_rows(summary: dict[str, Any]) -> list[list[str]]:
         [
             c["a"],
             c["b"],
-            _diff_ci(-c["diff"], [-c["ci"][1], -c["ci"][0]]),
+            points_ci(-100 * c["diff"], -100 * c["ci"][1], -100 * c["ci"][0]),
             "; ".join(f"{p['b']} / {p['c']}" for p in c["pairs"]) or "n/a",
-            "; ".join(fmt_p(p["p_value"]) for p in c["pairs"]) or "n/a",
-            fmt_p(c["p_adjusted"]),
+            "; ".join(p_value(p["p_value"]) for p in c["pairs"]) or "n/a",
+            p_value(c["p_adjusted"]),
             c["models_verdict"],
         ]
         for c in summary["comparisons"]
@@ -191,8 +157,15 @@ def significance_note(summary: dict[str, Any]) -> str:
 
 
 def to_markdown(summary: dict[str, Any]) -> str:
+    from html import escape
+
+    def md(text: str) -> str:
+        """User-given text (labels, model names, paths, in cells, verdicts and warnings) as inert Markdown: HTML
+        escaped, so `<img onerror=...>` shows as text in every Markdown viewer, as report.html shows it."""
+        return escape(str(text), quote=False).replace("`", "\\`")
+
     def cells(row: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+        return "| " + " | ".join(md(c).replace("|", "\\|") for c in row) + " |"
 
     def table(header: list[str], rows: list[list[str]], numeric: set[int]) -> list[str]:
         align = ["---:" if i in numeric else "---" for i in range(len(header))]
@@ -200,8 +173,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
 
     lines = [
         "# Model comparison", "",
-        f"Test set: {summary['n_test']} images (sha256 `{summary['test_sha256'][:16]}…`); "
-        f"generated {summary['generated']} by fashionlab {summary['fashionlab']}.", "",
+        f"Test set: {summary['n_test']} images (sha256 `{md(summary['test_sha256'][:16].replace('`', ''))}…`); "
+        f"generated {md(summary['generated'])} by fashionlab {md(summary['fashionlab'])}.", "",
         "## Summary", "",
         *table(SUMMARY_HEADER, summary_rows(summary), NUMERIC_SUMMARY), "",
         "Several runs of a model: mean ± sd over seeds. 95% CI: percentile bootstrap over the test images "
@@ -212,8 +185,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
     if note:
         lines.append(note)
     else:
-        lines += [family_text(summary), ""]
-        lines += [f"**Warning:** {w}." for w in warnings(summary)] + ([""] if warnings(summary) else [])
+        lines += [md(family_text(summary)), ""]
+        lines += [f"**Warning:** {md(w)}." for w in warnings(summary)] + ([""] if warnings(summary) else [])
         lines += ["### Does this training choice differ? (seed level)", "",
                   *table(CHOICE_HEADER, choice_rows(summary), NUMERIC_CHOICE), "", CHOICE_EXPLAINED, "",
                   "### Do these trained models differ on this test set? (per image)", "",
@@ -243,9 +216,10 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
             t.add_row(*map(Text, row))
         return t
 
-    rows = [[m["label"], str(len(m["seeds"])), _pm(m["accuracy"], _pct, unit="%"),
-             "–".join(map(_pct, m["accuracy"]["ci"])) if m["accuracy"].get("ci") else "n/a",
-             _duration(m["train_seconds"]["mean"]) if m["train_seconds"]["mean"] is not None else "n/a",
+    rows = [[m["label"], str(len(m["seeds"])), accuracy_mean_sd(m["accuracy"]["mean"], m["accuracy"]["sd"],
+                                                                 m["accuracy"]["n"]),
+             "–".join(map(percent_number, m["accuracy"]["ci"])) if m["accuracy"].get("ci") else "n/a",
+             compact_duration(m["train_seconds"]["mean"]),
              _convergence(m["epochs_to_threshold"])] for m in summary["models"]]
     console.print(table(f"{summary['n_test']} test images", ["Group", "Seeds", "Test accuracy", "95% CI",
                                                              "Train time", "Ep. to 90%"], rows))
@@ -255,8 +229,8 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
         return
     several = summary["family"] == "all-pairs" and len(summary["models"]) > 2
     shown = [c for c in summary["comparisons"] if c["a"] == summary["base"]] if several else summary["comparisons"]
-    rows = [[f"{c['b']} − {c['a']}", effect_ci(c["seed_level"]), fmt_p(c["seed_level"]["p_adjusted"]),
-             fmt_p(c["p_adjusted"])] for c in shown]
+    rows = [[f"{c['b']} − {c['a']}", effect_ci(c["seed_level"]), p_value(c["seed_level"]["p_adjusted"]),
+             p_value(c["p_adjusted"])] for c in shown]
     title = f"Versus the base ({summary['base']})" if len(summary["models"]) > 2 else "Significance"
     console.print(table(f"{title}: seed level, Holm-adjusted p",
                         ["Difference", "Δ over seeds [95% CI]", "Seed p", "McNemar p"], rows))
