@@ -7,6 +7,7 @@ Synthetic data cannot match the real sha256s, so tests that load it pass `verify
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,3 +153,20 @@ def image(tmp_path: Path) -> Path:
 
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "item.png")
     return tmp_path / "item.png"
+
+
+# A test that opens a FIFO must fail, not hang: the alarm turns a block into an error after 60 s.
+class Blocked(BaseException):
+    """Raised by the alarm: something blocked (a BaseException, so no `except Exception` can swallow it)."""
+
+
+@pytest.fixture
+def alarm():
+    def ring(*_):
+        raise Blocked("blocked for 60 s: a FIFO was opened?")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)

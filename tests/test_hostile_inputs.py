@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import textwrap
 import time
@@ -28,20 +27,6 @@ FIFO = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 DEV_ZERO = pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
 
 
-class Blocked(BaseException):
-    """Raised by the alarm: something blocked (a BaseException, so no `except Exception` can swallow it)."""
-
-
-@pytest.fixture
-def alarm():
-    def ring(*_):
-        raise Blocked("blocked for 60 s: a FIFO was opened?")
-
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture

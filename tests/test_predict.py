@@ -7,7 +7,6 @@ import builtins
 import io
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -352,20 +351,6 @@ def test_tiny_and_blank_inputs_are_predicted_with_warnings(run_dir, tmp_path, ca
 # ---------------------------------------------------------------------------------------------- not regular files
 
 
-class Blocked(BaseException):
-    """Raised by the alarm: something blocked (a BaseException, so no `except Exception` can swallow it)."""
-
-
-@pytest.fixture
-def alarm():
-    def ring(*_):
-        raise Blocked("blocked for 60 s: a FIFO was opened?")
-
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
