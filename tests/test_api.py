@@ -312,6 +312,19 @@ def test_compare_runs_and_paths(tmp_path, trained, synthetic_env, monkeypatch):
     assert re.fullmatch(r"reports/compare-\d{8}-\d{6}/report.html", summary["report"])
 
 
+def test_compare_family(tmp_path, trained, synthetic_env):
+    """Labelled later runs make a variant study (each against the first); family="all-pairs" asks every pair."""
+    b = fashionlab.train(model="cnn1", seed=1, label="b", out=str(tmp_path / "b"), **FAST)
+    c = fashionlab.train(model="cnn1", seed=2, label="c", out=str(tmp_path / "c"), **FAST)
+    summaries = {f: fashionlab.compare([trained, b, c], out=tmp_path / str(f), family=f) for f in (None, "all-pairs")}
+    pairs = {f: [(x["a"], x["b"]) for x in s["comparisons"]] for f, s in summaries.items()}
+    assert pairs[None] == [("cnn1", "b"), ("cnn1", "c")]
+    assert pairs["all-pairs"] == [("cnn1", "b"), ("cnn1", "c"), ("b", "c")]
+    with pytest.raises(ConfigError) as e:
+        fashionlab.compare([trained, b], out=tmp_path / "bad", family="every")
+    assert "--family must be one of" in one_line(e) and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("runs, error, needle", [
     ("runs/a", ConfigError, "takes a list of runs or run folders, got 'runs/a' (str)"),
     ([1, 2], ConfigError, "each run must be a Run or a run folder path, got 1 (int)"),

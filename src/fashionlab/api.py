@@ -310,10 +310,13 @@ def _kind(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------- compare
 
 
-def compare(runs: Sequence[Run | str | os.PathLike], out: str | os.PathLike | None = None) -> dict[str, Any]:
+def compare(runs: Sequence[Run | str | os.PathLike], out: str | os.PathLike | None = None, *,
+            family: str | None = None) -> dict[str, Any]:
     """Compare evaluated runs as `fashionlab compare` does: writes report.html, summary.md and summary.json into
     `out` (default reports/compare-<timestamp>) and returns the summary (summary.json's numbers: per-model
-    accuracy with confidence intervals, pairwise significance tests) with "report": the report.html path."""
+    accuracy with confidence intervals, pairwise significance tests) with "report": the report.html path.
+    family: "base" (each run against the first), "all-pairs", or None: base when later runs carry a label
+    (a variant study), else all pairs (as `compare --family`)."""
     from fashionlab.report import compare_runs, default_report_dir
 
     if isinstance(runs, (str, os.PathLike)) or not isinstance(runs, Sequence):
@@ -322,7 +325,7 @@ def compare(runs: Sequence[Run | str | os.PathLike], out: str | os.PathLike | No
         if not isinstance(r, (str, os.PathLike)):
             raise ConfigError(f"compare(): each run must be a Run or a run folder path, got {_kind(r)}")
     folder = Path(out) if out is not None else default_report_dir()
-    summary = compare_runs([Path(r) for r in runs], folder)
+    summary = compare_runs([Path(r) for r in runs], folder, family=family)
     return {**summary, "report": str(folder / "report.html")}
 
 
