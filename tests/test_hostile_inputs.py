@@ -398,8 +398,21 @@ def test_the_trust_refusal_names_the_option_every_reader_has(tmp_path):
     with pytest.raises(RunError) as e:
         RunFolder(tmp_path).model_spec(False, {"model": f"{tmp_path}/net.py:Net"})
     message = str(e.value)
-    assert "give --trust-model-code" in message
-    assert "train --resume also accepts the same --model given again" in message and "\n" not in message
+    assert "give --trust-model-code (trust_model_code=True in Python)" in message and "\n" not in message
+    assert "--model" not in message.replace("--trust-model-code", "")  # evaluate, predict, export have no --model
+
+
+def test_resume_names_its_own_way_to_trust(tmp_path, synthetic_env, capsys):
+    """train --resume, and only it, also takes the same --model again: its refusal says so."""
+    (tmp_path / "net.py").write_text(NET)
+    spec = f"{tmp_path}/net.py:Net"
+    run = tmp_path / "run"
+    assert main(["train", "--model", spec, "--epochs", "1", "--train-subset", "200", "--batch-size", "64",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "give --trust-model-code or the same --model again" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("spec, needle", [

@@ -106,6 +106,10 @@ def _split(url: str) -> tuple[str, list[str]]:
         if at >= 0:
             secrets.extend([url[:at], *_passwords(url[:at])])
             url = MASK + url[at:]
+        url, hash_, fragment = url.partition("#")  # a fragment is a stray secret here too, as in a URL
+        if hash_:
+            secrets.append(fragment)
+            url += "#" + MASK
         return _mask_pairs(url, secrets), secrets
     head, rest = url[: m.end()], url[m.end():]
     # The userinfo runs to the LAST '@': a password may hold '@', '/', '?', '#' unencoded. An '@' later in the

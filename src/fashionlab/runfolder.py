@@ -63,7 +63,11 @@ def _option_defaults() -> dict[str, Any]:
 
 # Every command that reads a run folder (evaluate, predict, export, train --resume) has --trust-model-code; only
 # train --resume can also take the model given again.
-TRUST_ADVICE = "give --trust-model-code (train --resume also accepts the same --model given again)"
+# How a refusal to import a run's model code says to give trust: every command that reads a run has the first;
+# train --resume also takes the same --model given again.
+TRUST_ADVICE = "give --trust-model-code (trust_model_code=True in Python)"
+RESUME_TRUST_ADVICE = ("give --trust-model-code or the same --model again (trust_model_code=True or the same model= "
+                       "in Python)")
 
 
 class RunFolder:

@@ -24,7 +24,7 @@ from fashionlab.data import FashionMNIST, load_fashion_mnist
 from fashionlab.ensemble import train_ensemble
 from fashionlab.evaluate import evaluate_run
 from fashionlab.models import count_params
-from fashionlab.runfolder import RunFolder
+from fashionlab.runfolder import RESUME_TRUST_ADVICE, RunFolder
 from fashionlab.runformat import Progress
 from fashionlab.runstart import (
     Context,
@@ -74,7 +74,7 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
     with claim, StopFlag() as stop, distributed(dist, cfg) as device, contextlib.ExitStack() as closing:
         ds = data or load_fashion_mnist(cfg.data_dir, progress=verbose)
         ctx = make_context(cfg, dist, device, ds, folder, verbose)
-        spec = folder.model_spec(trust_model_code) if resume else None
+        spec = folder.model_spec(trust_model_code, trust_advice=RESUME_TRUST_ADVICE) if resume else None
         state = make_state(ctx, make_model(cfg, device, ctx.splits, spec, architecture,
                                            weights_follow=resume and folder.has_checkpoint("last")))
         net = wrap_model(state.model, cfg, dist, device)
