@@ -139,9 +139,10 @@ def test_models_lists_params_and_mflops():
     rows = {}
     for line in proc.stdout.splitlines():
         cells = [c.strip() for c in line.split("│")[1:-1]]
-        if len(cells) == 4:
+        if len(cells) == 5:
             rows[cells[0]] = cells
     assert set(rows) == set(MODELS)
+    assert "global max pool" in rows["fastnet"][4] and rows["cnn1"][4] != rows["fastnet"][4]  # what --data changes
     for name, layers in (("cnn1", CNN1), ("cnn2", CNN2)):
         params, mflops = by_hand(layers)
         assert rows[name][1] == f"{params:,}", (name, rows[name])

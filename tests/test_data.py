@@ -388,7 +388,7 @@ def test_summarize_and_grid(synthetic_data_dir: Path, tmp_path: Path) -> None:
     assert 0 < summary["pixel_mean"] < 1 and 0 < summary["pixel_std"] < 1
     out = save_grid(ds, tmp_path / "grid.png", per_class=4)
     with Image.open(out) as image:
-        assert image.format == "PNG" and image.height == 10 * 58
+        assert image.format == "PNG" and image.height == 10 * 58 and image.width == 110 + 4 * 58
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

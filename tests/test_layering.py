@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("options", ("config",)),
     ("run-file formats", ("runformat",)),
     ("run folder", ("runfolder",)),
-    ("data", ("data.idx", "data.sources", "data", "data.augment", "data.inspect")),
+    ("data", ("data.idx", "data.sources", "data.own", "data", "data.load", "data.augment", "data.inspect")),
     ("evaluation", ("evaluate",)),
     ("outputs", ("tensorboard", "report.compare", "report.tables", "report.figures", "report.html", "report",
                  "predict", "export")),

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fashionlab.about import CLASSES
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.runfolder import RunFolder
 from fashionlab.runformat import CHECKPOINTS
@@ -70,7 +69,9 @@ def train(*, config: str | os.PathLike | None = None, model_args: dict[str, Any]
     trained; the run's model is then "object:<class name>" and reading the run needs an object again).
     config: a YAML/JSON file of options (the options given here override it). model_args: keyword arguments for
     the model, added to option `extra` (like --model-arg). resume: continue a stopped run (a path or a Run).
-    data: an already loaded `fashionlab.data.load_fashion_mnist()` dataset, to skip loading it again.
+    data: the dataset, as --data takes it: "fashion-mnist" (the default), a folder of class folders, a CSV, an .npz
+    or a folder of IDX files (with image_size="28" or "32x24", channels=1|3, skip_bad=True as needed); or an
+    already loaded dataset (`fashionlab.data.load.load_dataset(...)`), to skip reading it again.
     budget: like `--budget` ("90s", "5m", "1h30m"): train the most accurate measured recipe estimated to fit
     in that time on this machine (not with model= or recipe=).
     """
@@ -81,6 +82,11 @@ def train(*, config: str | os.PathLike | None = None, model_args: dict[str, Any]
     from fashionlab.train import train as train_run
 
     options = normalize_keys(options, "fashionlab.train()")
+    if isinstance(data, (str, os.PathLike)):  # a SPEC, as --data takes it; an object is a loaded dataset
+        options["dataset"], data = os.fspath(data), None
+    elif data is not None and not hasattr(data, "test_sha256"):
+        raise ConfigError(f"fashionlab.train(): data= must be a dataset spec (a path or 'fashion-mnist') or a loaded "
+                          f"dataset, got {_kind(data)}")
     command = _call_text("fashionlab.train", {**options, **({"config": config} if config else {}),
                                               **({"model_args": model_args} if model_args else {}),
                                               **({"resume": resume} if resume else {}),
@@ -198,8 +204,10 @@ class Run:
     @property
     def classification_report(self) -> str | None:
         """scikit-learn's per-class precision/recall/F1 table on the test set, or None if not evaluated."""
+        from fashionlab.reading import read_text
+
         path = self._folder.file(self._folder.REPORT)
-        return path.read_text() if path.is_file() else None
+        return read_text(path, kind="text") if path.is_file() else None  # the one guarded way to read a file
 
     # -- the model
 
@@ -258,8 +266,7 @@ class Run:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"most_confused(k): k must be an integer >= 1, got {k!r}")
         metrics = self._evaluated()
-        n = len(metrics["confusion_matrix"])
-        names = list(CLASSES) if n == len(CLASSES) else [str(i) for i in range(n)]
+        names = list(metrics["per_class"])  # the class names, in output order
         pairs = top_confusions(Group(self._title(), [SimpleNamespace(metrics=metrics)]), names, k)
         return [{**p, "count": int(p["count"])} for p in pairs]
 
@@ -345,7 +352,7 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
     import fashionlab.predict as predicting
 
     _check_checkpoint(checkpoint)
-    items = _inputs(images, preprocess)
+    items = predicting.collect_images(images)
     source = run_or_onnx.path if isinstance(run_or_onnx, Run) else run_or_onnx
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"predict() takes a Run, a run folder or an .onnx file, got {_kind(run_or_onnx)}")
@@ -355,83 +362,8 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
     if model is None:
         loaded = predicting.load_model(source, checkpoint, device, trust_model_code)
     else:
-        loaded = _ObjectModel(Run(source), checkpoint, device, model)
+        from torch import nn
+
+        Run(source)._check_object(model, nn)
+        loaded = predicting.TorchModel(source, checkpoint, device, net=model)
     return [r.as_json() for r in predicting.predict_items(loaded, items, top_k, preprocess)]
-
-
-class _ObjectModel:
-    """A run trained from an nn.Module object, for predict.predict_items (which needs .classes and .logits)."""
-
-    def __init__(self, run: Run, checkpoint: str, device: str, net):
-        from fashionlab.device import resolve_device
-
-        config = run.config
-        self.device = resolve_device(device)
-        self.model = run.load_model(checkpoint, model=net, device=self.device)
-        self.tta = bool(config.get("tta", False))
-        self.channels_last = bool(config.get("channels_last", True))
-        self.classes = list(CLASSES)
-
-    def logits(self, x):
-        from fashionlab.evaluate import predict_logits
-
-        return predict_logits(self.model, x, device=self.device, tta=self.tta, channels_last=self.channels_last)
-
-
-def _inputs(images, preprocess: bool) -> list:
-    """predict.predict_items' input: a Path per file (read there), a prepared Result per in-memory image."""
-    import numpy as np
-    from PIL import Image
-
-    from fashionlab.predict import collect_inputs
-
-    if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)):
-        images = [images]
-    elif not isinstance(images, Sequence):
-        raise ConfigError(f"predict(): images must be an image or a list of them, got {_kind(images)}")
-    items: list = []
-    for i, image in enumerate(images):
-        if isinstance(image, (str, os.PathLike)):
-            items += collect_inputs([Path(image)])
-        elif isinstance(image, np.ndarray):
-            items.append(_prepared(_array_image(image, i), i, preprocess))
-        elif isinstance(image, Image.Image):
-            items.append(_prepared(image, i, preprocess))
-        else:
-            raise ConfigError(f"predict(): images[{i}] is {_kind(image)}; give a file path, a PIL image or a uint8 "
-                              "numpy array")
-    return items
-
-
-def _array_image(a, i: int):
-    import numpy as np
-    from PIL import Image
-
-    if a.dtype != np.uint8:
-        raise ConfigError(f"predict(): images[{i}] is a {a.dtype} array; give uint8 pixels (0-255)")
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or min(a.shape[:2]) == 0:
-        raise ConfigError(f"predict(): images[{i}] has shape {a.shape}; give HxW or HxWxC (C = 1, 3 or 4)")
-    return Image.fromarray(np.ascontiguousarray(a))
-
-
-def _prepared(image, i: int, preprocess: bool):
-    """An in-memory image prepared as `imageprep.read` prepares a decoded file (upright, flattened, 28x28)."""
-    from fashionlab import imageprep
-    from fashionlab.predict import Result
-
-    w, h = image.size
-    if w * h > imageprep.MAX_PIXELS or min(w, h) == 0:
-        raise ConfigError(f"predict(): images[{i}] is {w}x{h}; give 1 to {imageprep.MAX_PIXELS:,} pixels")
-    try:
-        pixels = imageprep.prepare(imageprep.flatten(imageprep.upright(image)), preprocess)
-    except Exception as e:  # noqa: BLE001 - an image mode PIL cannot convert
-        raise ConfigError(f"predict(): images[{i}] (PIL mode {image.mode}) cannot be used: {e}") from None
-    warnings = ()
-    if min(w, h) < imageprep.MIN_SIDE:
-        warnings += (f"tiny image ({w}x{h} pixels, under {imageprep.MIN_SIDE} on its short side): "
-                     "prediction unreliable",)
-    if blank := imageprep.blank_warning(pixels):
-        warnings += (blank,)
-    return Result(f"<image {i}>", pixels=pixels, warnings=warnings)

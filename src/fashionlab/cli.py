@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from fashionlab.about import CLASSES
+from fashionlab.config import DATA_OPTIONS
 from fashionlab.config import add_arguments as add_train_arguments
 from fashionlab.errors import ConfigError, FashionlabError
 from fashionlab.runformat import CHECKPOINTS
@@ -58,13 +59,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from fashionlab.errors import ConfigError
-    from fashionlab.models import DESCRIPTIONS, MODELS, build_model, count_params, forward_mflops
+    from fashionlab.models import DESCRIPTIONS, MODELS, SIZE_NOTES, build_model, count_params, forward_mflops
     from fashionlab.models.external import ENTRY_POINT_GROUP, entry_point_models
 
-    table = Table("model", "params", "MFLOPs/image", "description")
+    table = Table()  # names and numbers never wrap; a word longer than its prose column folds, never "…"
+    table.add_column("model", no_wrap=True)
+    table.add_column("params", no_wrap=True, justify="right")
+    table.add_column("MFLOPs/image", no_wrap=True, justify="right")
+    table.add_column("description", overflow="fold")
+    table.add_column("sizes (--data)", overflow="fold")
     for name in MODELS:
         m = build_model(name)
-        table.add_row(name, f"{count_params(m):,}", f"{forward_mflops(m):.1f}", DESCRIPTIONS[name])
+        table.add_row(name, f"{count_params(m):,}", f"{forward_mflops(m):.1f}", DESCRIPTIONS[name], SIZE_NOTES[name])
     for name, ep in entry_point_models().items():  # installed packages' models: listing them imports them
         if name in MODELS:
             continue
@@ -74,7 +80,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         except ConfigError as e:
             row = ["?", "?"]
             ep = f"{ep.value}: {e}"
-        table.add_row(name, *row, f"from {ENTRY_POINT_GROUP} entry point {getattr(ep, 'value', ep)}")
+        table.add_row(name, *row, f"from {ENTRY_POINT_GROUP} entry point {getattr(ep, 'value', ep)}", "")
     console = Console()
     console.print(table)
     console.print("Your own model: --model FILE.py:NAME or --model package.module:NAME (an nn.Module class or a "
@@ -121,10 +127,15 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from fashionlab.data import load_fashion_mnist, stratified_split
-    from fashionlab.data.inspect import save_grid, summarize
+    from fashionlab.config import FASHION_MNIST
+    from fashionlab.data.load import load_dataset
 
+    spec = getattr(args, "dataset", FASHION_MNIST)
     if args.locate:
+        if args.export_imagefolder is not None:
+            raise ConfigError("--export-imagefolder goes alone: not with --grid or --locate")
+        if spec != FASHION_MNIST:
+            raise ConfigError("--locate finds Fashion-MNIST's files; --data names your dataset already")
         from fashionlab.data import locate
 
         src = locate(args.data_dir, download=False, progress=False)
@@ -132,32 +143,75 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     if not 0 <= args.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.export_imagefolder is not None:  # the dataset as PNGs that read back in the same order
+        from fashionlab.data.own import check_export_folder, export_imagefolder
+
+        if args.grid:
+            raise ConfigError("--export-imagefolder goes alone: not with --grid or --locate")
+        folder = Path(args.export_imagefolder)
+        check_export_folder(folder)  # before loading anything: a bad DIR costs nothing and creates nothing
+        ds = load_dataset(spec, data_dir=args.data_dir, image_size=getattr(args, "image_size", None),
+                          channels=getattr(args, "channels", None), skip_bad=bool(getattr(args, "skip_bad", False)),
+                          download=not args.no_download, progress=not args.json)
+        done = export_imagefolder(ds, folder, progress=not args.json)
+        if args.json:
+            print(json.dumps(done))
+            return 0
+        val = f", {done['val']} val" if "val" in done else ""
+        print(f"wrote {done['train']} train{val} and {done['test']} test PNGs in ImageFolder layout -> {folder} "
+              f"(read back in the same order: fashionlab train --data {shlex.quote(str(folder))} ...)")
+        return 0
     if args.grid:
         from fashionlab.files import check_new_file
 
         check_new_file(Path(args.grid), "--grid", suffixes=(".png",))  # before any work, never over a file
-    ds = load_fashion_mnist(args.data_dir, download=not args.no_download)
-    train_idx, val_idx = stratified_split(ds.train_y, args.val_fraction, args.seed)
-    print_data_summary(summarize(ds, train_idx, val_idx))
+    # The card lists bad files instead of stopping at the first: `data` is where one looks for them.
+    ds = load_dataset(spec, data_dir=args.data_dir, image_size=getattr(args, "image_size", None),
+                      channels=getattr(args, "channels", None), skip_bad=spec != FASHION_MNIST,
+                      download=not args.no_download, progress=not args.json)
+    from fashionlab.data.inspect import card, save_grid
+
+    info = card(ds, args.val_fraction, args.seed)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print_data_card(info)
     if args.grid:
         save_grid(ds, args.grid)
-        print(f"sample grid -> {args.grid}")
+        if not args.json:
+            print(f"sample grid -> {args.grid}")
     return 0
 
 
-def print_data_summary(s: dict) -> None:
+def print_data_card(c: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from fashionlab.data.inspect import card_problems
+
     console = Console()
-    console.print(f"source: {s['source']} ({s['origin']})")
-    console.print(f"train-split pixel mean {s['pixel_mean']:.4f}  std {s['pixel_std']:.4f}")
-    splits = s["splits"]
-    table = Table("class", *splits)
-    for cls in CLASSES:
-        table.add_row(cls, *(str(splits[sp]["per_class"][cls]) for sp in splits))
-    table.add_row("total", *(str(splits[sp]["count"]) for sp in splits), style="bold")
+    say = lambda text: console.print(escape(text), highlight=False)  # noqa: E731 - names are the user's own text
+    origin = f", found by {c['origin']}" if c.get("origin") else ""
+    say(f"dataset: {c['name']} ({c['kind']}: {c['path']}{origin})")
+    say(f"{len(c['classes'])} classes, {c['channels']} channel{'s' if c['channels'] > 1 else ''}, "
+        f"{c['size'][0]}x{c['size'][1]} pixels" + (" (test split: a stratified holdout)" if c["holdout"] else ""))
+    mean, std = c["mean"], c["std"]
+    shown = (f"{mean:.4f}  std {std:.4f}" if isinstance(mean, float) else
+             " ".join(f"{m:.4f}" for m in mean) + "  std " + " ".join(f"{v:.4f}" for v in std))
+    say(f"train-split pixel mean {shown}")
+    counts = c["counts"]
+    table = Table("class", *counts)
+    for cls in c["classes"]:
+        table.add_row(escape(cls), *(str(counts[sp][cls]) for sp in counts))
+    table.add_row("total", *(str(sum(counts[sp].values())) for sp in counts), style="bold")
     console.print(table)
+    problems = card_problems(c)
+    if c["ignored_files"]:
+        say(f"ignored {len(c['ignored_files'])} files that are not images, e.g. " + ", ".join(c["ignored_files"][:3]))
+    say("problems: none found" if not problems else "problems:")
+    for line in problems:
+        say(f"  - {line}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -180,9 +234,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.quick_minutes is not None and (not args.quick or args.quick_minutes <= 0):
         raise ConfigError("--quick-minutes M needs --quick and M > 0")
+    data_options = {k: v for k, v in vars(args).items() if k in DATA_OPTIONS}
     run_study(models, seeds=args.seeds, quick=args.quick, out=args.out, data_dir=args.data_dir,
               device=args.device, command="fashionlab " + shlex.join(sys.argv[1:]), variants=args.variant,
-              epochs=args.epochs, family=args.family, quick_minutes=args.quick_minutes)
+              epochs=args.epochs, family=args.family, quick_minutes=args.quick_minutes, data_options=data_options)
     return 0
 
 
@@ -195,7 +250,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fashionlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("data", help="locate/verify the dataset, print statistics, write a sample grid")
+    p = sub.add_parser("data", help="the dataset card: counts, sizes, statistics, problems; a sample grid")
+    add_train_arguments(p, only=DATA_OPTIONS)
+    p.add_argument("--json", action="store_true", help="print the card as one JSON object")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--grid", default=None, metavar="FILE",
                    help="write a sample grid to FILE (.png; never over an existing file)")
@@ -203,6 +260,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
     p.add_argument("--locate", action="store_true", help="print where the data is (no download) and exit")
+    p.add_argument("--export-imagefolder", default=None, metavar="DIR",
+                   help="write the dataset as PNGs in ImageFolder layout (DIR/train/<class>/00000.png, DIR/test/...) "
+                        "into DIR, a new or empty folder; files are named so that --data DIR reads them in the same "
+                        "order, so training on DIR matches training on the original data")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("models", help="list models with parameters and forward MFLOPs per image")
@@ -251,6 +312,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "not training options go to the model, e.g. no-bn=bn=false); the base is always included")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
     p.add_argument("--family", choices=("base", "all-pairs"), default=None, help=FAMILY_HELP)
+    add_train_arguments(p, only=DATA_OPTIONS)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_run)

@@ -21,6 +21,8 @@ from typing import Any
 from fashionlab.errors import ConfigError
 from fashionlab.reading import load_config_file, shorten, show_path
 
+FASHION_MNIST = "fashion-mnist"  # the default --data
+MIN_SIDE, MAX_SIDE = 4, 1024  # --image-size: a side below 4 pixels holds no shape; above 1024 a CPU cannot train
 AUGMENTATIONS = ("flip", "rotate", "crop", "erase")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "plateau", "cosine", "onecycle")
@@ -68,7 +70,8 @@ def _num(x: float) -> str:
 
 def opt(default: Any = None, *, help: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
         hi_open: bool = False, choices: tuple[str, ...] | None = None, why: str = "", factory=None,
-        results: bool = True, resumable: bool = False, cli: bool = True, max_len: int = MAX_TEXT):
+        results: bool = True, resumable: bool = False, cli: bool = True, max_len: int = MAX_TEXT,
+        flag: str | None = None):
     """A training option: its default, help, validation rule and role, all in one place.
 
     results: whether the option changes what is trained (False: where/how fast it runs, or a name). Runs that
@@ -76,8 +79,11 @@ def opt(default: Any = None, *, help: str, lo: float | None = None, hi: float | 
     resumable: changes results, yet --resume may still change it (training longer, stopping earlier).
     cli: whether it is a command-line flag (else config files only).
     max_len: the longest a string value may be.
+    flag: the command-line flag, when it is not --NAME (the field `dataset` is --data: config.json's `data` key
+    already holds the data's provenance record).
     """
-    meta: dict[str, Any] = {"help": help, "results": results, "resumable": resumable, "cli": cli, "max_len": max_len}
+    meta: dict[str, Any] = {"help": help, "results": results, "resumable": resumable, "cli": cli, "max_len": max_len,
+                            "flag": flag}
     if lo is not None:
         meta["range"] = Range(lo, hi if hi is not None else math.inf, lo_open, hi_open, why)
     if choices is not None:
@@ -106,7 +112,9 @@ class TrainConfig:
     scheduler: str = opt("plateau", choices=SCHEDULERS, help="LR schedule (plateau: on validation accuracy)")
     warmup_epochs: float = opt(0.0, lo=0, hi=100_000, help="linear warmup before cosine decay (onecycle has its own)")
     label_smoothing: float = opt(0.0, lo=0, hi=1, hi_open=True, help="cross-entropy label smoothing")
-    augment: str = opt("flip,crop", help=f"comma list of {','.join(AUGMENTATIONS)}, or none")
+    augment: str = opt("flip,crop", help=f"comma list of {','.join(AUGMENTATIONS)}, or none (on a dataset other than "
+                                          "Fashion-MNIST, flip is left out unless given here: a flipped digit or "
+                                          "letter is another class)")
     rotate_degrees: float = opt(10.0, lo=0, hi=180, help="max rotation for `rotate`")
     crop_pad: int = opt(2, lo=0, hi=14, why="half the 28-pixel image", help="max translation in pixels for `crop`")
     erase_prob: float = opt(0.5, lo=0, hi=1, help="probability of random erasing per image")
@@ -116,8 +124,9 @@ class TrainConfig:
     low_res_epochs: int = opt(0, lo=0, hi=100_000, help="epochs trained at --low-res before the full 28x28 images")
     dropout: float | None = opt(None, lo=0, hi=1, hi_open=True, help="dropout rate (model default if unset)")
     val_fraction: float = opt(0.1, lo=0, hi=1, hi_open=True,
-                              help="stratified validation fraction of the 60k training images")
-    train_subset: int | None = opt(None, lo=10, hi=60_000, why="one per class up to all training images",
+                              help="stratified validation fraction of the training images (a dataset with its own "
+                                   "validation split uses that instead)")
+    train_subset: int | None = opt(None, lo=2, hi=2**31 - 1, why="at least one per class",
                                    help="train on a stratified subset of N images")
     patience: int | None = opt(None, lo=1, hi=100_000, resumable=True,
                                help="early stopping after N epochs without validation improvement")
@@ -151,7 +160,18 @@ class TrainConfig:
     checkpoint_every_steps: int = opt(0, lo=0, hi=2**31 - 1, results=False,
                                       help="also save last.pt every N steps (0: each epoch only)")
     on_nan: str = opt("stop", choices=ON_NAN, results=False, help="what a non-finite loss does")
-    data_dir: str | None = opt(None, results=False, help="folder with the four IDX files")
+    dataset: str = opt(FASHION_MNIST, flag="--data",
+                       help="the data: fashion-mnist, a folder of class folders (DIR/train/<class>, DIR/test/<class>, "
+                            "optional DIR/val/<class>; or DIR/<class> alone, with a 20%% stratified test holdout), a "
+                            "CSV of path,label[,split], an .npz (x_train, y_train, x_test, y_test[, classes]) or a "
+                            "folder of MNIST-format IDX files")
+    image_size: str | None = opt(None, max_len=20,
+                                 help="resize every image to N or HxW pixels (own data; without it all images must "
+                                      "share one size)")
+    channels: int | None = opt(None, lo=1, hi=3, help="1 or 3 input channels (own data; default: 1 when every image "
+                                                      "is grayscale, else 3)")
+    skip_bad: bool = opt(False, help="leave out unreadable image files (listed in the run folder) instead of stopping")
+    data_dir: str | None = opt(None, results=False, help="folder with the four Fashion-MNIST IDX files")
     out: str | None = opt(None, results=False, help="run folder (default runs/<model>-<timestamp>)")
     extra: dict[str, Any] = opt(factory=dict, cli=False, help="model keyword arguments, e.g. {width: 64}")
 
@@ -168,6 +188,18 @@ class TrainConfig:
             raise ConfigError(f"unknown model {shorten(self.model, 100)}; choose from {', '.join(model_names())}, "
                               "or give FILE.py:NAME or package.module:NAME")
         self.augmentations()  # validates the list
+        if self.channels == 2:
+            raise ConfigError("--channels must be 1 or 3, got 2")
+        if self.dataset == FASHION_MNIST and (self.image_size is not None or self.channels is not None):
+            raise ConfigError("--image-size and --channels are for your own data (--data); Fashion-MNIST is 1x28x28")
+        if self.dataset == FASHION_MNIST and self.train_subset is not None and not 10 <= self.train_subset <= 60_000:
+            # known before reading a file: 60,000 training images, 10 classes (own data is checked once read)
+            raise ConfigError(f"--train-subset must be in 10..60000 for Fashion-MNIST (one per class up to all "
+                              f"training images), got {self.train_subset}")
+        if self.dataset != FASHION_MNIST and self.data_dir is not None:
+            raise ConfigError("--data-dir names Fashion-MNIST's IDX folder; give your own dataset with --data")
+        if self.image_size is not None:
+            parse_image_size(self.image_size)
         if self.scheduler == "plateau" and self.val_fraction == 0:
             raise ConfigError("--scheduler plateau needs a validation split (--val-fraction > 0)")
         if self.patience is not None and self.val_fraction == 0:
@@ -250,7 +282,40 @@ PROVENANCE_KEYS = ("data", "versions", "runtime", "model_origin", "command")
 
 def flag(name: str) -> str:
     """How the message names an option: its command-line flag, or its config-file key if it has no flag."""
-    return f"option {name!r}" if name == "extra" else "--" + name.replace("_", "-")
+    if name == "extra":
+        return f"option {name!r}"
+    field_ = FIELDS.get(name)
+    return (field_ and field_.metadata.get("flag")) or "--" + name.replace("_", "-")
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """--image-size: "28" -> (28, 28), "32x24" -> (32, 24) as height x width; None stays None."""
+    if text is None:
+        return None
+    parts = str(text).lower().replace("×", "x").split("x")
+    try:
+        hw = tuple(int(p.strip()) for p in parts)
+    except ValueError:
+        hw = ()
+    if len(hw) == 1:
+        hw = (hw[0], hw[0])
+    if len(hw) != 2 or not all(MIN_SIDE <= v <= MAX_SIDE for v in hw):
+        raise ConfigError(f"--image-size must be N or HxW with {MIN_SIDE}..{MAX_SIDE}, got {shorten(text, 40)}")
+    return hw
+
+
+def own_data_augment(cfg: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """On a dataset other than Fashion-MNIST, augmentations that can change a label are off unless the user asked
+    for them: no flip (a flipped 2 or b is another class) and no flip TTA. The defaults and the recipes were
+    chosen on Fashion-MNIST, whose classes are mirror-symmetric."""
+    if cfg.dataset == FASHION_MNIST:
+        return cfg
+    if "augment" not in given:
+        kept = [a for a in cfg.augmentations() if a != "flip"]
+        cfg.augment = ",".join(kept) if kept else "none"  # the default flip,crop becomes crop: translation only
+    if "tta" not in given:
+        cfg.tta = False
+    return cfg
 
 
 def _show(value: Any) -> str:
@@ -391,22 +456,28 @@ def normalize_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def add_arguments(parser) -> None:
-    """One command-line flag per option, derived from the fields: name, type, help, choices."""
+DATA_OPTIONS = ("dataset", "image_size", "channels", "skip_bad")  # what `data` and `run` take of the options
+
+
+def add_arguments(parser, only: tuple[str, ...] | None = None) -> None:
+    """One command-line flag per option, derived from the fields: name, type, help, choices. only: just these
+    options (e.g. DATA_OPTIONS), without --model-arg and --config."""
     import argparse
 
     for f in fields(TrainConfig):
-        if not f.metadata["cli"]:
+        if not f.metadata["cli"] or (only is not None and f.name not in only):
             continue
         base, _ = _parse_type(f.type)
         choices = f.metadata.get("choices")
         help_ = f.metadata["help"] + (f": {' | '.join(choices)}" if choices else "")
         if base == "bool":
-            parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_)
-        else:
-            parser.add_argument(flag(f.name), type={"int": int, "float": float}.get(base, str),
+            parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_)
+        else:
+            parser.add_argument(flag(f.name), dest=f.name, type={"int": int, "float": float}.get(base, str),
+                                default=argparse.SUPPRESS, help=help_)
+    if only is not None:
+        return
     parser.add_argument("--model-arg", dest="model_args", action="append", default=[], metavar="KEY=VALUE",
                         help="keyword argument for the model (repeatable; JSON values), added to option 'extra'")
     parser.add_argument("--config", dest="config_file", default=None, help="YAML or JSON file of these options")
@@ -441,7 +512,7 @@ def resolve(options: dict[str, Any], config_file: str | Path | None = None) -> T
     file_layer = read_config_file(config_file) if config_file else {}
     recipe = options.get("recipe") or file_layer.get("recipe")
     model = options.get("model") or file_layer.get("model")
-    cfg = build_config(recipe_for(recipe, model), file_layer, options)
+    cfg = own_data_augment(build_config(recipe_for(recipe, model), file_layer, options), file_layer | options)
     cfg._check_model_builds(external=True)  # the user named this model: importing it now is what they asked
     return cfg
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from fashionlab.config import TrainConfig
-from fashionlab.data import FashionMNIST, load_fashion_mnist
+from fashionlab.data.load import load_for
 from fashionlab.errors import ConfigError
 from fashionlab.evaluate import evaluate_run, load_run_model
 from fashionlab.models import Classifier, Ensemble
@@ -54,7 +54,7 @@ def finished(member: TrainConfig) -> bool:
 
 
 def train_ensemble(cfg: TrainConfig, train: Callable[..., Path], *, command: str, resume: bool,
-                   data: FashionMNIST | None, verbose: bool, evaluate_test: bool, trust_model_code: bool,
+                   data, verbose: bool, evaluate_test: bool, trust_model_code: bool,
                    architecture: nn.Module | None) -> Path:
     """`train`: the function that trains one run (train.train), called for each member that is not finished: to
     resume it where an interrupted attempt saved it, or to start it; never on the test set."""
@@ -65,10 +65,10 @@ def train_ensemble(cfg: TrainConfig, train: Callable[..., Path], *, command: str
     cfg = dataclasses.replace(cfg, out=str(folder.path))
     members = member_configs(cfg, folder)
     with claim_run_dir(folder, resume), distributed(dist, cfg) as device:
-        ds = data or load_fashion_mnist(cfg.data_dir, progress=verbose)
+        ds = data or load_for(cfg, progress=verbose)
         ctx = make_context(cfg, dist, device, ds, folder, verbose)
         if not folder.exists():
-            folder.write_config(run_record(ctx, ds, command))
+            folder.write_config(run_record(ctx, ds, command), ds.test_files, ds.skipped)
         for k, member in enumerate(members):
             if finished(member):
                 continue

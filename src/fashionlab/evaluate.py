@@ -66,13 +66,16 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trus
         raise RunError(f"{path} holds unknown model {name!r}; this fashionlab knows {', '.join(model_names())}")
     spec = folder.model_spec(trust_model_code, None if is_external(name) else {"model": name}) if net is None else None
     kwargs = dict(dropout=cfg.get("dropout"), **cfg.get("extra", {}))  # types checked by load_checkpoint
+    shape, classes = input_shape(ckpt), class_names(ckpt)
+    if spec is not None and not is_external(spec):  # a registered model is built for the run's data
+        kwargs |= {"in_channels": shape[0], "num_classes": len(classes), "image_size": tuple(shape[1:])}
     members = cfg.get("ensemble", 1)
     if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_ENSEMBLE:
         raise RunError(f"{path} is damaged: its config's ensemble is {members!r}, not 1 to {MAX_ENSEMBLE} members")
 
     try:  # first on the meta device: no memory, so absurd sizes or bad kwargs cannot hurt
         with torch.device("meta"):
-            expected = Classifier(_architecture(spec, kwargs, members, net).to("meta"))
+            expected = Classifier.for_channels(_architecture(spec, kwargs, members, net).to("meta"), shape[0])
         expected = expected.state_dict() if _wrapped(ckpt["model"]) else expected.net.state_dict()
     except Exception as e:  # noqa: BLE001 - a checkpoint whose own config cannot build its model is damaged
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -81,7 +84,8 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trus
     if problem:
         raise RunError(f"{path} does not match model {name!r}: {problem}")
     # a caller's single net receives the weights itself (the Python API's load_model(model=...)); else fresh ones
-    model = Classifier(net if net is not None and members == 1 else _architecture(spec, kwargs, members, net))
+    arch = net if net is not None and members == 1 else _architecture(spec, kwargs, members, net)
+    model = Classifier.for_channels(arch, shape[0])
     try:
         model.load_weights(ckpt["model"], ckpt["normalize"])
     except RuntimeError as e:
@@ -90,6 +94,16 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device=None, *, trus
     if cfg.get("channels_last", True):
         model.to(memory_format=torch.channels_last)
     return model, ckpt
+
+
+def input_shape(ckpt: dict[str, Any]) -> tuple[int, int, int]:
+    """(C, H, W) of the images a checkpoint's model takes: saved with it since own data; Fashion-MNIST's before."""
+    return tuple(ckpt.get("input_shape") or (1, 28, 28))
+
+
+def class_names(ckpt: dict[str, Any]) -> list[str]:
+    """The names of a checkpoint's outputs, in order: saved with it since own data; Fashion-MNIST's before."""
+    return list(ckpt.get("classes") or CLASSES)
 
 
 def _architecture(spec, kwargs: dict[str, Any], members: int, template: nn.Module | None) -> nn.Module:
@@ -126,9 +140,9 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
     folder = RunFolder(run_dir).require()
     run_dir, config = folder.path, folder.config()
     if data is None:
-        from fashionlab.data import load_fashion_mnist
+        from fashionlab.data.load import load_for_run
 
-        data = load_fashion_mnist(config["data_dir"] or config["data"]["source"], download=False, progress=verbose)
+        data = load_for_run(config, progress=verbose)
     if not isinstance(device, torch.device):  # a name, from --device or the run's config: is it available here?
         device = resolve_device(device or config["device"])
     model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code, net=net)
@@ -138,10 +152,11 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
     y = data.test_y.cpu()
     probs = F.softmax(logits, 1)
     pred = probs.argmax(1).numpy()
-    metrics = test_metrics(y.numpy(), pred, config, ckpt, model, folder, data.test_sha256, checkpoint)
+    metrics = test_metrics(y.numpy(), pred, config, ckpt, model, folder, data.test_sha256, checkpoint,
+                           list(data.classes))
     metrics["test_loss"] = F.cross_entropy(logits, y).item()
     metrics |= calibration(logits, y, validation_logits(model, data, config, device, precision))
-    write_outputs(folder, y.numpy(), pred, probs.numpy(), metrics)
+    write_outputs(folder, y.numpy(), pred, probs.numpy(), metrics, list(data.classes))
     folder.write_test_logits(logits.numpy(), y.numpy())
     if verbose:
         print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
@@ -179,15 +194,15 @@ def evaluate_corruptions(folder: RunFolder, model: nn.Module, data, device, prec
 def validation_logits(model: nn.Module, data, config: dict, device, precision: str):
     """(logits, labels) of the run's own validation split (the one its training held out: same fraction and seed),
     predicted as the test set is; None for a run without one. Calibration is fitted on these, never on test."""
-    from fashionlab.data import stratified_split
+    from fashionlab.data.load import split
 
-    if not config.get("val_fraction"):
+    if not config.get("val_fraction") and getattr(data, "val_x", None) is None:
         return None
     seed = config["seed"] if config.get("split_seed") is None else config["split_seed"]
-    _, val_idx = stratified_split(data.train_y, config["val_fraction"], seed)
-    logits = predict_logits(model, data.train_x[val_idx], device=device, precision=precision, tta=config["tta"],
+    s = split(data, config["val_fraction"], seed)  # the training's own definition (data.load.split)
+    logits = predict_logits(model, s.val_x, device=device, precision=precision, tta=config["tta"],
                             channels_last=config["channels_last"])
-    return logits, data.train_y[val_idx].cpu()
+    return logits, s.val_y.cpu()
 
 
 def calibration(test_logits: torch.Tensor, test_y: torch.Tensor, val) -> dict[str, Any]:
@@ -202,25 +217,26 @@ def calibration(test_logits: torch.Tensor, test_y: torch.Tensor, val) -> dict[st
 
 
 def test_metrics(y: np.ndarray, pred: np.ndarray, config: dict, ckpt: dict, model: nn.Module, folder: RunFolder,
-                 test_sha256: str, checkpoint: str) -> dict[str, Any]:
+                 test_sha256: str, checkpoint: str, classes: list[str] = CLASSES) -> dict[str, Any]:
     from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-    rep = classification_report(y, pred, labels=range(10), target_names=CLASSES, output_dict=True, zero_division=0)
+    k = range(len(classes))
+    rep = classification_report(y, pred, labels=k, target_names=classes, output_dict=True, zero_division=0)
     rows = folder.history()
     return {
         "model": config["model"], "recipe": config.get("recipe"), "seed": config.get("seed"),
         "accuracy": float((pred == y).mean()),
-        "macro_f1": float(f1_score(y, pred, labels=range(10), average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y, pred, labels=k, average="macro", zero_division=0)),
         "per_class": {c: {"precision": rep[c]["precision"], "recall": rep[c]["recall"], "f1": rep[c]["f1-score"],
-                          "support": int(rep[c]["support"])} for c in CLASSES},
-        "confusion_matrix": confusion_matrix(y, pred, labels=range(10)).tolist(),
+                          "support": int(rep[c]["support"])} for c in classes},
+        "confusion_matrix": confusion_matrix(y, pred, labels=k).tolist(),
         "n_test": int(len(y)),
         "checkpoint": checkpoint,
         "best_epoch": int(ckpt.get("epoch", 0)),
         "val_acc": checkpoint_val_acc(ckpt),
         "epochs_run": len(rows),
         "params": count_params(model),
-        "mflops": round(forward_mflops(copy.deepcopy(model).to("cpu").float()), 3),  # leaves the model as is
+        "mflops": round(forward_mflops(copy.deepcopy(model).to("cpu").float(), input_shape(ckpt)), 3),
         "train_seconds": round(sum(float(r["seconds"]) for r in rows), 2),
         "tta": bool(config.get("tta", False)),
         "test_sha256": test_sha256,
@@ -235,30 +251,35 @@ def checkpoint_val_acc(ckpt: dict) -> float | None:
     return float(val) if val is not None and math.isfinite(val) else None
 
 
-def write_outputs(folder: RunFolder, y: np.ndarray, pred: np.ndarray, probs: np.ndarray, metrics: dict) -> None:
+def write_outputs(folder: RunFolder, y: np.ndarray, pred: np.ndarray, probs: np.ndarray, metrics: dict,
+                  classes: list[str] = CLASSES) -> None:
     from sklearn.metrics import classification_report
 
-    report = classification_report(y, pred, labels=range(10), target_names=CLASSES, digits=4, zero_division=0)
+    report = classification_report(y, pred, labels=range(len(classes)), target_names=classes, digits=4,
+                                   zero_division=0)
     folder.write_test_outputs(metrics, report, pred, probs,
-                              confusion_figure(np.array(metrics["confusion_matrix"]), metrics["model"]),
+                              confusion_figure(np.array(metrics["confusion_matrix"]), metrics["model"], classes),
                               curves_figure(folder.history(), metrics["model"]))
 
 
-def confusion_figure(cm: np.ndarray, title: str):
+def confusion_figure(cm: np.ndarray, title: str, classes: list[str] = CLASSES):
     """Counts and row-normalized confusion matrix side by side, as a matplotlib Figure (no pyplot state)."""
     from matplotlib.figure import Figure
 
+    k = len(classes)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig = Figure(figsize=(15, 6.5))
     axes = fig.subplots(1, 2)
     for ax, mat, label, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalized (recall)", ".2f")):
         ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        for i in range(10):
-            for j in range(10):
-                ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
-        ax.set_xticks(range(10), CLASSES, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(10), CLASSES, fontsize=8)
+        if k <= 30:  # beyond that the numbers cannot be read: the colours still show the pattern
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+        ticks = range(k) if k <= 60 else []
+        ax.set_xticks(ticks, [classes[i] for i in ticks], rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(ticks, [classes[i] for i in ticks], fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{title}: {label}")

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fashionlab.about import CLASSES, __version__
+from fashionlab.about import __version__
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 
 DEFAULT_NAMES = {"onnx": "model.onnx", "exported": "model.pt2", "torchscript": "model.torchscript.pt"}
 SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "exported", ".pt": "torchscript"}  # what a file name promises
-INPUT_CONTRACT = "float32 [N,1,28,28], pixel/255 in [0, 1]; the model normalizes"
+INPUT_CONTRACT = "float32 [N,{c},{h},{w}], pixel/255 in [0, 1]; the model normalizes"
 MAX_ABS_DIFF = 1e-3  # fp32 export: anything larger is a broken export, not rounding
 CHECK_IMAGES = 256
 ONNX_OPSET = 17
@@ -49,15 +49,26 @@ class ExportResult:
 
 
 def metadata(ckpt: dict, config: dict, checkpoint: str) -> dict[str, str]:
+    """What a reader of the exported file needs besides the graph: class names in output order, the input shape
+    and contract, and the dataset (predict prepares a photo the Fashion-MNIST way only for Fashion-MNIST)."""
+    from fashionlab.evaluate import class_names, input_shape
+
     norm = ckpt["normalize"]
+    c, h, w = input_shape(ckpt)
+
+    def number(v) -> str:  # one channel: a number, as every export had; more: a JSON list
+        return json.dumps([float(x) for x in v]) if isinstance(v, list) else repr(float(v))
+
     return {
-        "fashionlab.classes": json.dumps(list(CLASSES)),
-        "fashionlab.mean": repr(float(norm["mean"])),
-        "fashionlab.std": repr(float(norm["std"])),
+        "fashionlab.classes": json.dumps(class_names(ckpt)),
+        "fashionlab.mean": number(norm["mean"]),
+        "fashionlab.std": number(norm["std"]),
+        "fashionlab.input_shape": json.dumps([c, h, w]),
+        "fashionlab.dataset": str(config.get("dataset") or "fashion-mnist"),
         "fashionlab.model": ckpt["model_name"],
         "fashionlab.tta": "true" if config["tta"] else "false",
         "fashionlab.checkpoint": checkpoint,
-        "fashionlab.input": INPUT_CONTRACT,
+        "fashionlab.input": INPUT_CONTRACT.format(c=c, h=h, w=w),
         "fashionlab.version": __version__,
     }
 
@@ -124,16 +135,17 @@ FORMATS = {"onnx": (to_onnx, onnx_runner), "exported": (to_pt2, pt2_runner),
 
 
 def check_images(config: dict, ckpt: dict) -> tuple[np.ndarray, str]:
-    """Model inputs, fp32 [n, 1, 28, 28]: the run's real test images if they can be found, else random ones."""
-    from fashionlab.data import as_input, load_fashion_mnist
-    from fashionlab.errors import DataError
+    """Model inputs, fp32 [n, C, H, W]: the run's real test images if they can be found, else random ones."""
+    from fashionlab.data import as_input
+    from fashionlab.data.load import load_for_run
+    from fashionlab.evaluate import input_shape
 
     try:
-        source = config.get("data_dir") or config["data"]["source"]
-        x = load_fashion_mnist(source, download=False, progress=False).test_x[:CHECK_IMAGES]
+        x = load_for_run(config, progress=False).test_x[:CHECK_IMAGES]
         kind = "real test images"
-    except (DataError, KeyError, TypeError):
-        x = torch.randint(0, 256, (CHECK_IMAGES, 28, 28), generator=torch.Generator().manual_seed(0),
+    except (FashionlabError, KeyError, TypeError):
+        c, h, w = input_shape(ckpt)
+        x = torch.randint(0, 256, (CHECK_IMAGES, c, h, w), generator=torch.Generator().manual_seed(0),
                           dtype=torch.uint8)
         kind = "random images (test set not found)"
     return as_input(x).numpy(), kind

@@ -114,11 +114,12 @@ def upright(img: Image.Image) -> Image.Image:
         return img
 
 
-def decode(path: Path) -> Decoded:
+def decode(path: Path, *, work_size: int | None = WORK_SIZE) -> Decoded:
     """Decode the first frame of an image file safely, as 8-bit L or RGB, upright. The bytes come from
     reading.read_bytes: a regular file (checked by stat, then opened non-blocking and checked again on the
     descriptor, so a FIFO swapped in between cannot hang the process), at most CAPS["image"] bytes; PIL decodes
-    them from memory, its decompression-bomb limit kept (and made an error)."""
+    them from memory, its decompression-bomb limit kept (and made an error). A JPEG may come back reduced to about
+    `work_size` (never below it); None decodes it at full size, as a dataset read with no --image-size needs."""
     problem = not_regular(path)  # the first line of defence, with the messages predict's table shows
     if problem:
         raise ImageError(problem)
@@ -137,8 +138,8 @@ def decode(path: Path) -> Decoded:
                 raise ImageError(f"image is {w}x{h}, over the {MAX_PIXELS // 1_000_000}-megapixel limit; "
                                  "downscale it first")
             frames = getattr(img, "n_frames", 1)
-            if fmt == "JPEG":  # decode big photos at a reduced scale straight away (faster, less memory)
-                img.draft(img.mode, (WORK_SIZE, WORK_SIZE))
+            if fmt == "JPEG" and work_size:  # decode big photos at a reduced scale at once (faster, less memory)
+                img.draft(img.mode, (work_size, work_size))
             img.load()
             img = upright(img)
             note = f"animated {fmt} ({frames} frames): used the first frame" if frames > 1 else None

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fashionlab.data import load_fashion_mnist
+    from fashionlab.data.load import load_for
     from fashionlab.files import check_new_folder
 
     if args.steps < 10:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     check_new_folder(out, "--out")  # before any work: new, empty, or made by fashionlab; never a file of the user's
     if any((out / name).exists() for name in OUTPUTS):
         raise RunError(f"{out} already holds an LR range test; choose another --out")
-    ds = load_fashion_mnist(cfg.data_dir, progress=not args.quiet)
+    ds = load_for(cfg, progress=not args.quiet)
     t0 = time.perf_counter()
     result = range_test(cfg, ds, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
                         verbose=not args.quiet)

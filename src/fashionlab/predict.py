@@ -15,6 +15,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from fashionlab.about import CLASSES
+from fashionlab.config import FASHION_MNIST
 from fashionlab.errors import ConfigError, RunError
 from fashionlab.files import write_new_file
-from fashionlab.imageprep import ImageError, describe_os_error, file_kind, find_images, not_regular, read
-from fashionlab.reading import read_bytes, show_path
+from fashionlab.imageprep import (
+    MAX_PIXELS,
+    MIN_SIDE,
+    ImageError,
+    blank_warning,
+    decode,
+    describe_os_error,
+    file_kind,
+    find_images,
+    flatten,
+    not_regular,
+    prepare,
+    upright,
+)
+from fashionlab.reading import read_bytes, shorten, show_path
 
 
 @dataclass
@@ -35,7 +49,7 @@ class Result:
     top: list[dict[str, Any]] | None = None  # [{"label", "index", "prob"}], most probable first
     error: str | None = None
     note: str | None = None
-    pixels: np.ndarray | None = None  # uint8 [28, 28]: what the model saw
+    pixels: np.ndarray | None = None  # uint8 [H, W] or [C, H, W]: what the model saw
     warnings: tuple[str, ...] = ()  # predicted, but doubtful: tiny image, blank after preprocessing
 
     def as_json(self) -> dict[str, Any]:
@@ -44,12 +58,22 @@ class Result:
         return {"file": self.file, "top": self.top, **({"warnings": list(self.warnings)} if self.warnings else {})}
 
 
-class TorchModel:
-    """A run folder's checkpoint, evaluated exactly as `fashionlab evaluate` does (fp32)."""
+@dataclass
+class InMemory:
+    """An image given as an object (Python API), prepared like a decoded file once the model says how."""
 
-    def __init__(self, run_dir: Path, checkpoint: str, device: str, trust_model_code: bool = False):
+    name: str
+    image: Any  # PIL.Image.Image
+
+
+class TorchModel:
+    """A run folder's checkpoint, evaluated exactly as `fashionlab evaluate` does (fp32). net: the architecture
+    object of a run trained from one (Python API). What predict needs of any model: classes, shape (C, H, W),
+    fashion_mnist (whether photos are prepared the way Fashion-MNIST was made) and logits()."""
+
+    def __init__(self, run_dir: Path, checkpoint: str, device: str, trust_model_code: bool = False, net=None):
         from fashionlab.device import resolve_device
-        from fashionlab.evaluate import load_run_model
+        from fashionlab.evaluate import class_names, input_shape, load_run_model
         from fashionlab.runfolder import RunFolder
 
         folder = RunFolder(run_dir)
@@ -57,9 +81,11 @@ class TorchModel:
             raise RunError(f"{run_dir} is not a run folder (no {RunFolder.CONFIG}) nor an exported .onnx file")
         config = folder.config()
         self.device = resolve_device(device)
-        self.model, _ = load_run_model(run_dir, checkpoint, self.device, trust_model_code=trust_model_code)
+        self.model, ckpt = load_run_model(run_dir, checkpoint, self.device, trust_model_code=trust_model_code,
+                                          net=net)
         self.tta, self.channels_last = bool(config["tta"]), bool(config["channels_last"])
-        self.classes = list(CLASSES)
+        self.classes, self.shape = class_names(ckpt), input_shape(ckpt)
+        self.fashion_mnist = (config.get("dataset") or FASHION_MNIST) == FASHION_MNIST
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         from fashionlab.evaluate import predict_logits
@@ -84,10 +110,12 @@ class OnnxModel:
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.classes = json.loads(meta["fashionlab.classes"])
-            mean, std = float(meta["fashionlab.mean"]), float(meta["fashionlab.std"])
+            mean, std = json.loads(meta["fashionlab.mean"]), json.loads(meta["fashionlab.std"])
+            self.shape = tuple(json.loads(meta.get("fashionlab.input_shape", "[1, 28, 28]")))
         except (KeyError, ValueError):
             raise RunError(f"{path} has no fashionlab metadata; export it with "
                            "`fashionlab export --format onnx`") from None
+        self.fashion_mnist = meta.get("fashionlab.dataset", FASHION_MNIST) == FASHION_MNIST
         self.tta = meta.get("fashionlab.tta", "false") == "true"
         # Exports made before the model normalized itself take (pixel/255 - mean) / std, as their metadata says.
         self.norm = (mean, std) if "- mean" in meta.get("fashionlab.input", "") else (0.0, 1.0)
@@ -149,7 +177,42 @@ def collect_inputs(paths: list[Path]) -> list[Path | Result]:
     return [Result(str(i), error=why) if isinstance(i, Path) and (why := not_regular(i)) else i for i in items]
 
 
-def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result], top_k: int = 3,
+def prepare_for(model, image, preprocess: bool) -> np.ndarray:
+    """A decoded image (upright, 8-bit L or RGB) as the model's input pixels. A Fashion-MNIST run: the dataset's
+    own recipe (imageprep.prepare: trim, fit, centre, invert), or only grayscale + 28x28 without `preprocess`.
+    A run on the user's own data: exactly what its dataset reader did to each training image (data.own)."""
+    if model.fashion_mnist:
+        return prepare(image, preprocess)
+    from fashionlab.data.own import prepare_image
+
+    c, h, w = model.shape
+    pixels = prepare_image(image, "L" if c == 1 else "RGB", (h, w))
+    return pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def prepared(model, name: str, image, preprocess: bool, note: str | None = None) -> Result:
+    """One decoded image's Result, with its warnings for a Fashion-MNIST run: smaller than its 28 pixels, or blank
+    once prepared. A run on the user's own data prepares images exactly as its training images were (which may
+    have been as small or as plain), so the same checks would only be noise there."""
+    w, h = image.size
+    pixels = prepare_for(model, image, preprocess)
+    warnings: tuple[str, ...] = ()
+    if model.fashion_mnist and min(w, h) < MIN_SIDE:
+        warnings += (f"tiny image ({w}x{h} pixels, under {MIN_SIDE} on its short side): prediction unreliable",)
+    if model.fashion_mnist and (blank := blank_warning(pixels)):
+        warnings += (blank,)
+    return Result(name, note=note, pixels=pixels, warnings=warnings)
+
+
+def read_item(model, path: Path, preprocess: bool) -> Result:
+    decoded = decode(path)
+    result = prepared(model, str(path), decoded.image, preprocess, decoded.note)
+    if model.fashion_mnist:  # decode's own size check (of the file, before a JPEG draft) is the one shown
+        result.warnings = decoded.warnings + tuple(w for w in result.warnings if not w.startswith("tiny image"))
+    return result
+
+
+def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result | InMemory], top_k: int = 3,
                   preprocess: bool = True) -> list[Result]:
     """Top-k predictions for collected inputs, in order."""
     if not 1 <= top_k <= len(model.classes):
@@ -158,12 +221,13 @@ def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result], top
     for item in items:
         if isinstance(item, Result):
             results.append(item)
-            continue
-        try:
-            prepared = read(item, preprocess)
-            results.append(Result(str(item), note=prepared.note, pixels=prepared.pixels, warnings=prepared.warnings))
-        except ImageError as e:
-            results.append(Result(str(item), error=str(e)))
+        elif isinstance(item, InMemory):
+            results.append(prepared(model, item.name, item.image, preprocess))
+        else:
+            try:
+                results.append(read_item(model, item, preprocess))
+            except ImageError as e:
+                results.append(Result(str(item), error=str(e)))
     good = [r for r in results if r.error is None]
     if good:
         batch = torch.from_numpy(np.stack([r.pixels for r in good]))
@@ -179,6 +243,58 @@ def predict(model_path: Path | str, inputs: list[Path | str], *, top_k: int = 3,
     """Top-k predictions for every input file (directories expanded), in input order."""
     model = load_model(Path(model_path), checkpoint, device, trust_model_code)
     return predict_items(model, collect_inputs([Path(p) for p in inputs]), top_k, preprocess)
+
+
+# ---------------------------------------------------------------------------------------------- in-memory images
+
+
+def collect_images(images) -> list[Path | Result | InMemory]:
+    """The Python API's `images` (one or a list: file paths, folders, PIL images, uint8 arrays HxW or HxWxC) as
+    predict_items' input: paths as collect_inputs gives them, in-memory images named "<image N>"."""
+    from PIL import Image
+
+    if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)):
+        images = [images]
+    elif not isinstance(images, Sequence):
+        raise ConfigError(f"predict(): images must be an image or a list of them, got {shorten(images, 40)} "
+                          f"({type(images).__name__})")
+    items: list[Path | Result | InMemory] = []
+    for i, image in enumerate(images):
+        if isinstance(image, (str, os.PathLike)):
+            items += collect_inputs([Path(image)])
+        elif isinstance(image, np.ndarray):
+            items.append(InMemory(f"<image {i}>", _array_image(image, i)))
+        elif isinstance(image, Image.Image):
+            items.append(InMemory(f"<image {i}>", _checked_image(image, i)))
+        else:
+            raise ConfigError(f"predict(): images[{i}] is {shorten(image, 40)} ({type(image).__name__}); give a "
+                              "file path, a PIL image or a uint8 numpy array")
+    return items
+
+
+def _array_image(a: np.ndarray, i: int):
+    from PIL import Image
+
+    if a.dtype != np.uint8:
+        raise ConfigError(f"predict(): images[{i}] is a {a.dtype} array; give uint8 pixels (0-255)")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or min(a.shape[:2]) == 0:
+        raise ConfigError(f"predict(): images[{i}] has shape {a.shape}; give HxW or HxWxC (C = 1, 3 or 4)")
+    return _checked_image(Image.fromarray(np.ascontiguousarray(a)), i)
+
+
+def _checked_image(image, i: int):
+    """Upright and flattened to 8-bit L or RGB, as imageprep.decode leaves a file; its size within limits."""
+    w, h = image.size
+    if w * h > MAX_PIXELS or min(w, h) == 0:
+        raise ConfigError(f"predict(): images[{i}] is {w}x{h}; give 1 to {MAX_PIXELS:,} pixels")
+    try:
+        return flatten(upright(image))
+    except Exception as e:  # noqa: BLE001 - an image mode PIL cannot convert
+        raise ConfigError(f"predict(): images[{i}] (PIL mode {image.mode}) cannot be used: {e}") from None
+
+
 
 
 # ---------------------------------------------------------------------------------------------- --save-preprocessed
@@ -238,7 +354,8 @@ def save_preprocessed(results: list[Result], folder: Path) -> str | None:
     failed: list[tuple[str, str]] = []
     for name, pixels in todo:
         buf = io.BytesIO()
-        Image.fromarray(pixels, "L").save(buf, "PNG")
+        Image.fromarray(pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(
+            buf, "PNG")
         try:
             write_new_file(folder / name, buf.getvalue())
         except FileExistsError:

@@ -63,8 +63,6 @@ def _option_defaults() -> dict[str, Any]:
 
 # Every command that reads a run folder (evaluate, predict, export, train --resume) has --trust-model-code; only
 # train --resume can also take the model given again.
-# How a refusal to import a run's model code says to give trust: every command that reads a run has the first;
-# train --resume also takes the same --model given again.
 TRUST_ADVICE = "give --trust-model-code (trust_model_code=True in Python)"
 RESUME_TRUST_ADVICE = ("give --trust-model-code or the same --model again (trust_model_code=True or the same model= "
                        "in Python)")
@@ -85,6 +83,8 @@ class RunFolder:
     CORRUPTIONS = "corruptions.json"  # evaluate --corruptions: accuracy per corruption and severity
     CORRUPTION_CORRECT = "corruptions.npz"  # the same, per test image ("clean", "NAME/SEVERITY": bool [n])
     MEMBERS = "members"
+    TEST_FILES = "test_files.txt"  # own data from a folder or CSV: the test images (a holdout's too), in test order
+    SKIPPED_FILES = "skipped_files.txt"  # --skip-bad: the files left out and why
     CHECKPOINT_NAMES = runformat.CHECKPOINTS  # checkpoints/<name>.pt
 
     @classmethod
@@ -92,7 +92,7 @@ class RunFolder:
         return f"{cls.CHECKPOINTS}/{name}.pt"
 
     # What a fresh start writes before its first last.pt: a start that fails before then removes exactly these.
-    STARTED_FILES = (CONFIG, SOURCE_COPY, METRICS, f"{CHECKPOINTS}/best.pt")
+    STARTED_FILES = (CONFIG, SOURCE_COPY, TEST_FILES, SKIPPED_FILES, METRICS, f"{CHECKPOINTS}/best.pt")
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -141,7 +141,12 @@ class RunFolder:
         """config.json with the defaults of options added since the folder was written."""
         return _option_defaults() | self.saved_config()
 
-    def write_config(self, info: dict[str, Any]) -> None:
+    def write_config(self, info: dict[str, Any], test_files=(), skipped=()) -> None:
+        """config.json, and the dataset's file lists when it has them: the test holdout carved from a folder or
+        CSV (so anyone can see which images were held out) and the bad files --skip-bad left out."""
+        for name, lines in ((self.TEST_FILES, test_files), (self.SKIPPED_FILES, skipped)):
+            if lines:
+                atomic_write_text(self.file(name), "".join(f"{line}\n" for line in lines))
         atomic_write_json(self.file(self.CONFIG), info)
 
     # ------------------------------------------------------------------ an external model's code

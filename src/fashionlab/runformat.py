@@ -107,10 +107,21 @@ def checkpoint_problem(ckpt: dict[str, Any], resume_state: bool = False) -> str 
     norm = ckpt.get("normalize")
     if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
         return "normalize must be a mapping with mean and std"
-    if not is_real(norm["mean"]):
-        return f"normalize mean must be a finite number, got {show(norm['mean'])}"
-    if not is_real(norm["std"]) or norm["std"] <= 0:
-        return f"normalize std must be a finite number > 0, got {show(norm['std'])}"
+    # One channel: a number; several (own RGB data): one number per channel.
+    means = norm["mean"] if isinstance(norm["mean"], list) and 1 <= len(norm["mean"]) <= 4 else [norm["mean"]]
+    stds = norm["std"] if isinstance(norm["std"], list) and len(norm["std"]) == len(means) else [norm["std"]]
+    if not all(is_real(m) for m in means):
+        return f"normalize mean must be a finite number (or one per channel), got {show(norm['mean'])}"
+    if not all(is_real(v) and v > 0 for v in stds) or len(stds) != len(means):
+        return f"normalize std must be a finite number > 0 (or one per channel), got {show(norm['std'])}"
+    shape = ckpt.get("input_shape", [1, 28, 28])
+    if not (isinstance(shape, list) and len(shape) == 3 and all(is_int(v) and 1 <= v <= 4096 for v in shape)
+            and shape[0] in (1, 3)):
+        return f"input_shape must be [channels (1 or 3), height, width], got {show(shape)}"
+    classes = ckpt.get("classes")
+    if classes is not None and not (isinstance(classes, list) and 2 <= len(classes) <= 100_000
+                                    and all(isinstance(c, str) and len(c) <= 1000 for c in classes)):
+        return f"classes must be a list of at least 2 class names, got {show(classes)}"
     config = ckpt.get("config", {})
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         return "config is not a mapping of option names"
@@ -223,6 +234,10 @@ def run_config_problem(config: dict[str, Any]) -> str | None:
     data = config.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("source"), str):
         return "data must be a mapping with a source folder"
+    if config.get("dataset", "fashion-mnist") != "fashion-mnist":  # own data: what load_for_run checks it by
+        for key, kind in (("path", str), ("fingerprint", str), ("classes", list), ("channels", int)):
+            if not isinstance(data.get(key), kind):
+                return f"data.{key} must be {'a list' if kind is list else 'an integer' if kind is int else 'text'}"
     if "normalize" in data and not isinstance(data["normalize"], dict):
         return "data.normalize must be a mapping"
     for key in ("versions",):

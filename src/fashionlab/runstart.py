@@ -25,7 +25,7 @@ from torch import nn
 
 from fashionlab.about import __version__
 from fashionlab.config import TrainConfig
-from fashionlab.data import FashionMNIST
+from fashionlab.data.load import data_record
 from fashionlab.device import resolve_device, resolve_precision
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.files import MARKER, RunLock, check_new_folder, clean_temp_files, make_folder, undo_folder
@@ -207,7 +207,7 @@ class TrainState:
         self.prog = Progress(**ckpt["progress"])
 
 
-def make_context(cfg: TrainConfig, dist: Dist, device: torch.device, ds: FashionMNIST, folder: RunFolder,
+def make_context(cfg: TrainConfig, dist: Dist, device: torch.device, ds, folder: RunFolder,
                  verbose: bool) -> Context:
     splits = prepare_data(cfg, ds, device)
     rank_n = len(splits.train_y) // dist.world
@@ -312,13 +312,12 @@ def git_state() -> dict[str, Any] | None:
     return {"commit": commit, "dirty": dirty}
 
 
-def run_record(ctx: Context, ds: FashionMNIST, command: str) -> dict[str, Any]:
+def run_record(ctx: Context, ds, command: str) -> dict[str, Any]:
     """config.json: every option, plus where the data, code and machine came from."""
-    src, splits = ds.source, ctx.splits
+    splits = ctx.splits
     return ctx.cfg.to_dict() | {
-        "data": {"source": str(Path(src.path).resolve()), "origin": src.origin, "sha256": dict(src.sha256),
-                 "test_sha256": ds.test_sha256, "normalize": {"mean": splits.mean, "std": splits.std},
-                 "n_train": len(splits.train_y), "n_val": len(splits.val_y)},
+        "data": data_record(ds) | {"normalize": {"mean": splits.mean, "std": splits.std},
+                                   "n_train": len(splits.train_y), "n_val": len(splits.val_y)},
         "versions": {"fashionlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": sys.version.split()[0], "git": git_state()},
         "runtime": {"device": str(ctx.device), "precision": ctx.precision, "world_size": ctx.dist.world,
@@ -330,8 +329,11 @@ def run_record(ctx: Context, ds: FashionMNIST, command: str) -> dict[str, Any]:
 
 def checkpoint_meta(ctx: Context) -> dict[str, Any]:
     splits = ctx.splits
+    # The input shape and class names travel with the weights: evaluate, predict and export rebuild the model
+    # and name its outputs from the checkpoint alone.
     return {"model_name": ctx.cfg.model, "config": ctx.cfg.to_dict(),
-            "normalize": {"mean": splits.mean, "std": splits.std}}
+            "normalize": {"mean": splits.mean, "std": splits.std},
+            "input_shape": list(splits.shape), "classes": list(splits.classes)}
 
 
 def save_best(ctx: Context, model: nn.Module, epoch: int, val_acc: float) -> None:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fashionlab.config import FIELD_NAMES, TrainConfig, build_config, parse_model_arg
+from fashionlab.config import FIELD_NAMES, TrainConfig, build_config, own_data_augment, parse_model_arg
 from fashionlab.errors import ConfigError
 from fashionlab.files import check_new_folder, make_folder
 from fashionlab.models import known_model, model_names
@@ -56,7 +56,8 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epochs: int | None,
-         out_dir: Path, device: str, data_dir: str | None) -> list[TrainConfig]:
+         out_dir: Path, device: str, data_dir: str | None, data_options: dict[str, Any] | None = None
+         ) -> list[TrainConfig]:
     """Every run of the job, each config built and validated (and its model built once) before any training."""
     if not models:
         raise ConfigError("--models is empty")
@@ -79,7 +80,8 @@ def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epo
             for seed in range(seeds):
                 cfg = build_config(base, QUICK if quick else {}, {"epochs": epochs} if epochs else {}, layer,
                                    {"seed": seed, "out": str(out_dir / f"{folder}-seed{seed}"), "device": device,
-                                    "data_dir": data_dir})
+                                    "data_dir": data_dir, **(data_options or {})})
+                cfg = own_data_augment(cfg, layer)  # a variant's own --augment is kept as given
                 if seed == 0:
                     cfg._check_model_builds(external=True)  # a bad model option fails now, as `train` checks it
                 configs.append(cfg)
@@ -133,19 +135,20 @@ def time_box(configs: list[TrainConfig], minutes: float, n_train: int, log=print
 def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: str | None = None,
               data_dir: str | None = None, device: str = "auto", command: str = "",
               variants: list[str] | None = None, epochs: int | None = None, family: str | None = None,
-              quick_minutes: float | None = None) -> Path:
-    from fashionlab.data import load_fashion_mnist
+              quick_minutes: float | None = None, data_options: dict[str, Any] | None = None) -> Path:
+    """data_options: the data flags (dataset, image_size, channels, skip_bad), the same for every run."""
+    from fashionlab.data.load import load_for
     from fashionlab.report import compare_runs, print_summary
     from fashionlab.train import train
 
     out_dir = Path(out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     configs = plan(models, variants or [], seeds=seeds, quick=quick, epochs=epochs, out_dir=out_dir,
-                   device=device, data_dir=data_dir)
+                   device=device, data_dir=data_dir, data_options=data_options)
     check_new_folder(out_dir, "--out")  # every output path is checked before any training
     for cfg in configs:
         if Path(cfg.out).exists():
             raise ConfigError(f"{cfg.out} already exists; choose another --out")
-    data = load_fashion_mnist(data_dir)
+    data = load_for(configs[0])  # one dataset for every run: the data options are the same in all
     if quick and epochs is None:
         n_train = round(len(data.train_y) * (1 - configs[0].val_fraction))
         configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, n_train)]

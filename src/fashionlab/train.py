@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fashionlab.config import TrainConfig
-from fashionlab.data import FashionMNIST, load_fashion_mnist
+from fashionlab.data.load import load_for
 from fashionlab.ensemble import train_ensemble
 from fashionlab.evaluate import evaluate_run
 from fashionlab.models import count_params
@@ -53,7 +53,7 @@ from fashionlab.tensorboard import require as require_tensorboard
 from fashionlab.trainsetup import make_model, to_input, train_step, validation_metrics
 
 
-def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: FashionMNIST | None = None,
+def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data=None,
           verbose: bool = True, on_epoch=None, evaluate_test: bool = True, trust_model_code: bool = False,
           architecture: nn.Module | None = None) -> Path:
     """Train `cfg` into its run folder, evaluate the best checkpoint on the test set, return the folder.
@@ -72,14 +72,14 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data: Fa
         require_tensorboard()  # before any run folder exists
     claim = claim_run_dir(folder, resume) if dist.main else contextlib.nullcontext()
     with claim, StopFlag() as stop, distributed(dist, cfg) as device, contextlib.ExitStack() as closing:
-        ds = data or load_fashion_mnist(cfg.data_dir, progress=verbose)
+        ds = data or load_for(cfg, progress=verbose)
         ctx = make_context(cfg, dist, device, ds, folder, verbose)
         spec = folder.model_spec(trust_model_code, trust_advice=RESUME_TRUST_ADVICE) if resume else None
         state = make_state(ctx, make_model(cfg, device, ctx.splits, spec, architecture,
                                            weights_follow=resume and folder.has_checkpoint("last")))
         net = wrap_model(state.model, cfg, dist, device)
         if dist.main and not folder.exists():
-            folder.write_config(run_record(ctx, ds, command))
+            folder.write_config(run_record(ctx, ds, command), ds.test_files, ds.skipped)
         if resume:
             resume_state(ctx, state)
         ctx.log(f"{cfg.model}: {count_params(state.model):,} params | {len(ctx.splits.train_y):,} train / "
@@ -120,7 +120,7 @@ def train_epoch(ctx: Context, state: TrainState, net: nn.Module, stop: StopFlag)
     if prog.step == 0:
         prog.perm = torch.randperm(len(ctx.splits.train_y), generator=state.order)
     idx = prog.perm[ctx.dist.rank::ctx.dist.world][:ctx.rank_n]
-    size = cfg.low_res if prog.epoch < cfg.low_res_epochs else 28
+    size = cfg.low_res if prog.epoch < cfg.low_res_epochs else None  # None: the data's own size
     with ctx.log.bar(f"epoch {prog.epoch + 1}/{cfg.epochs}", ctx.steps, prog.step) as advance:
         while prog.step < ctx.steps:
             b = idx[prog.step * ctx.batch:(prog.step + 1) * ctx.batch].to(ctx.device)

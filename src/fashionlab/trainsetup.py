@@ -15,8 +15,9 @@ from torch import nn
 
 from fashionlab.about import CLASSES
 from fashionlab.config import TrainConfig
-from fashionlab.data import FashionMNIST, as_input, pixel_stats, stratified_split, stratified_subset
+from fashionlab.data import as_input, channel_stats
 from fashionlab.data.augment import augment
+from fashionlab.data.load import split_for
 from fashionlab.device import autocast
 from fashionlab.errors import ConfigError
 from fashionlab.evaluate import predict_logits
@@ -25,26 +26,27 @@ from fashionlab.models import Classifier, build_model, check_io, set_bn_momentum
 
 @dataclass
 class Splits:
-    train_x: torch.Tensor  # uint8 [N, 28, 28] on the device
+    train_x: torch.Tensor  # uint8 [N, H, W] (one channel) or [N, C, H, W], on the device
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
-    mean: float
-    std: float
+    mean: float | list[float]  # one channel: floats, as every Fashion-MNIST run has saved them; else per channel
+    std: float | list[float]
+    classes: tuple[str, ...] = CLASSES
+    shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of one input image
 
 
-def prepare_data(cfg: TrainConfig, ds: FashionMNIST, device: torch.device) -> Splits:
-    train_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.data_seed())
-    if cfg.train_subset is not None:
-        train_idx = train_idx[stratified_subset(ds.train_y[train_idx], cfg.train_subset, cfg.data_seed())]
-    if len(train_idx) < len(CLASSES):
-        subset = f", --train-subset {cfg.train_subset}" if cfg.train_subset is not None else ""
-        raise ConfigError(f"--val-fraction {cfg.val_fraction}{subset} leaves {len(train_idx)} of {len(ds.train_y)} "
-                          f"images to train on; at least {len(CLASSES)} (one per class) are needed")
+def prepare_data(cfg: TrainConfig, ds, device: torch.device) -> Splits:
+    s = split_for(cfg, ds)
     # Normalization statistics from the training split only: validation and test stay unseen.
-    mean, std = pixel_stats(ds.train_x[train_idx])
-    return Splits(ds.train_x[train_idx].to(device), ds.train_y[train_idx].to(device),
-                  ds.train_x[val_idx].to(device), ds.train_y[val_idx].to(device), mean, std)
+    mean, std = channel_stats(s.train_x)
+    return Splits(s.train_x.to(device), s.train_y.to(device), s.val_x.to(device), s.val_y.to(device), mean, std,
+                  tuple(ds.classes), (ds.channels, *ds.size))
+
+
+def geometry(shape: tuple[int, int, int], classes) -> dict[str, Any]:
+    """The keywords a registered model is built with for this data (external models get none: they must fit)."""
+    return {"in_channels": shape[0], "num_classes": len(classes), "image_size": tuple(shape[1:])}
 
 
 def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str | None = None,
@@ -54,12 +56,14 @@ def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str
     given in Python (used as is: its initialization is the caller's). weights_follow: a checkpoint's weights will
     replace these (a resume), so the data-dependent init is skipped."""
     torch.manual_seed(cfg.seed)
-    net = net if net is not None else build_model(spec or cfg.model, dropout=cfg.dropout, **cfg.extra)
-    check_io(net, cfg.model)
+    if net is None:
+        net = build_model(spec or cfg.model, dropout=cfg.dropout, **geometry(splits.shape, splits.classes),
+                          **cfg.extra)
+    check_io(net, cfg.model, shape=splits.shape, num_classes=len(splits.classes))
     if cfg.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
         raise ConfigError(f"--batch-size 1: {cfg.model} has batch norm, which needs at least 2 images per batch")
-    if cfg.low_res_epochs and cfg.low_res < 28:
-        check_io(net, cfg.model, cfg.low_res)
+    if cfg.low_res_epochs and cfg.low_res < min(splits.shape[1:]):
+        check_io(net, cfg.model, cfg.low_res, shape=splits.shape, num_classes=len(splits.classes))
     model = Classifier(net, splits.mean, splits.std).to(device)
     if cfg.whiten and not weights_follow:
         whiten_first_conv(model, as_input(splits.train_x[:10_000]))
@@ -146,12 +150,13 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return max(1, full + (rest > 1))
 
 
-def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator | None, size: int = 28) -> torch.Tensor:
+def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, gen: torch.Generator | None,
+             size: int | None = None) -> torch.Tensor:
     x = as_input(x_uint8)
     if gen is not None:
         x = augment(x, cfg.augmentations(), gen, rotate_degrees=cfg.rotate_degrees, crop_pad=cfg.crop_pad,
                     erase_prob=cfg.erase_prob)
-    if size != x.shape[-1]:  # progressive resizing: early epochs see smaller images, for fewer FLOPs
+    if size is not None and size != x.shape[-1]:  # progressive resizing: early epochs see smaller images
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 

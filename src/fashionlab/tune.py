@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from fashionlab.data import load_fashion_mnist
+    from fashionlab.data.load import load_for
     from fashionlab.device import resolve_device, resolve_precision
 
     if args.trials < 1:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     with secrets_hidden(secrets):
         try:
             study = open_study(storage, study_name, args.pruner, heartbeat=args.heartbeat)
-            ds = load_fashion_mnist(base.data_dir, progress=not args.quiet)
+            ds = load_for(base, progress=not args.quiet)
         except BaseException:
             undo_folder(out, created, fresh)  # a bad URL, study or dataset leaves nothing behind
             raise

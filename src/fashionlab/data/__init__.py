@@ -15,7 +15,8 @@ from fashionlab.data.sources import DataSource, locate
 from fashionlab.errors import ConfigError, DataError
 
 __all__ = [
-    "CLASSES", "DataSource", "FashionMNIST", "load_fashion_mnist", "locate", "pixel_stats", "read_idx",
+    "CLASSES", "DataSource", "FashionMNIST", "as_input", "channel_stats", "load_fashion_mnist", "locate", "pixel_stats",
+    "read_idx",
     "stratified_split", "stratified_subset",
 ]
 
@@ -28,11 +29,27 @@ class FashionMNIST:
     test_y: torch.Tensor  # int64 [M]
     source: DataSource
 
+    # What every dataset has (data.own.ImageDataset too): Fashion-MNIST has no validation split of its own.
+    classes = CLASSES
+    channels = 1
+    size = (28, 28)
+    val_x = val_y = None
+    train_files = val_files = test_files = skipped = ignored = ()
+
     @property
     def test_sha256(self) -> str:
         """Identifies the test set, so results computed on different test data are never compared."""
         sha = self.source.sha256
         return f"{sha['t10k-images-idx3-ubyte']}:{sha['t10k-labels-idx1-ubyte']}"
+
+    @property
+    def identity(self) -> dict:
+        counts = {split: dict(zip(CLASSES, torch.bincount(y, minlength=10).tolist()))
+                  for split, y in (("train", self.train_y), ("test", self.test_y))}
+        return {"kind": "fashion-mnist", "location": "fashion-mnist", "path": str(self.source.path),
+                "origin": self.source.origin,
+                "fingerprint": self.test_sha256, "classes": list(CLASSES), "channels": 1, "size": [28, 28],
+                "counts": counts, "holdout": False, "image_size": None, "skipped": 0}
 
 
 def load_fashion_mnist(
@@ -105,10 +122,20 @@ def _sorted_cat(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def as_input(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 images [N, 28, 28] -> the models' input: float32 [N, 1, 28, 28] pixels / 255, in [0, 1].
+    """uint8 images [N, H, W] (one channel) or [N, C, H, W] -> the models' input: float32 [N, C, H, W] pixels / 255,
+    in [0, 1].
 
     This is the whole input contract of a fashionlab model (and of its exports); the model normalizes itself."""
-    return images_uint8.unsqueeze(1).float().div_(255)
+    x = images_uint8 if images_uint8.ndim == 4 else images_uint8.unsqueeze(1)
+    return x.float().div_(255)
+
+
+def channel_stats(images_uint8: torch.Tensor) -> tuple[float | list[float], float | list[float]]:
+    """pixel_stats of one-channel images [N, H, W] (two floats), or per channel of [N, C, H, W] (two lists)."""
+    if images_uint8.ndim != 4:
+        return pixel_stats(images_uint8)
+    per = [pixel_stats(images_uint8[:, c]) for c in range(images_uint8.shape[1])]
+    return [m for m, _ in per], [s for _, s in per]
 
 
 def pixel_stats(images_uint8: torch.Tensor) -> tuple[float, float]:

@@ -33,7 +33,9 @@ def translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # [B, H, 1]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # [B, 1, W]
     batch = torch.arange(b, device=x.device)[:, None, None]
-    return padded[:, 0][batch, rows, cols].unsqueeze(1)
+    if x.shape[1] == 1:
+        return padded[:, 0][batch, rows, cols].unsqueeze(1)
+    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # indexing puts the channels last: [B, H, W, C]
 
 
 def rotate(x: torch.Tensor, degrees: float, gen: torch.Generator) -> torch.Tensor:

@@ -6,6 +6,7 @@ A leaf layer: nothing here imports data, config or run-folder code; callers hand
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from fashionlab.models.registry import (  # noqa: F401 - the registry's names, r
     DESCRIPTIONS,
     MODELS,
     OBJECT_PREFIX,
+    SIZE_NOTES,
     build_model,
     known_model,
     model_names,
@@ -24,32 +26,61 @@ from fashionlab.models.registry import (  # noqa: F401 - the registry's names, r
 )
 
 
-def check_io(model: nn.Module, name: str, size: int = 28) -> None:
-    """Every model maps (N, 1, 28, 28) images to (N, 10) logits; checked before any training (also at `size`,
-    for progressive resizing)."""
+def check_io(model: nn.Module, name: str, size: int | None = None, *, shape: tuple[int, int, int] = (1, 28, 28),
+             num_classes: int = 10) -> None:
+    """Every model maps (N, C, H, W) images (`shape` = (C, H, W) of the data; Fashion-MNIST's by default) to
+    (N, num_classes) logits; checked before any training (also at `size` x `size`, for progressive resizing)."""
+    channels, height, width = shape
+    if size is not None:
+        height = width = size
+    shape_in = (2, channels, height, width)
     was_training = model.training
     model.eval()
-    shape_in = (2, 1, size, size)
     try:
         with torch.no_grad():
             out = model(torch.zeros(shape_in))
     except Exception as e:  # noqa: BLE001 - a model that cannot take the input is the user's to fix
-        raise ConfigError(f"model {name} cannot take a {shape_in} batch: {type(e).__name__}: {e}") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"model {name} cannot take a {shape_in} batch: {type(e).__name__}: {first}") from None
     finally:
         model.train(was_training)
-    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    if shape != (2, 10):
-        raise ConfigError(f"model {name} maps {shape_in} to {shape}; fashionlab needs (N, 10) logits")
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != (2, num_classes):
+        raise ConfigError(f"model {name} maps {shape_in} to {got}; fashionlab needs (N, {num_classes}) logits")
+
+
+Stats = float | Sequence[float] | torch.Tensor
+
+
+def _stat(value: Stats) -> torch.Tensor:
+    """One normalization statistic as a buffer: a single value has shape () (every checkpoint before own data
+    holds that), C > 1 values have shape (C, 1, 1), one per channel of [N, C, H, W] images."""
+    t = torch.as_tensor(value, dtype=torch.float32).detach().clone().flatten()
+    if t.numel() == 0:
+        raise ValueError("normalization needs at least one value")
+    return t.reshape(()) if t.numel() == 1 else t.reshape(-1, 1, 1)
 
 
 class Normalize(nn.Module):
     """The one definition of input normalization: (x - mean) / std, with the training split's pixel statistics
-    kept as buffers, so every checkpoint and export carries them."""
+    kept as buffers, so every checkpoint and export carries them. `mean`/`std`: a float (buffers of shape (), as
+    every Fashion-MNIST checkpoint holds) or one value per channel (buffers of shape (C, 1, 1); a single value in
+    a sequence is kept as shape ())."""
 
-    def __init__(self, mean: float = 0.0, std: float = 1.0):
+    def __init__(self, mean: Stats = 0.0, std: Stats = 1.0):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(float(mean)))
-        self.register_buffer("std", torch.tensor(float(std)))
+        self.register_buffer("mean", _stat(mean))
+        self.register_buffer("std", _stat(std))
+
+    def set(self, mean: Stats, std: Stats) -> None:
+        """Take new statistics; their number of values must match the buffers' (1, or one per channel)."""
+        with torch.no_grad():
+            for buffer, value in ((self.mean, mean), (self.std, std)):
+                new = _stat(value)
+                if new.shape != buffer.shape:
+                    raise ValueError(f"normalization of shape {tuple(buffer.shape)} cannot take {new.numel()} "
+                                     "values")
+                buffer.copy_(new)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -58,25 +89,33 @@ class Normalize(nn.Module):
 class Classifier(nn.Module):
     """What fashionlab trains, saves, evaluates and exports: Normalize, then the architecture.
 
-    Input: float32 [N, 1, 28, 28] pixels / 255 (`data.as_input`); output: [N, 10] logits."""
+    Input: float32 [N, C, H, W] pixels / 255 (`data.as_input`; Fashion-MNIST: [N, 1, 28, 28]); output:
+    [N, num_classes] logits. `mean`/`std`: a float, or one value per channel (see Normalize)."""
 
-    def __init__(self, net: nn.Module, mean: float = 0.0, std: float = 1.0):
+    def __init__(self, net: nn.Module, mean: Stats = 0.0, std: Stats = 1.0):
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.net = net
 
+    @classmethod
+    def for_channels(cls, net: nn.Module, channels: int) -> Classifier:
+        """Identity normalization with the buffer shapes a checkpoint of `channels`-channel images holds (shape ()
+        for one channel, (C, 1, 1) for more), ready for `load_weights` / `load_state_dict`."""
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        return cls(net) if channels == 1 else cls(net, [0.0] * channels, [1.0] * channels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
 
-    def load_weights(self, state: dict[str, torch.Tensor], normalize: dict[str, float]) -> None:
+    def load_weights(self, state: dict[str, torch.Tensor], normalize: dict[str, Stats]) -> None:
         """Load a checkpoint's weights; those saved before the model held its normalization (keys without
         `net.`) take the statistics from the checkpoint's `normalize` entry."""
         if any(k.startswith("net.") for k in state):
             self.load_state_dict(state)
         else:
             self.net.load_state_dict(state)
-            self.normalize.mean.fill_(normalize["mean"])
-            self.normalize.std.fill_(normalize["std"])
+            self.normalize.set(normalize["mean"], normalize["std"])
 
 
 class Ensemble(nn.Module):
@@ -133,15 +172,16 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def forward_mflops(model: nn.Module) -> float:
-    """Forward FLOPs per 28x28 image in millions (1 multiply-add = 2 FLOPs), counted by torch."""
+def forward_mflops(model: nn.Module, shape: tuple[int, int, int] = (1, 28, 28)) -> float:
+    """Forward FLOPs per image of `shape` (C, H, W; Fashion-MNIST's by default) in millions (1 multiply-add =
+    2 FLOPs), counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, 1, 28, 28))
+        model(torch.zeros(1, *shape))
     model.train(was_training)
     return counter.get_total_flops() / 1e6
 

@@ -70,8 +70,9 @@ class Group:
 @dataclass
 class TestData:
     labels: np.ndarray | None = None  # int64 [n_test]
-    images: np.ndarray | None = None  # uint8 [n_test, 28, 28]
+    images: np.ndarray | None = None  # uint8 [n_test, H, W] or [n_test, C, H, W]
     note: str = ""  # why they are missing
+    card: dict[str, Any] | None = None  # the dataset card (data.inspect.card) of the data the runs were trained on
 
 
 @dataclass
@@ -139,25 +140,45 @@ def _history(folder: RunFolder) -> dict[str, np.ndarray]:
 
 
 def load_test_data(runs: Sequence[Run]) -> TestData:
-    """The test images and labels the runs were evaluated on, from the data source in their config.json."""
+    """The test images and labels the runs were evaluated on, read again from the data their config.json names
+    (Fashion-MNIST's verified files, or the user's own dataset, checked against its fingerprint)."""
     try:
-        from fashionlab.data import load_fashion_mnist
+        from fashionlab.data.load import load_for_run
     except ImportError as e:
         return TestData(note=f"the data package cannot be imported ({e})")
     expected = runs[0].metrics["test_sha256"]
-    sources = dict.fromkeys(str(r.config["data"]["source"]) for r in runs if r.config.get("data", {}).get("source"))
     problems = []
-    for source in sources:
+    seen = set()
+    for run in runs:
+        record = run.config.get("data") or {}
+        where = record.get("path") or record.get("source")
+        if not where or where in seen:
+            continue
+        seen.add(where)
         try:
-            ds = load_fashion_mnist(source, download=False, progress=False)
+            ds = load_for_run(run.config, progress=False)
         except (FashionlabError, OSError, ValueError) as e:
-            problems.append(f"{source}: {e}")
+            problems.append(f"{where}: {e}")
             continue
         if ds.test_sha256 != expected:
-            problems.append(f"{source}: holds a different test set than the runs were evaluated on")
+            problems.append(f"{where}: holds a different test set than the runs were evaluated on")
             continue
-        return TestData(labels=ds.test_y.numpy().astype(np.int64), images=ds.test_x.numpy())
+        return TestData(labels=ds.test_y.numpy().astype(np.int64), images=ds.test_x.numpy(),
+                        card=_card(ds, run.config))
     return TestData(note="; ".join(problems) or "no run records its data source in config.json")
+
+
+def _card(ds, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The dataset card, with the split sizes of the (first) run's own validation split."""
+    from fashionlab.data.inspect import card
+
+    seed = config.get("seed", 0) if config.get("split_seed") is None else config["split_seed"]
+    try:
+        return card(ds, float(config.get("val_fraction", 0.1)), int(seed)) | {
+            "name": "Fashion-MNIST" if (config.get("dataset") or "fashion-mnist") == "fashion-mnist"
+            else str(config.get("dataset"))}
+    except FashionlabError:
+        return None
 
 
 # ---------------------------------------------------------------- grouping
@@ -250,7 +271,9 @@ def build_comparison(
     groups = group_runs(runs)
     data = load_test_data(runs)
     n_classes = len(first.metrics["confusion_matrix"])
-    names = list(CLASSES) if n_classes == len(CLASSES) else [str(i) for i in range(n_classes)]
+    names = list(first.metrics["per_class"])  # the class names, in output order (JSON keeps the order)
+    if len(names) != n_classes:
+        names = list(CLASSES) if n_classes == len(CLASSES) else [str(i) for i in range(n_classes)]
     comp = Comparison(groups, data, names)
     if data.labels is not None:
         comp.correct = {r.path: r.predictions == data.labels for r in runs}
@@ -287,6 +310,7 @@ def _summarise(comp: Comparison, n_boot: int, alpha: float, seed: int, family: s
         "convergence_threshold": CONVERGENCE_THRESHOLD,
         "labels_available": comp.data.labels is not None,
         "labels_note": comp.data.note,
+        "dataset": comp.data.card,
         "base": comp.groups[0].label,
         "family": family,
         "models": [_model_summary(g, comp, n_boot, alpha, seed) for g in comp.groups],

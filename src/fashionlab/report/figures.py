@@ -126,7 +126,10 @@ def per_class_png(groups: Sequence[Group], class_names: Sequence[str]) -> bytes:
 
 
 def thumbnail_png(image: np.ndarray) -> bytes:
-    """A 28x28 uint8 test image as a small greyscale PNG (the browser scales it up, pixelated)."""
+    """A uint8 test image, [H, W] or [C, H, W], as a small PNG (the browser scales it up, pixelated)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim == 3:  # channels first, as the data holds them; a single channel is greyscale
+        image = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
     return buf.getvalue()

@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Sequence
 from html import escape
 from typing import Any
 
+from fashionlab.data.inspect import card_problems
 from fashionlab.numfmt import count, percent
 from fashionlab.report import figures
 from fashionlab.report.compare import Comparison, Group, hardest_classes, top_confusions, worst_mistakes
@@ -21,6 +22,7 @@ from fashionlab.report.tables import (
     NUMERIC_SUMMARY,
     SUMMARY_HEADER,
     choice_rows,
+    dataset_name,
     family_text,
     models_rows,
     significance_note,
@@ -29,6 +31,7 @@ from fashionlab.report.tables import (
 )
 
 GALLERY_SIZE = 16
+MAX_CARD_CLASSES = 100  # rows of the dataset card's class table
 
 CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg-soft: #f6f8fa; --accent: #0969da; }
@@ -85,6 +88,7 @@ window.addEventListener("load", () => {
 
 SECTIONS = {
     "summary": "Summary",
+    "dataset": "Dataset",
     "significance": "Statistical significance",
     "curves": "Training curves",
     "confusion": "Confusion matrices",
@@ -100,6 +104,7 @@ def render_report(comp: Comparison) -> str:
     n_runs = sum(len(g.runs) for g in comp.groups)
     bodies = {
         "summary": _summary(s, cmap),
+        "dataset": _dataset(s.get("dataset"), s.get("labels_note", "")),
         "significance": _significance(s, cmap),
         "curves": _curves(comp),
         "confusion": _confusion(comp, cmap),
@@ -123,7 +128,7 @@ def render_report(comp: Comparison) -> str:
 <body>
 <main>
 <header>
-<h1>Fashion-MNIST model comparison</h1>
+<h1>{escape(dataset_name(s))} model comparison</h1>
 <p class="meta">{_plural(len(comp.groups), "model")} ({_plural(n_runs, "run")})
  · test set of {s["n_test"]} images, sha256 <code>{escape(s["test_sha256"][:16])}…</code>
  · generated {escape(s["generated"])} by fashionlab {escape(s["fashionlab"])}</p>
@@ -292,6 +297,29 @@ def _version(name: str, value: Any) -> str:
             return "git: not a checkout"
         return f"git {str(value.get('commit', '?'))[:10]}{' (dirty)' if value.get('dirty') else ''}"
     return f"{name} {value}"
+
+
+def _dataset(card: dict | None, note: str) -> str:
+    """The dataset card: what the models were trained and tested on, and what `fashionlab data` found wrong."""
+    if not card:
+        return f'<p class="note">The dataset could not be read again, so there is no card: {escape(note)}</p>'
+    size = "x".join(str(v) for v in card["size"])
+    counts, classes = card["counts"], card["classes"]
+    head = "".join(f"<th>{escape(sp)}</th>" for sp in counts)
+    rows = "".join(f"<tr><td>{escape(c)}</td>" + "".join(f'<td class="num">{counts[sp][c]:,}</td>' for sp in counts)
+                   + "</tr>" for c in classes[:MAX_CARD_CLASSES])
+    if len(classes) > MAX_CARD_CLASSES:
+        rows += f'<tr><td colspan="{len(counts) + 1}">… and {len(classes) - MAX_CARD_CLASSES} more</td></tr>'
+    problems = card_problems(card)
+    found = ("<p>None found (unreadable files, train/test duplicates, empty classes, imbalance).</p>" if not problems
+             else "<ul>" + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul>")
+    holdout = " · test split: a stratified holdout" if card.get("holdout") else ""
+    where = f'{escape(str(card["name"]))} ({escape(str(card["kind"]))}: <code>{escape(str(card["path"]))}</code>)'
+    return (f'<dl><dt>data</dt><dd>{where}</dd>'
+            f'<dt>images</dt><dd>{len(classes)} classes, {card["channels"]} channel(s), {escape(size)} pixels'
+            f'{holdout}</dd><dt>fingerprint</dt><dd><code>{escape(str(card["fingerprint"])[:16])}…</code></dd></dl>'
+            f'<table><thead><tr><th>class</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
+            f'<h3>Problems</h3>{found}')
 
 
 def _provenance(comp: Comparison, cmap: dict[str, str]) -> str:

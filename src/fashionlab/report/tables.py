@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fashionlab.data.inspect import card_problems
 from fashionlab.numfmt import (
     abbreviated_count,
     accuracy_mean_sd,
@@ -47,6 +48,12 @@ MODELS_EXPLAINED = (
     "the models differ only if every pair is significant in the same direction. The CI of the difference of mean "
     "accuracies bootstraps the test images only. It says nothing about another training run of the same choice."
 )
+
+
+def dataset_name(summary: dict[str, Any]) -> str:
+    """What the compared models were trained on, for titles: Fashion-MNIST, or the user's dataset as named."""
+    card = summary.get("dataset") or {}
+    return str(card.get("name") or "Fashion-MNIST")
 
 
 def family_text(summary: dict[str, Any]) -> str:
@@ -171,10 +178,14 @@ def to_markdown(summary: dict[str, Any]) -> str:
         align = ["---:" if i in numeric else "---" for i in range(len(header))]
         return [cells(header), cells(align), *map(cells, rows)]
 
+    card = summary.get("dataset")
     lines = [
-        "# Model comparison", "",
+        f"# {md(dataset_name(summary))} model comparison", "",
         f"Test set: {summary['n_test']} images (sha256 `{md(summary['test_sha256'][:16].replace('`', ''))}…`); "
         f"generated {md(summary['generated'])} by fashionlab {md(summary['fashionlab'])}.", "",
+        *([f"Data: {md(str(card['name']))} ({md(str(card['kind']))}), {len(card['classes'])} classes, "
+           f"{card['channels']} channel(s), {'x'.join(map(str, card['size']))} pixels; problems: "
+           + md("; ".join(card_problems(card)) or "none found") + ".", ""] if card else []),
         "## Summary", "",
         *table(SUMMARY_HEADER, summary_rows(summary), NUMERIC_SUMMARY), "",
         "Several runs of a model: mean ± sd over seeds. 95% CI: percentile bootstrap over the test images "

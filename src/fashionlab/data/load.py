@@ -1,0 +1,99 @@
+"""The one way every command gets its data: `--data SPEC` (Fashion-MNIST, or the user's own images through
+data.own) to a dataset, and a dataset plus the run's options to its train/validation split.
+
+A dataset is either `data.FashionMNIST` or `data.own.ImageDataset`; both have train_x/train_y/test_x/test_y (uint8
+images [N, H, W] with one channel, [N, C, H, W] with three), classes, channels, size, val_x/val_y (a given
+validation split, or None: carved from train), test_sha256 and identity (config.json's record of the data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fashionlab.config import FASHION_MNIST, TrainConfig, parse_image_size
+from fashionlab.data import load_fashion_mnist, stratified_split, stratified_subset
+from fashionlab.errors import ConfigError, RunError
+
+
+def load_dataset(spec: str = FASHION_MNIST, *, data_dir: str | None = None, image_size: str | None = None,
+                 channels: int | None = None, skip_bad: bool = False, progress: bool = True, download: bool = True):
+    """The dataset `spec` names (see TrainConfig.dataset); a bad spec or a bad file is a one-line error."""
+    if spec == FASHION_MNIST:
+        if image_size is not None or channels is not None:
+            raise ConfigError("--image-size and --channels are for your own data (--data); Fashion-MNIST is 1x28x28")
+        return load_fashion_mnist(data_dir, download=download, progress=progress)
+    if data_dir is not None:
+        raise ConfigError("--data-dir names Fashion-MNIST's IDX folder; give your own dataset with --data")
+    from fashionlab.data.own import read_dataset
+
+    return read_dataset(spec, image_size=parse_image_size(image_size), channels=channels, skip_bad=skip_bad)
+
+
+def load_for(cfg: TrainConfig, *, progress: bool = True):
+    """The dataset a training configuration names."""
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, channels=cfg.channels,
+                        skip_bad=cfg.skip_bad, progress=progress)
+
+
+def load_for_run(config: dict[str, Any], *, progress: bool = True):
+    """The dataset a run folder's config.json was trained on, checked to be the same data (its fingerprint, or for
+    Fashion-MNIST its verified hashes): results on changed data would be compared as if they were not."""
+    spec = config.get("dataset") or FASHION_MNIST
+    record = config.get("data") or {}
+    if spec == FASHION_MNIST:
+        return load_fashion_mnist(config.get("data_dir") or record.get("source"), download=False, progress=progress)
+    where = record.get("path") or spec
+    channels = record.get("channels") or config.get("channels")  # what training decided, not re-guessed
+    ds = load_dataset(str(where), image_size=config.get("image_size"), channels=channels,
+                      skip_bad=bool(config.get("skip_bad")), progress=progress)
+    saved = record.get("fingerprint")
+    if saved and ds.identity.get("fingerprint") != saved:
+        raise RunError(f"the dataset at {where} has changed since this run was trained (fingerprint "
+                       f"{str(saved)[:12]}... then, {str(ds.identity.get('fingerprint'))[:12]}... now); its results "
+                       "would not be comparable: train a new run on the data as it is now")
+    return ds
+
+
+@dataclass
+class SplitArrays:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+
+
+def split(ds, val_fraction: float, seed: int, train_subset: int | None = None) -> SplitArrays:
+    """The run's training and validation images: the dataset's own validation split when it has one, else a
+    stratified `val_fraction` of train (seeded); then a stratified subset of train. The one definition, used by
+    training and by evaluation (calibration is fitted on this validation split)."""
+    n_classes = len(ds.classes)
+    if getattr(ds, "val_x", None) is not None:
+        train_x, train_y, val_x, val_y = ds.train_x, ds.train_y, ds.val_x, ds.val_y
+        train_idx = torch.arange(len(train_y))
+    else:
+        train_idx, val_idx = stratified_split(ds.train_y, val_fraction, seed)
+        train_x, train_y, val_x, val_y = ds.train_x, ds.train_y, ds.train_x[val_idx], ds.train_y[val_idx]
+    if train_subset is not None:
+        train_idx = train_idx[stratified_subset(train_y[train_idx], train_subset, seed)]
+    if len(train_idx) < n_classes:
+        subset = f", --train-subset {train_subset}" if train_subset is not None else ""
+        raise ConfigError(f"--val-fraction {val_fraction}{subset} leaves {len(train_idx)} of {len(ds.train_y)} "
+                          f"images to train on; at least {n_classes} (one per class) are needed")
+    return SplitArrays(train_x[train_idx], train_y[train_idx], val_x, val_y)
+
+
+def split_for(cfg: TrainConfig, ds) -> SplitArrays:
+    return split(ds, cfg.val_fraction, cfg.data_seed(), cfg.train_subset)
+
+
+def data_record(ds) -> dict[str, Any]:
+    """config.json's `data` record, the dataset's part (the run adds its normalization and split sizes)."""
+    if getattr(ds, "source", None) is not None:  # Fashion-MNIST: where its verified files were found
+        src = ds.source
+        return {"kind": FASHION_MNIST, "source": str(Path(src.path).resolve()), "origin": src.origin,
+                "sha256": dict(src.sha256), "test_sha256": ds.test_sha256}
+    return dict(ds.identity) | {"source": ds.identity["path"], "test_sha256": ds.test_sha256}
