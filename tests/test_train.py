@@ -59,7 +59,7 @@ def test_run_folder_is_complete(tmp_path, data):
     assert config["data"]["test_sha256"] == data.test_sha256 == m["test_sha256"]
     assert config["versions"]["torch"] == torch.__version__
     assert config["runtime"] == {"device": "cpu", "precision": config["runtime"]["precision"], "world_size": 1,
-                                 "threads": torch.get_num_threads()}
+                                 "threads": torch.get_num_threads(), "data_loading": "memory"}
     assert config["runtime"]["precision"] in ("fp32", "bf16")
     git = config["versions"]["git"]  # the tests run from a checkout
     assert len(git["commit"]) == 40 and isinstance(git["dirty"], bool)

@@ -143,6 +143,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     if not 0 <= args.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    loading, workers = getattr(args, "data_loading", "auto"), getattr(args, "data_workers", None)
+    if workers is not None and not 0 <= workers <= 64:
+        raise ConfigError(f"--data-workers must be in [0, 64], got {workers}")
     if args.export_imagefolder is not None:  # the dataset as PNGs that read back in the same order
         from fashionlab.data.own import check_export_folder, export_imagefolder
 
@@ -152,7 +155,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         check_export_folder(folder)  # before loading anything: a bad DIR costs nothing and creates nothing
         ds = load_dataset(spec, data_dir=args.data_dir, image_size=getattr(args, "image_size", None),
                           channels=getattr(args, "channels", None), skip_bad=bool(getattr(args, "skip_bad", False)),
-                          download=not args.no_download, progress=not args.json)
+                          loading=loading, workers=workers, download=not args.no_download,
+                          progress=not args.json)
         done = export_imagefolder(ds, folder, progress=not args.json)
         if args.json:
             print(json.dumps(done))
@@ -168,7 +172,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     # The card lists bad files instead of stopping at the first: `data` is where one looks for them.
     ds = load_dataset(spec, data_dir=args.data_dir, image_size=getattr(args, "image_size", None),
                       channels=getattr(args, "channels", None), skip_bad=spec != FASHION_MNIST,
-                      download=not args.no_download, progress=not args.json)
+                      loading=loading, workers=workers, download=not args.no_download,
+                      progress=not args.json)
     from fashionlab.data.inspect import card, save_grid
 
     info = card(ds, args.val_fraction, args.seed)

@@ -29,6 +29,7 @@ SCHEDULERS = ("none", "plateau", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ON_NAN = ("stop", "skip")
+DATA_LOADINGS = ("auto", "memory", "stream")  # --data-loading: see data.own.read_dataset
 
 MAX_ENSEMBLE = 16  # members of an --ensemble; a checkpoint claiming more is damaged (evaluate.load_run_model)
 # The largest seed every random generator a run seeds accepts: numpy's legacy seeding takes [0, 2**32 - 1],
@@ -171,6 +172,13 @@ class TrainConfig:
     channels: int | None = opt(None, lo=1, hi=3, help="1 or 3 input channels (own data; default: 1 when every image "
                                                       "is grayscale, else 3)")
     skip_bad: bool = opt(False, help="leave out unreadable image files (listed in the run folder) instead of stopping")
+    data_loading: str = opt("auto", choices=DATA_LOADINGS, results=False,
+                            help="own image files: memory decodes them once (cached) and trains from memory, stream "
+                                 "decodes each batch in worker processes while training; auto: memory when the "
+                                 "decoded images fit a quarter of RAM. Same results either way")
+    data_workers: int | None = opt(None, lo=0, hi=64, results=False,
+                                   help="processes decoding own image files (default: one per core, at most 8, for "
+                                        "2,000 files or more; stream: 2); 0: in the training process")
     data_dir: str | None = opt(None, results=False, help="folder with the four Fashion-MNIST IDX files")
     out: str | None = opt(None, results=False, help="run folder (default runs/<model>-<timestamp>)")
     extra: dict[str, Any] = opt(factory=dict, cli=False, help="model keyword arguments, e.g. {width: 64}")
@@ -192,6 +200,9 @@ class TrainConfig:
             raise ConfigError("--channels must be 1 or 3, got 2")
         if self.dataset == FASHION_MNIST and (self.image_size is not None or self.channels is not None):
             raise ConfigError("--image-size and --channels are for your own data (--data); Fashion-MNIST is 1x28x28")
+        if self.dataset == FASHION_MNIST and self.data_loading == "stream":
+            raise ConfigError("--data-loading stream reads image files while training; Fashion-MNIST is arrays, "
+                              "loaded in memory")
         if self.dataset == FASHION_MNIST and self.train_subset is not None and not 10 <= self.train_subset <= 60_000:
             # known before reading a file: 60,000 training images, 10 classes (own data is checked once read)
             raise ConfigError(f"--train-subset must be in 10..60000 for Fashion-MNIST (one per class up to all "
@@ -456,7 +467,8 @@ def normalize_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-DATA_OPTIONS = ("dataset", "image_size", "channels", "skip_bad")  # what `data` and `run` take of the options
+# What `data` and `run` take of the options
+DATA_OPTIONS = ("dataset", "image_size", "channels", "skip_bad", "data_loading", "data_workers")
 
 
 def add_arguments(parser, only: tuple[str, ...] | None = None) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 from fashionlab.about import CLASSES
 from fashionlab.config import MAX_ENSEMBLE
 from fashionlab.data import as_input
+from fashionlab.data.stream import batches, materialize, ranges
 from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.errors import RunError
 from fashionlab.models import (
@@ -39,8 +40,8 @@ def predict_logits(model: nn.Module, x_uint8: torch.Tensor, *, device, precision
     was_training = model.training
     model.eval()
     out = []
-    for i in range(0, len(x_uint8), batch_size):
-        x = as_input(x_uint8[i:i + batch_size].to(device))
+    for part in batches(x_uint8, ranges(len(x_uint8), batch_size)):  # FileImages: decoded ahead by workers
+        x = as_input(part.to(device))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
@@ -143,6 +144,10 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
         from fashionlab.data.load import load_for_run
 
         data = load_for_run(config, progress=verbose)
+    size = tuple(data.test_x.shape[-2:])
+    if corruptions and size != (28, 28):  # blur radii, shifts, pixelation, JPEG: scaled for 28 px (corruptions.py)
+        raise RunError(f"--corruptions: the suite's severities are scaled for 28x28 images; this run's are "
+                       f"{size[0]}x{size[1]} (train at --image-size 28 to use it)")
     if not isinstance(device, torch.device):  # a name, from --device or the run's config: is it available here?
         device = resolve_device(device or config["device"])
     model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code, net=net)
@@ -181,7 +186,7 @@ def evaluate_corruptions(folder: RunFolder, model: nn.Module, data, device, prec
         if verbose and label.endswith(f"/{suite.SEVERITIES[-1]}"):
             print(f"corruptions: {done}/{total} passes ({label.split('/')[0]} done)", flush=True)
 
-    correct = suite.corruption_correctness(predict, data.test_x, data.test_y.cpu(), progress=progress)
+    correct = suite.corruption_correctness(predict, materialize(data.test_x), data.test_y.cpu(), progress=progress)
     summary = suite.summarize_corruptions(correct) | {"checkpoint": checkpoint, "test_sha256": data.test_sha256}
     folder.write_corruptions(summary, correct.to_arrays())
     if verbose:

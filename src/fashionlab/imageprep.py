@@ -10,6 +10,7 @@ prepared) gets warnings: its prediction is still made.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -123,7 +124,11 @@ def decode(path: Path, *, work_size: int | None = WORK_SIZE) -> Decoded:
     problem = not_regular(path)  # the first line of defence, with the messages predict's table shows
     if problem:
         raise ImageError(problem)
-    data = read_bytes(path, kind="image", error=ImageError)
+    return decode_bytes(read_bytes(path, kind="image", error=ImageError), work_size=work_size)
+
+
+def decode_bytes(data: bytes, *, work_size: int | None = WORK_SIZE) -> Decoded:
+    """decode() of an image file's bytes, read by the caller through reading.read_bytes."""
     size_bytes = len(data)
     try:
         with warnings.catch_warnings():
@@ -258,3 +263,52 @@ def load(path: Path, preprocess: bool = True) -> tuple[np.ndarray, str | None]:
     """Decode and prepare one file: (uint8 [28, 28], note or None); raises ImageError."""
     prepared = read(path, preprocess)
     return prepared.pixels, prepared.note
+
+
+def prepare_image(img: Image.Image, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as uint8 [H, W] ("L") or [H, W, 3] ("RGB"), resized to `size` (H, W) if given: the one
+    definition of an own dataset's input preprocessing (predict prepares a user's photo with it too)."""
+    if img.mode != mode:
+        img = img.convert(mode)
+    if size is not None and (img.height, img.width) != size:
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(img)
+
+
+@dataclass
+class DatasetImage:
+    """One dataset file read by read_dataset_image (in a worker process: small and picklable)."""
+    sha256: bytes | None  # of the file's bytes; None when it could not be read
+    error: str | None = None  # why the file cannot be used (then nothing below is set)
+    gray: bool = False  # decoded as 8-bit grayscale ("L")
+    size: tuple[int, int] = (0, 0)  # (H, W) as stored
+    pixels: np.ndarray | None = None  # prepared (see read_dataset_image); None when only scanned
+
+
+def read_dataset_image(path: str, mode: str | None, size: tuple[int, int] | None,
+                       keep: bool = True) -> DatasetImage:
+    """Read, hash and decode one file of a user's dataset, and prepare it with prepare_image in `mode` ("L" or
+    "RGB"; None: the image's own, L for grayscale, else RGB) at `size`. keep=False only checks it.
+
+    Torch-free and top-level so that a pool of worker processes can run it. A grayscale image prepared as L
+    and repeated to three channels equals the image converted to RGB first and then resized (PIL resizes each
+    band alike), so the caller may decide between one and three channels after seeing every image."""
+    try:
+        problem = not_regular(Path(path))
+        if problem:
+            raise ImageError(problem)
+        data = read_bytes(Path(path), kind="image", error=ImageError)
+        digest = hashlib.sha256(data).digest()
+        # Drafting a JPEG at a reduced scale is only safe when we resize anyway: read at its own size, exact.
+        img = decode_bytes(data, work_size=max(size) if size else None).image
+    except ImageError as e:
+        return DatasetImage(None, str(e))
+    gray = img.mode == "L"
+    pixels = prepare_image(img, mode or ("L" if gray else "RGB"), size) if keep else None
+    return DatasetImage(digest, None, gray, (img.height, img.width), pixels)
+
+
+def read_dataset_images(batch: list[tuple]) -> list[DatasetImage]:
+    """read_dataset_image of each argument tuple: the task a decoding worker process runs (a chunk of files per
+    task, so that sending the results back costs little next to decoding them)."""
+    return [read_dataset_image(*args) for args in batch]

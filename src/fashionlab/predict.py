@@ -183,7 +183,7 @@ def prepare_for(model, image, preprocess: bool) -> np.ndarray:
     A run on the user's own data: exactly what its dataset reader did to each training image (data.own)."""
     if model.fashion_mnist:
         return prepare(image, preprocess)
-    from fashionlab.data.own import prepare_image
+    from fashionlab.imageprep import prepare_image
 
     c, h, w = model.shape
     pixels = prepare_image(image, "L" if c == 1 else "RGB", (h, w))

@@ -321,7 +321,7 @@ def run_record(ctx: Context, ds, command: str) -> dict[str, Any]:
         "versions": {"fashionlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": sys.version.split()[0], "git": git_state()},
         "runtime": {"device": str(ctx.device), "precision": ctx.precision, "world_size": ctx.dist.world,
-                    "threads": torch.get_num_threads()},
+                    "threads": torch.get_num_threads(), "data_loading": getattr(ds, "loading", "memory")},
         "model_origin": ctx.folder.record_model_source(ctx.cfg.model),
         "command": command,
     }

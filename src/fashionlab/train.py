@@ -1,4 +1,5 @@
-"""Training: the whole dataset lives on the device as uint8, batches are indexed and augmented there.
+"""Training: the whole dataset lives on the device as uint8, batches are indexed and augmented there (or, with
+--data-loading stream, decoded from their files by worker processes, batch by batch, and augmented there).
 
 `train(cfg)` reads top to bottom: claim the run folder, data, model, optimizer, then one `train_epoch` per epoch,
 then the test evaluation. `train_epoch` is one epoch whole: its steps, its validation, its metrics row and its
@@ -21,6 +22,7 @@ from torch import nn
 
 from fashionlab.config import TrainConfig
 from fashionlab.data.load import load_for
+from fashionlab.data.stream import batches, loader_workers
 from fashionlab.ensemble import train_ensemble
 from fashionlab.evaluate import evaluate_run
 from fashionlab.models import count_params
@@ -82,9 +84,12 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data=Non
             folder.write_config(run_record(ctx, ds, command), ds.test_files, ds.skipped)
         if resume:
             resume_state(ctx, state)
+        if getattr(ds, "loading_note", ""):  # own image files: how they are fed, and why
+            ctx.log(f"data: {len(ds.classes)} classes, {'x'.join(map(str, ctx.splits.shape))} | images "
+                    f"{'streamed from their files' if ds.loading == 'stream' else 'in memory'} ({ds.loading_note})")
         ctx.log(f"{cfg.model}: {count_params(state.model):,} params | {len(ctx.splits.train_y):,} train / "
                 f"{len(ctx.splits.val_y):,} val | {device.type} {ctx.precision} | batch {cfg.batch_size} x "
-                f"{ctx.steps} steps/epoch")
+                f"{ctx.steps} steps/epoch | augment {cfg.augment}{' + flip TTA' if cfg.tta else ''}")
         tb = None
         if cfg.tensorboard and dist.main:
             tb = closing.enter_context(TensorBoardLog(folder.path, cfg.to_dict(), history=state.prog.rows))
@@ -121,10 +126,13 @@ def train_epoch(ctx: Context, state: TrainState, net: nn.Module, stop: StopFlag)
         prog.perm = torch.randperm(len(ctx.splits.train_y), generator=state.order)
     idx = prog.perm[ctx.dist.rank::ctx.dist.world][:ctx.rank_n]
     size = cfg.low_res if prog.epoch < cfg.low_res_epochs else None  # None: the data's own size
+    # The images of the steps to come: indexed on the device, or decoded ahead by workers (--data-loading stream)
+    images = batches(ctx.splits.train_x, [idx[k * ctx.batch:(k + 1) * ctx.batch] for k in range(prog.step, ctx.steps)],
+                     workers=loader_workers(cfg.data_workers))
     with ctx.log.bar(f"epoch {prog.epoch + 1}/{cfg.epochs}", ctx.steps, prog.step) as advance:
         while prog.step < ctx.steps:
             b = idx[prog.step * ctx.batch:(prog.step + 1) * ctx.batch].to(ctx.device)
-            x, y = to_input(ctx.splits.train_x[b], cfg, state.aug, size), ctx.splits.train_y[b]
+            x, y = to_input(next(images).to(ctx.device), cfg, state.aug, size), ctx.splits.train_y[b]
             loss, correct = train_step(net, state.opt, state.scaler, x, y, cfg, ctx.precision, ctx.device)
             if not math.isfinite(loss):
                 if cfg.on_nan == "stop":

@@ -17,7 +17,8 @@ from fashionlab.about import CLASSES
 from fashionlab.config import TrainConfig
 from fashionlab.data import as_input, channel_stats
 from fashionlab.data.augment import augment
-from fashionlab.data.load import split_for
+from fashionlab.data.load import split_for, take
+from fashionlab.data.stream import FileImages, materialize
 from fashionlab.device import autocast
 from fashionlab.errors import ConfigError
 from fashionlab.evaluate import predict_logits
@@ -26,9 +27,11 @@ from fashionlab.models import Classifier, build_model, check_io, set_bn_momentum
 
 @dataclass
 class Splits:
-    train_x: torch.Tensor  # uint8 [N, H, W] (one channel) or [N, C, H, W], on the device
+    # uint8 [N, H, W] (one channel) or [N, C, H, W], on the device; or FileImages, decoded batch by batch
+    # (--data-loading stream). The labels are always tensors on the device.
+    train_x: torch.Tensor | FileImages
     train_y: torch.Tensor
-    val_x: torch.Tensor
+    val_x: torch.Tensor | FileImages
     val_y: torch.Tensor
     mean: float | list[float]  # one channel: floats, as every Fashion-MNIST run has saved them; else per channel
     std: float | list[float]
@@ -40,8 +43,13 @@ def prepare_data(cfg: TrainConfig, ds, device: torch.device) -> Splits:
     s = split_for(cfg, ds)
     # Normalization statistics from the training split only: validation and test stay unseen.
     mean, std = channel_stats(s.train_x)
-    return Splits(s.train_x.to(device), s.train_y.to(device), s.val_x.to(device), s.val_y.to(device), mean, std,
+    return Splits(on(s.train_x, device), s.train_y.to(device), on(s.val_x, device), s.val_y.to(device), mean, std,
                   tuple(ds.classes), (ds.channels, *ds.size))
+
+
+def on(x, device: torch.device):
+    """Images on the device; FileImages stay files (their batches are moved as they are decoded)."""
+    return x if isinstance(x, FileImages) else x.to(device)
 
 
 def geometry(shape: tuple[int, int, int], classes) -> dict[str, Any]:
@@ -66,7 +74,8 @@ def make_model(cfg: TrainConfig, device: torch.device, splits: Splits, spec: str
         check_io(net, cfg.model, cfg.low_res, shape=splits.shape, num_classes=len(splits.classes))
     model = Classifier(net, splits.mean, splits.std).to(device)
     if cfg.whiten and not weights_follow:
-        whiten_first_conv(model, as_input(splits.train_x[:10_000]))
+        first = torch.arange(min(10_000, len(splits.train_y)), device=splits.train_y.device)
+        whiten_first_conv(model, as_input(materialize(take(splits.train_x, first)).to(device)))
     if cfg.bn_momentum is not None:
         set_bn_momentum(model, cfg.bn_momentum)
     # channels_last lets oneDNN/cuDNN pick their fastest convolution kernels.

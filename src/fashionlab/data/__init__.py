@@ -130,12 +130,34 @@ def as_input(images_uint8: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255)
 
 
-def channel_stats(images_uint8: torch.Tensor) -> tuple[float | list[float], float | list[float]]:
-    """pixel_stats of one-channel images [N, H, W] (two floats), or per channel of [N, C, H, W] (two lists)."""
+def channel_stats(images_uint8) -> tuple[float | list[float], float | list[float]]:
+    """pixel_stats of one-channel images [N, H, W] (two floats), or per channel of [N, C, H, W] (two lists); of
+    data.stream.FileImages too, decoded a batch at a time (the same histograms, so the same figures)."""
+    from fashionlab.data.stream import FileImages, batches, ranges
+
+    if isinstance(images_uint8, FileImages):
+        if len(images_uint8) == 0:
+            raise ValueError("pixel_stats needs a non-empty uint8 tensor, got no images")
+        counts = None
+        for part in batches(images_uint8, ranges(len(images_uint8), 1024)):
+            c = _histograms(part)
+            counts = c if counts is None else counts + c
+    else:
+        images = torch.as_tensor(images_uint8)
+        if images.dtype != torch.uint8 or images.numel() == 0:
+            raise ValueError(f"pixel_stats needs a non-empty uint8 tensor, got {images.dtype} {tuple(images.shape)}")
+        counts = _histograms(images)
+    per = [_stats(c) for c in counts]
     if images_uint8.ndim != 4:
-        return pixel_stats(images_uint8)
-    per = [pixel_stats(images_uint8[:, c]) for c in range(images_uint8.shape[1])]
+        return per[0]
     return [m for m, _ in per], [s for _, s in per]
+
+
+def _histograms(images: torch.Tensor) -> torch.Tensor:
+    """int64 [C, 256]: each channel's pixel-value counts ([N, H, W] is one channel)."""
+    if images.ndim != 4:
+        return torch.bincount(images.flatten(), minlength=256)[None]
+    return torch.stack([torch.bincount(images[:, c].flatten(), minlength=256) for c in range(images.shape[1])])
 
 
 def pixel_stats(images_uint8: torch.Tensor) -> tuple[float, float]:
@@ -145,7 +167,11 @@ def pixel_stats(images_uint8: torch.Tensor) -> tuple[float, float]:
     images = torch.as_tensor(images_uint8)
     if images.dtype != torch.uint8 or images.numel() == 0:
         raise ValueError(f"pixel_stats needs a non-empty uint8 tensor, got {images.dtype} {tuple(images.shape)}")
-    counts = torch.bincount(images.flatten(), minlength=256).double()
+    return _stats(torch.bincount(images.flatten(), minlength=256))
+
+
+def _stats(counts: torch.Tensor) -> tuple[float, float]:
+    counts = counts.double()
     values = torch.arange(256, dtype=torch.float64) / 255
     total = counts.sum()
     mean = float((counts * values).sum() / total)

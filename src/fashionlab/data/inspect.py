@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from fashionlab.data import channel_stats
-from fashionlab.data.load import split
+from fashionlab.data.load import split, take
 from fashionlab.errors import RunError
 from fashionlab.files import write_new_file
 
@@ -33,7 +33,7 @@ def summarize(ds, train_idx: torch.Tensor | None = None, val_idx: torch.Tensor |
     for one channel, a list per channel for more)."""
     train_x, train_y = ds.train_x, ds.train_y
     if train_idx is not None:
-        train_x, train_y = train_x[train_idx], train_y[train_idx]
+        train_x, train_y = take(train_x, train_idx), train_y[train_idx]
     splits = {"train": _split_summary(train_y, ds.classes)}
     if val_idx is not None:
         splits["val"] = _split_summary(ds.train_y[val_idx], ds.classes)

@@ -16,32 +16,39 @@ import torch
 
 from fashionlab.config import FASHION_MNIST, TrainConfig, parse_image_size
 from fashionlab.data import load_fashion_mnist, stratified_split, stratified_subset
+from fashionlab.data.stream import FileImages
 from fashionlab.errors import ConfigError, RunError
 
 
 def load_dataset(spec: str = FASHION_MNIST, *, data_dir: str | None = None, image_size: str | None = None,
-                 channels: int | None = None, skip_bad: bool = False, progress: bool = True, download: bool = True):
+                 channels: int | None = None, skip_bad: bool = False, loading: str = "auto",
+                 workers: int | None = None, progress: bool = True, download: bool = True):
     """The dataset `spec` names (see TrainConfig.dataset); a bad spec or a bad file is a one-line error."""
     if spec == FASHION_MNIST:
         if image_size is not None or channels is not None:
             raise ConfigError("--image-size and --channels are for your own data (--data); Fashion-MNIST is 1x28x28")
+        if loading == "stream":
+            raise ConfigError("--data-loading stream reads image files while training; Fashion-MNIST is arrays, "
+                              "loaded in memory")
         return load_fashion_mnist(data_dir, download=download, progress=progress)
     if data_dir is not None:
         raise ConfigError("--data-dir names Fashion-MNIST's IDX folder; give your own dataset with --data")
     from fashionlab.data.own import read_dataset
 
-    return read_dataset(spec, image_size=parse_image_size(image_size), channels=channels, skip_bad=skip_bad)
+    return read_dataset(spec, image_size=parse_image_size(image_size), channels=channels, skip_bad=skip_bad,
+                        loading=loading, workers=workers, progress=progress)
 
 
 def load_for(cfg: TrainConfig, *, progress: bool = True):
     """The dataset a training configuration names."""
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, channels=cfg.channels,
-                        skip_bad=cfg.skip_bad, progress=progress)
+                        skip_bad=cfg.skip_bad, loading=cfg.data_loading, workers=cfg.data_workers, progress=progress)
 
 
-def load_for_run(config: dict[str, Any], *, progress: bool = True):
+def load_for_run(config: dict[str, Any], *, progress: bool = True, loading: str = "auto"):
     """The dataset a run folder's config.json was trained on, checked to be the same data (its fingerprint, or for
-    Fashion-MNIST its verified hashes): results on changed data would be compared as if they were not."""
+    Fashion-MNIST its verified hashes): results on changed data would be compared as if they were not. `loading`:
+    see read_dataset (evaluation may stream what training streamed; the default keeps what fits in memory)."""
     spec = config.get("dataset") or FASHION_MNIST
     record = config.get("data") or {}
     if spec == FASHION_MNIST:
@@ -49,7 +56,8 @@ def load_for_run(config: dict[str, Any], *, progress: bool = True):
     where = record.get("path") or spec
     channels = record.get("channels") or config.get("channels")  # what training decided, not re-guessed
     ds = load_dataset(str(where), image_size=config.get("image_size"), channels=channels,
-                      skip_bad=bool(config.get("skip_bad")), progress=progress)
+                      skip_bad=bool(config.get("skip_bad")), loading=loading, workers=config.get("data_workers"),
+                      progress=progress)
     saved = record.get("fingerprint")
     if saved and ds.identity.get("fingerprint") != saved:
         raise RunError(f"the dataset at {where} has changed since this run was trained (fingerprint "
@@ -60,10 +68,15 @@ def load_for_run(config: dict[str, Any], *, progress: bool = True):
 
 @dataclass
 class SplitArrays:
-    train_x: torch.Tensor
+    train_x: torch.Tensor | FileImages
     train_y: torch.Tensor
-    val_x: torch.Tensor
+    val_x: torch.Tensor | FileImages
     val_y: torch.Tensor
+
+
+def take(x, idx: torch.Tensor):
+    """Rows `idx` of images: indexed from a tensor, still unread from FileImages."""
+    return x.take(idx) if isinstance(x, FileImages) else x[idx]
 
 
 def split(ds, val_fraction: float, seed: int, train_subset: int | None = None) -> SplitArrays:
@@ -76,14 +89,14 @@ def split(ds, val_fraction: float, seed: int, train_subset: int | None = None) -
         train_idx = torch.arange(len(train_y))
     else:
         train_idx, val_idx = stratified_split(ds.train_y, val_fraction, seed)
-        train_x, train_y, val_x, val_y = ds.train_x, ds.train_y, ds.train_x[val_idx], ds.train_y[val_idx]
+        train_x, train_y, val_x, val_y = ds.train_x, ds.train_y, take(ds.train_x, val_idx), ds.train_y[val_idx]
     if train_subset is not None:
         train_idx = train_idx[stratified_subset(train_y[train_idx], train_subset, seed)]
     if len(train_idx) < n_classes:
         subset = f", --train-subset {train_subset}" if train_subset is not None else ""
         raise ConfigError(f"--val-fraction {val_fraction}{subset} leaves {len(train_idx)} of {len(ds.train_y)} "
                           f"images to train on; at least {n_classes} (one per class) are needed")
-    return SplitArrays(train_x[train_idx], train_y[train_idx], val_x, val_y)
+    return SplitArrays(take(train_x, train_idx), train_y[train_idx], val_x, val_y)
 
 
 def split_for(cfg: TrainConfig, ds) -> SplitArrays:

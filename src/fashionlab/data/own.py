@@ -2,9 +2,11 @@
 arrays, or a folder of the four IDX files.
 
 Every kind becomes one `ImageDataset` of uint8 tensors with an `identity` (what was read, its fingerprint, the
-class counts) so that runs on the same data can be recognised and compared. Images are decoded with
-imageprep.decode, the same guarded decoder predict uses, and every file is read through reading.py. Bad input gets
-a one-line DataError naming the file or folder; nothing is ever written into the user's dataset folder.
+class counts) so that runs on the same data can be recognised and compared. Image files are prepared by
+imageprep.read_dataset_image (the guarded decoder predict uses; every file read through reading.py), in worker
+processes and through the decode cache (data.decoding), or left as data.stream.FileImages to be decoded while
+training runs (--data-loading). Bad input gets a one-line DataError naming the file or folder; nothing is ever
+written into the user's dataset folder.
 
 A folder or CSV without a test split gets one carved out: per class, round(HOLDOUT_FRACTION * n) files chosen by
 a generator seeded with HOLDOUT_SEED. That seed is fixed, never the training seed, and each class is drawn with
@@ -25,6 +27,7 @@ export_imagefolder writes any dataset (Fashion-MNIST included) as PNGs in that l
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import os
@@ -38,13 +41,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fashionlab.config import FASHION_MNIST, MAX_SIDE, MIN_SIDE, parse_image_size
+from fashionlab.config import DATA_LOADINGS, FASHION_MNIST, MAX_SIDE, MIN_SIDE, parse_image_size
+from fashionlab.data.decoding import Cache, decode_files
 from fashionlab.data.idx import decompressed_bytes, parse_idx
 from fashionlab.data.sources import FILES as IDX_FILES
 from fashionlab.data.sources import find_files
+from fashionlab.data.stream import FileImages, batches, ranges, sha256_of
 from fashionlab.errors import ConfigError, DataError, RunError
 from fashionlab.files import MARKER, check_new_folder, make_folder, undo_folder, write_new_file
-from fashionlab.imageprep import IMAGE_SUFFIXES, ImageError, decode, describe_os_error
+from fashionlab.imageprep import IMAGE_SUFFIXES, ImageError, describe_os_error, prepare_image
 from fashionlab.reading import CAPS, MiB, read_bytes, read_text, shorten, show_path
 
 __all__ = [
@@ -56,6 +61,7 @@ HOLDOUT_FRACTION = 0.2  # test share carved from a folder/CSV that has no test s
 HOLDOUT_SEED = 0  # fixed, NOT the training seed: every run on a dataset must share one test set
 
 SPLITS = ("train", "val", "test")
+LOADINGS = DATA_LOADINGS
 # A CSV row is ~50 bytes, so 100k rows is ~5 MB; 64 MiB leaves room for long paths and extra columns.
 CSV_LIMIT = 64 * MiB
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val", "classes")
@@ -79,6 +85,9 @@ class ImageDataset:
     ignored: tuple[str, ...] = ()  # relative paths of non-image files (and symlinked or hidden folders) ignored
     train_files: tuple[str, ...] = ()  # relative paths of the train images (folder/CSV kinds), in train order
     val_files: tuple[str, ...] = ()
+    # "memory": the images above are tensors; "stream": data.stream.FileImages, decoded while training runs
+    loading: str = "memory"
+    loading_note: str = ""  # why (choose_loading), said at the start of training
 
     @property
     def channels(self) -> int:
@@ -89,13 +98,11 @@ class ImageDataset:
         """(H, W)."""
         return int(self.train_x.shape[-2]), int(self.train_x.shape[-1])
 
-    @property
+    @functools.cached_property
     def test_sha256(self) -> str:
-        """Identifies the test set (pixels and labels), so results on different test data are never compared."""
-        h = hashlib.sha256()
-        h.update(self.test_x.contiguous().numpy().tobytes())
-        h.update(self.test_y.contiguous().numpy().tobytes())
-        return h.hexdigest()
+        """Identifies the test set (pixels and labels), so results on different test data are never compared;
+        the same whether the images are in memory or streamed."""
+        return sha256_of(self.test_x, self.test_y)
 
 
 def holdout_mask(labels: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -114,19 +121,25 @@ def holdout_mask(labels: Sequence[int] | torch.Tensor) -> torch.Tensor:
 
 
 def read_dataset(spec: str, *, image_size: tuple[int, int] | None = None, channels: int | None = None,
-                 skip_bad: bool = False) -> ImageDataset:
+                 skip_bad: bool = False, loading: str = "auto", workers: int | None = None,
+                 progress: bool = True) -> ImageDataset:
     """Read --data SPEC: a folder (ImageFolder layout, or the four IDX files), a .csv or an .npz.
 
     `image_size` (H, W) resizes every image (bilinear); without it all images must share one size. `channels`
     1 or 3 converts every image (default: 1 when all are grayscale, else 3). `skip_bad` leaves out image files
-    that cannot be decoded (listed in `skipped`) instead of refusing the dataset."""
+    that cannot be decoded (listed in `skipped`) instead of refusing the dataset. `loading` (--data-loading):
+    "memory" decodes every image now (in `workers` processes; cached, see data.decoding), "stream" only checks
+    them and leaves FileImages to be decoded while training runs, "auto" picks memory when the decoded images fit
+    memory_budget(). Arrays (.npz, IDX) are always in memory."""
     if channels not in (None, 1, 3):
         raise ConfigError(f"--channels must be 1 or 3, got {shorten(channels, 40)}")
+    if loading not in LOADINGS:
+        raise ConfigError(f"--data-loading must be one of {', '.join(LOADINGS)}, got {shorten(loading, 40)}")
     if image_size is not None:
         if len(image_size) != 2 or not all(isinstance(s, int) and MIN_SIDE <= s <= MAX_SIDE for s in image_size):
             raise ConfigError(f"--image-size must be N or HxW with {MIN_SIDE}..{MAX_SIDE}, got {image_size!r}")
         image_size = (int(image_size[0]), int(image_size[1]))
-    reader = _Reader(str(spec), image_size, channels, skip_bad)
+    reader = _Reader(str(spec), image_size, channels, skip_bad, loading, workers, progress)
     path = Path(os.fsdecode(spec))
     try:
         is_dir, exists = path.is_dir(), path.exists()
@@ -157,7 +170,7 @@ def problems(ds: ImageDataset) -> dict:
     train_counts = torch.bincount(ds.train_y, minlength=k).tolist()
     test_counts = torch.bincount(ds.test_y, minlength=k).tolist()
     present = [n for n in train_counts if n]
-    train_digests = [_pixels_digest(x) for x in ds.train_x]
+    train_digests = _digests(ds.train_x)
     first_seen: dict[bytes, int] = {}
     labels_of: dict[bytes, set[int]] = {}
     for i, (d, y) in enumerate(zip(train_digests, ds.train_y.tolist())):
@@ -174,7 +187,7 @@ def problems(ds: ImageDataset) -> dict:
     }
     if ds.val_x is not None:
         out["val_test_duplicates"] = _duplicates(
-            {_pixels_digest(x): i for i, x in reversed(list(enumerate(ds.val_x)))},
+            {d: i for i, d in reversed(list(enumerate(_digests(ds.val_x))))},
             ds.test_x, ds.val_files, ds.test_files)
     return out
 
@@ -183,11 +196,16 @@ def _pixels_digest(image: torch.Tensor) -> bytes:
     return hashlib.sha256(image.contiguous().numpy().tobytes()).digest()
 
 
+def _digests(x) -> list[bytes]:
+    """_pixels_digest of each image of a tensor or of FileImages (decoded a batch at a time)."""
+    return [_pixels_digest(img) for part in batches(x, ranges(len(x), 1024)) for img in part]
+
+
 def _duplicates(seen: dict[bytes, int], test_x: torch.Tensor, seen_files: Sequence[str],
                 test_files: Sequence[str]) -> dict:
     count, examples = 0, []
-    for j, x in enumerate(test_x):
-        i = seen.get(_pixels_digest(x))
+    for j, d in enumerate(_digests(test_x)):
+        i = seen.get(d)
         if i is None:
             continue
         count += 1
@@ -312,6 +330,11 @@ class _Reader:
     image_size: tuple[int, int] | None
     channels: int | None
     skip_bad: bool
+    loading: str = "auto"
+    workers: int | None = None
+    progress: bool = True
+    decided: tuple[str, str] | None = None  # (memory|stream, why): choose_loading's answer
+    items: list = field(default_factory=list)  # the files being read (for _shape_guess)
 
     @property
     def label(self) -> str:
@@ -446,45 +469,99 @@ class _Reader:
 
     def _images(self, items: list[_Item], classes: list[str], kind: str, path: Path, ignored: list[str],
                 unreadable: list[tuple[str, str]], holdout: bool, extra_hash: bytes) -> ImageDataset:
-        # Drafting a JPEG is only safe when we resize anyway; a dataset read at its own size must be exact.
-        work_size = max(self.image_size) if self.image_size else None
-        bad = list(unreadable)
-        digests = {rel: b"unreadable folder" for rel, _ in unreadable}
-        kept, images = [], []
-        for item in items:
-            try:
-                decoded = decode(item.path, work_size=work_size)
-                data = read_bytes(item.path, kind="image", error=ImageError)
-            except ImageError as e:
-                bad.append((item.rel, str(e)))
-                digests[item.rel] = b"bad"  # not the reason: it may name the absolute path
-                continue
-            digests[item.rel] = hashlib.sha256(data).digest()
-            kept.append(item)
-            images.append(decoded.image)
+        """Decode (memory) or check (stream) the listed files, through data.decoding's cache: an unchanged
+        dataset read before with the same preparation is loaded without decoding a file."""
+        cache, self.items = Cache(), items
+        listing = Cache.listing_key(extra_hash + repr(sorted(unreadable)).encode("utf-8", "surrogateescape"),
+                                    [(item.rel, item.path) for item in items])
+        fingerprint = cache.fingerprint(listing)
+        entry = None
+        if fingerprint is not None:
+            key = Cache.entry_key(fingerprint, self.channels, self.image_size)
+            entry = cache.load(key, pixels=not self._stream(len(items), cache.load(key, pixels=False)))
+        if entry is None:
+            meta, array, fingerprint = self._decode(items, unreadable, extra_hash, keep=not self._stream(len(items)))
+            cache.remember(listing, fingerprint)
+            key = Cache.entry_key(fingerprint, self.channels, self.image_size)
+            if array is not None or cache.load(key, pixels=False) is None:  # never replace pixels by a scan
+                cache.save(key, meta, array)
+        else:
+            meta, array = entry
+        bad = [tuple(b) for b in meta["bad"]]
         if bad and not self.skip_bad:
             shown = ", ".join(f"{rel} ({reason})" for rel, reason in bad[:SHOWN_BAD])
             more = ", ..." if len(bad) > SHOWN_BAD else ""
             raise DataError(f"{self.label}: {len(bad)} bad image file{'s' if len(bad) > 1 else ''}: {shown}{more}; "
                             "pass --skip-bad to leave them out")
+        kept = [item for item, ok in zip(items, meta["kept"]) if ok]
         if not any(item.split == "train" for item in kept):
             raise DataError(f"{self.label}: no usable training images")
-        fingerprint = hashlib.sha256(extra_hash)
-        for rel in sorted(digests):
-            fingerprint.update(rel.encode("utf-8", "surrogateescape") + b"\0" + digests[rel])
-        mode = self._mode(all(img.mode == "L" for img in images))
-        if self.image_size is None:
-            self._check_one_size(Counter((img.height, img.width) for img in images))
-        array = np.stack([prepare_image(img, mode, self.image_size) for img in images]) if images else None
+        mode, size = meta["mode"], tuple(meta["size"])
         parts = {}
         for split in SPLITS:
             rows = [i for i, item in enumerate(kept) if item.split == split]
             if rows:
-                parts[split] = (_tensor(array[rows]), torch.tensor([kept[i].label for i in rows], dtype=torch.int64),
-                                tuple(kept[i].rel for i in rows))
-        return self._dataset(parts, classes, kind, path, fingerprint.hexdigest(), holdout,
-                             skipped=tuple(f"{rel}: {reason}" for rel, reason in bad),
-                             ignored=tuple(ignored))
+                labels = torch.tensor([kept[i].label for i in rows], dtype=torch.int64)
+                rels = tuple(kept[i].rel for i in rows)
+                if array is not None:
+                    x = _tensor(array[rows])
+                else:
+                    x = FileImages([str(kept[i].path) for i in rows], mode, size, rels)
+                parts[split] = (x, labels, rels)
+        return self._dataset(parts, classes, kind, path, fingerprint, holdout,
+                             skipped=tuple(f"{rel}: {reason}" for rel, reason in bad), ignored=tuple(ignored),
+                             loading="memory" if array is not None else "stream")
+
+    def _stream(self, n_files: int, entry=None) -> bool:
+        """Whether to read the files while training (see choose_loading); remembered for the whole read."""
+        if self.decided is None:
+            shape = tuple(entry[0]["shape"][1:]) if entry and entry[0].get("shape") else None
+            if shape is None and entry:
+                size = entry[0]["size"]
+                shape = (size[0], size[1]) if entry[0]["mode"] == "L" else (size[0], size[1], 3)
+            self.decided = choose_loading(self.loading, n_files, shape or self._shape_guess(self.items))
+        return self.decided[0] == "stream"
+
+    def _shape_guess(self, items: list[_Item]) -> tuple[int, ...]:
+        """The decoded shape of one image before any is decoded: --image-size, or the first file's header; three
+        channels unless --channels 1 or that file is grayscale."""
+        size, gray = self.image_size, self.channels == 1
+        if items and (size is None or self.channels is None):
+            try:
+                with Image.open(io.BytesIO(read_bytes(items[0].path, kind="image", error=ImageError))) as img:
+                    size = size or (img.height, img.width)
+                    gray = gray or (self.channels is None and img.mode in ("L", "1", "I;16", "I"))
+            except (ImageError, OSError, ValueError, Image.DecompressionBombError):
+                pass  # a bad first file is reported when it is decoded; guess as for a photo
+        size = size or (MAX_SIDE, MAX_SIDE)
+        return tuple(size) if gray else (*size, 3)
+
+    def _decode(self, items: list[_Item], unreadable: list[tuple[str, str]], extra_hash: bytes,
+                keep: bool) -> tuple[dict, np.ndarray | None, str]:
+        """Read every file once (in worker processes): (cache meta, prepared images or None, fingerprint)."""
+        forced = None if self.channels is None else ("L" if self.channels == 1 else "RGB")
+        got = decode_files([str(item.path) for item in items], forced, self.image_size, keep=keep,
+                           workers=self.workers, progress=self.progress)
+        bad = list(unreadable)
+        digests = {rel: b"unreadable folder" for rel, _ in unreadable}
+        for item, g in zip(items, got):
+            if g.error is not None:
+                bad.append((item.rel, g.error))
+            digests[item.rel] = g.sha256 if g.error is None else b"bad"  # not the reason: it may name a path
+        fingerprint = hashlib.sha256(extra_hash)
+        for rel in sorted(digests):
+            fingerprint.update(rel.encode("utf-8", "surrogateescape") + b"\0" + digests[rel])
+        ok = [g for g in got if g.error is None]
+        mode = forced or self._mode(all(g.gray for g in ok))
+        if self.image_size is None:
+            self._check_one_size(Counter(g.size for g in ok))
+        size = self.image_size or (ok[0].size if ok else (0, 0))
+        array = None
+        if keep and ok:  # a grayscale image prepared as L, wanted as RGB: its one band repeated (see imageprep)
+            array = np.stack([g.pixels if g.pixels.ndim == 3 or mode == "L" else np.repeat(g.pixels[..., None], 3, 2)
+                              for g in ok])
+        meta = {"kept": [g.error is None for g in got], "bad": bad, "mode": mode, "size": list(size)}
+        return meta, array, fingerprint.hexdigest()
 
     def _mode(self, all_gray: bool) -> str:
         if self.channels is not None:
@@ -574,6 +651,9 @@ class _Reader:
     def _arrays(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str], kind: str,
                 path: Path, fingerprint: str) -> ImageDataset:
         """uint8 [N, H, W] or [N, H, W, 3] arrays -> the dataset, converted only where asked to."""
+        if self.loading == "stream":
+            raise ConfigError(f"--data-loading stream reads image files while training; {self.label} is arrays "
+                              f"({kind}), which are loaded in memory: use --data-loading auto or memory")
         gray = splits["train"][0].ndim == 3
         mode = self._mode(gray)
         parts = {}
@@ -586,7 +666,8 @@ class _Reader:
     # ---------------------------------------------------------------- the result
 
     def _dataset(self, parts: dict, classes: list[str], kind: str, path: Path, fingerprint: str, holdout: bool,
-                 skipped: tuple[str, ...] = (), ignored: tuple[str, ...] = ()) -> ImageDataset:
+                 skipped: tuple[str, ...] = (), ignored: tuple[str, ...] = (),
+                 loading: str = "memory") -> ImageDataset:
         if "test" not in parts:
             raise DataError(f"{self.label}: no test images (a holdout of {HOLDOUT_FRACTION:.0%} per class needs "
                             "at least 3 images in a class)" if holdout else f"{self.label}: no test images")
@@ -610,7 +691,33 @@ class _Reader:
         return ImageDataset(
             train_x, parts["train"][1], parts["test"][0], parts["test"][1], tuple(classes), val[0], val[1],
             identity, test_files=parts["test"][2], skipped=skipped, ignored=ignored,
-            train_files=parts["train"][2], val_files=val[2])
+            train_files=parts["train"][2], val_files=val[2], loading=loading,
+            loading_note=self.decided[1] if self.decided else "")
+
+
+def memory_budget() -> int:
+    """Bytes of decoded images that --data-loading auto keeps in memory: a quarter of this machine's RAM (training
+    needs room for the model, its activations and a copy of each batch besides)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): assume 16 GB of RAM
+        return 4 * 1024 ** 3
+
+
+def choose_loading(loading: str, n_images: int, shape: Sequence[int]) -> tuple[str, str]:
+    """(memory or stream, why) for --data-loading `loading` and n_images decoded to uint8 `shape` each."""
+    need = n_images * int(np.prod(shape))
+    if loading in ("memory", "stream"):
+        return loading, f"--data-loading {loading}"
+    budget = memory_budget()
+    fits = need <= budget
+    return ("memory" if fits else "stream",
+            f"the decoded images take ~{_gb(need)}, {'within' if fits else 'over'} the {_gb(budget)} budget "
+            "(a quarter of this machine's RAM)")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -663,16 +770,6 @@ def _carve_holdout(items: list[_Item]) -> list[_Item]:
         if is_test:
             item.split = "test"
     return items
-
-
-def prepare_image(img: Image.Image, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as uint8 [H, W] ("L") or [H, W, 3] ("RGB"), resized to `size` (H, W) if given: the one
-    definition of an own dataset's input preprocessing (predict prepares a user's photo with it too)."""
-    if img.mode != mode:
-        img = img.convert(mode)
-    if size is not None and (img.height, img.width) != size:
-        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=None)
-    return np.asarray(img)
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:

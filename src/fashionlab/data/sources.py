@@ -63,11 +63,17 @@ class DataSource:
     sha256: dict[str, str]  # of the decompressed bytes, whether or not they were checked against FILES
 
 
-def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/fashionlab/fashion-mnist`, or `~/.cache/...` when that is unset or relative."""
+def cache_home() -> Path:
+    """`$XDG_CACHE_HOME/fashionlab`, or `~/.cache/fashionlab` when that is unset or relative: fashionlab's cache
+    (the downloaded Fashion-MNIST, data.decoding's decoded images)."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "fashionlab" / "fashion-mnist"
+    return base / "fashionlab"
+
+
+def default_cache_dir() -> Path:
+    """Where Fashion-MNIST is downloaded: cache_home()/fashion-mnist."""
+    return cache_home() / "fashion-mnist"
 
 
 def skip_verify_requested() -> bool:

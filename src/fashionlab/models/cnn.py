@@ -29,7 +29,7 @@ def pool_to(grid: tuple[int, int] | None) -> list[nn.Module]:
 
 
 @register("cnn1", "CNN_1: 2 conv layers (32, 64) + max-pooling + 1 fully connected layer",
-          "min 4x4; adaptive avg pool")  # the (H/4, W/4) grid pooled to at most 7x7 before the classifier
+          "min 4x4; avg-pooled to <=7x7")  # the (H/4, W/4) grid pooled to at most 7x7 before the classifier
 def cnn1(width: int = 32, *, in_channels: int = 1, num_classes: int = 10,
          image_size: tuple[int, int] = SEED_SIZE) -> nn.Module:
     """The seed's CNN_1. At sizes other than 28x28 an nn.AdaptiveAvgPool2d to (min(7, H // 4), min(7, W // 4))
@@ -54,7 +54,7 @@ def conv_bn(c_in: int, c_out: int, bn: bool = True) -> list[nn.Module]:
 
 
 @register("cnn2", "CNN_2: 6 conv layers with batch norm in 3 stages, dropout, 2 fully connected layers",
-          "min 8x8; adaptive avg pool")  # the (H/8, W/8) grid pooled to at most 3x3 before the classifier
+          "min 8x8; avg-pooled to <=3x3")  # the (H/8, W/8) grid pooled to at most 3x3 before the classifier
 def cnn2(width: int = 32, dropout: float = 0.3, hidden: int = 256, bn: bool = True, *, in_channels: int = 1,
          num_classes: int = 10, image_size: tuple[int, int] = SEED_SIZE) -> nn.Module:
     """The seed's CNN_2. `bn=False` removes every batch norm (conv and dense), so "without batch norm" is a real

@@ -144,6 +144,7 @@ def load_test_data(runs: Sequence[Run]) -> TestData:
     (Fashion-MNIST's verified files, or the user's own dataset, checked against its fingerprint)."""
     try:
         from fashionlab.data.load import load_for_run
+        from fashionlab.data.stream import materialize
     except ImportError as e:
         return TestData(note=f"the data package cannot be imported ({e})")
     expected = runs[0].metrics["test_sha256"]
@@ -163,7 +164,7 @@ def load_test_data(runs: Sequence[Run]) -> TestData:
         if ds.test_sha256 != expected:
             problems.append(f"{where}: holds a different test set than the runs were evaluated on")
             continue
-        return TestData(labels=ds.test_y.numpy().astype(np.int64), images=ds.test_x.numpy(),
+        return TestData(labels=ds.test_y.numpy().astype(np.int64), images=materialize(ds.test_x).numpy(),
                         card=_card(ds, run.config))
     return TestData(note="; ".join(problems) or "no run records its data source in config.json")
 
