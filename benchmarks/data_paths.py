@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "benchmark": "data_paths",
         "date": datetime.date.today().isoformat(),
-        "command": "python benchmarks/data_paths.py" + (" --quick" if a.quick else ""),
+        "command": " ".join(["python benchmarks/data_paths.py", *(argv if argv is not None else sys.argv[1:])]),
         "cpu": cpu_record(),
         "python": platform.python_version(), "torch": torch.__version__, "pillow": PIL.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -131,7 +131,7 @@ def differences(root: Path = ROOT) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Run:
+class CommittedRun:
     path: Path
     test: dict
     config: dict
@@ -153,14 +153,14 @@ class Run:
 
 
 @cache
-def runs(group: str) -> list[Run]:
+def runs(group: str) -> list[CommittedRun]:
     """The runs under docs/results/GROUP (each folder holding a test_metrics.json), ordered by seed."""
     found = []
     for tm in sorted((RESULTS / group).rglob("test_metrics.json")):
         d = tm.parent
         with open(d / "metrics.csv") as f:
             metrics = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        found.append(Run(d, json.loads(tm.read_text()), json.loads((d / "config.json").read_text()), metrics))
+        found.append(CommittedRun(d, json.loads(tm.read_text()), json.loads((d / "config.json").read_text()), metrics))
     if not found:
         raise FileNotFoundError(f"no test_metrics.json under {RESULTS / group}")
     return sorted(found, key=lambda r: r.seed)
@@ -180,7 +180,7 @@ def rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
-def matches_recipe(run: Run, name: str) -> bool:
+def matches_recipe(run: CommittedRun, name: str) -> bool:
     """Whether the run trained with every setting recipe NAME has today."""
     return all(run.config.get(k) == v for k, v in recipe_overrides(name).items())
 
@@ -193,7 +193,7 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def seeds_text(rs: list[Run]) -> str:
+def seeds_text(rs: list[CommittedRun]) -> str:
     seeds = ", ".join(str(r.seed) for r in rs)
     return f"n = 1, seed {seeds}" if len(rs) == 1 else f"n = {len(rs)} seeds: {seeds}"
 
@@ -204,11 +204,11 @@ def acc_text(values: list[float], n_text: str) -> str:
     return f"{numfmt.accuracy_mean_sd(m, s, len(values))} ({n_text})"
 
 
-def group_acc(rs: list[Run]) -> str:
+def group_acc(rs: list[CommittedRun]) -> str:
     return acc_text([r.test["accuracy"] for r in rs], seeds_text(rs))
 
 
-def commands(rs: list[Run]) -> str:
+def commands(rs: list[CommittedRun]) -> str:
     """The recorded commands, one per distinct form, with each run's seed written as S."""
     forms: list[str] = []
     for r in rs:
@@ -290,7 +290,7 @@ def reference_sentence(t: dict) -> str:
     return text
 
 
-def idle_seeds(rs: list[Run]) -> str:
+def idle_seeds(rs: list[CommittedRun]) -> str:
     idle = [r.seed for r in rs if r.timing and r.timing["idle"]]
     return f"idle seed{'s' if len(idle) > 1 else ''} {', '.join(map(str, idle))}"
 
@@ -328,11 +328,11 @@ def readme_results() -> str:
     (q,) = [r for r in int8["results"] if r["precision"] == "int8"]
     acc8 = bench("int8_accuracy-claims-cnn2-seed0.json")
 
-    def dates(rs: list[Run]) -> str:
+    def dates(rs: list[CommittedRun]) -> str:
         ds = sorted({r.date for r in rs})
         return ", ".join(ds)
 
-    def params(rs: list[Run]) -> str:
+    def params(rs: list[CommittedRun]) -> str:
         return f"{rs[0].test['params'] / 1000:.0f}k params"
 
     rows = [
@@ -397,11 +397,11 @@ def readme_make_run() -> str:
 # regions: docs/results.md
 
 
-def gap(r: Run) -> float:
+def gap(r: CommittedRun) -> float:
     return r.metrics[-1]["train_acc"] - r.metrics[-1]["val_acc"]
 
 
-def epochs_to(r: Run, threshold: float) -> float | None:
+def epochs_to(r: CommittedRun, threshold: float) -> float | None:
     return next((m["epoch"] for m in r.metrics if m["val_acc"] >= threshold), None)
 
 
@@ -680,6 +680,43 @@ def perf_ladder() -> str:
     return text
 
 
+@region("perf-data-paths", "docs/performance.md")
+def perf_data_paths() -> str:
+    """benchmarks/data_paths.py: reading Fashion-MNIST as 70,000 PNGs; memory against stream epochs."""
+    d = bench("data_paths.json")
+    t = d["targets"]
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    rows = [[f"decode every file, {r['workers']} process{'es' if r['workers'] > 1 else ''}",
+             f"{numfmt.seconds(r['seconds'])} ({r['images_per_s']:,} images/s)", ""] for r in d["decode"]]
+    rows += [["first read, `--data-loading memory`, empty cache (list, decode, fingerprint, cache)",
+              numfmt.seconds(d["first_read_seconds"]), ""],
+             ["the same read again, from the decode cache", numfmt.seconds(d["cache_read_seconds"]),
+              f"≤ {numfmt.seconds(t['cache_read_seconds'])} for 70,000 images: "
+              + met(d["cache_read_seconds"] <= t["cache_read_seconds"] and d["images"] >= 70_000)],
+             ["`--data-loading stream`: the files checked, from the cache", numfmt.seconds(d["stream_scan_seconds"]),
+              ""]]
+    for name, r in d["epochs"].items():
+        secs = r["epoch_seconds"][-1]
+        label = {"memory": "cnn2 epoch, memory", "stream": "cnn2 epoch, stream (2 loader workers)",
+                 "stream-1-worker": "cnn2 epoch, stream (1 loader worker)"}.get(name, f"cnn2 epoch, {name}")
+        ratio = d["stream_over_memory"].get(name)
+        rows.append([label, numfmt.seconds(secs) + (f" ({ratio:.2f}× memory)" if ratio else ""),
+                     f"≤ {t['stream_over_memory']}× memory: " + met(ratio <= t["stream_over_memory"])
+                     if name == "stream" else ""])
+    cpu = d["cpu"]
+    epochs = len(d["epochs"]["memory"]["epoch_seconds"])
+    return (table(["step", "measured", "target (issue 26)"], ["---", "---:", "---"], rows)
+            + f"\n\n{d['images']:,} images (Fashion-MNIST exported with `fashionlab data --export-imagefolder`), "
+              f"{d['date']}, {cpu['model_name']} ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])}), torch "
+              f"{d['torch']}, Pillow {d['pillow']}, {d['torch_threads']} torch threads. Epoch times are "
+              f"metrics.csv's, the last of {epochs} epochs; the three trainings gave "
+              + ("identical metrics (every column but the time)" if d["same_metrics"] else "**different metrics**")
+              + f". `{d['command']}` ([JSON](benchmarks/data_paths.json)).")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # src/fashionlab/measured.json: what `fashionlab recipes` shows
 
@@ -709,7 +746,7 @@ def measured() -> dict[str, Recipe | None]:
     return out
 
 
-def recipe_runs(name: str) -> list[Run]:
+def recipe_runs(name: str) -> list[CommittedRun]:
     """The seeds under docs/results/NAME that trained with every setting recipe NAME has today (none: [])."""
     if name not in RECIPES or not (RESULTS / name).is_dir():
         return []
@@ -856,7 +893,7 @@ def claim_rows(s: dict, labels: list[str]) -> dict[str, Claim]:
     return out
 
 
-def claim_runs(s: dict) -> dict[str, list[Run]]:
+def claim_runs(s: dict) -> dict[str, list[CommittedRun]]:
     """Each group's committed runs (docs/results/claims-full/<label>/seed<N>/), checked against summary.json:
     the same seeds and the same test accuracies, so the table cannot quote a report of other runs."""
     out = {}

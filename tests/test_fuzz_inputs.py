@@ -228,14 +228,14 @@ def metrics_json_texts(draw) -> str:
 @FUZZ
 @given(text=metrics_json_texts())
 def test_any_test_metrics_json_is_read_or_refused_in_one_line(report_run, text):
-    from fashionlab.report.compare import load_run
+    from fashionlab.report.compare import load_results
 
     path = report_run / "test_metrics.json"
     original = path.read_bytes()
     path.write_text(text, encoding="utf-8")
     t0 = time.perf_counter()
     try:
-        load_run(report_run)
+        load_results(report_run)
     except FashionlabError as e:
         assert_one_line(str(e))
     finally:

@@ -177,6 +177,7 @@ def test_own_data_drops_label_changing_augmentation_unless_asked(tmp_path, given
     (["--data", "{tmp}/digits", "--channels", "2"], "--channels must be 1 or 3"),
     (["--data", "{tmp}/digits", "--image-size", "2x2"], "--image-size must be N or HxW"),
     (["--data", "{tmp}/mixed"], "pass --image-size N or HxW"),
+    (["--data", "{tmp}/digits", "--budget", "1m"], "--budget picks among recipes measured on Fashion-MNIST"),
 ])
 def test_bad_data_options_are_one_line_errors_that_leave_nothing(tmp_path, capsys, args, needle):
     write_digits(tmp_path / "digits", splits=True, indices=range(40))
@@ -219,3 +220,22 @@ def test_data_errors_are_data_errors(tmp_path):
         load_dataset(str(tmp_path / "missing"))
     with pytest.raises(ConfigError):
         load_dataset("fashion-mnist", image_size="28")
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "{d}", "--epochs", "1", "--out", "{d}/runs/cnn1"],
+    ["train", "--data", ".", "--epochs", "1"],  # the default runs/<model>-<time>, from inside the dataset
+    ["run", "--data", "{d}", "--models", "cnn1", "--epochs", "1", "--out", "{d}/study"],
+    ["lr-find", "--data", "{d}", "--out", "{d}/lr"],
+    ["data", "--data", "{d}", "--export-imagefolder", "{d}/0/export"],
+    ["data", "--data", "{d}", "--grid", "{d}/grid.png"],
+])
+def test_nothing_is_ever_written_into_the_dataset_folder(tmp_path, capsys, monkeypatch, argv):
+    """A run folder inside a folder of class folders would even be read back as one more class."""
+    root = write_digits(tmp_path / "digits", splits=False, indices=range(60))
+    monkeypatch.chdir(root)
+    before = snapshot(root)
+    code = main([a.format(d=root) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "inside the dataset folder" in err, err
+    assert snapshot(root) == before

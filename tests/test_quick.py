@@ -49,3 +49,20 @@ def test_the_cli_says_what_it_chose_and_the_runs_follow(tmp_path, synthetic_env,
         # two epochs fit on every image and three do not
         assert cfg["epochs"] == 2 and cfg["train_subset"] is None
     assert main(["run", "--quick-minutes", "1"]) == 2  # without --quick
+
+
+def test_steps_are_timed_on_the_datasets_images(monkeypatch):
+    """--quick on your own data times the model built for its channels, size and classes, not Fashion-MNIST's."""
+    import fashionlab.trainsetup as trainsetup
+    from fashionlab.budget import measure_step_seconds
+
+    seen = []
+    real = trainsetup.train_step
+    monkeypatch.setattr(trainsetup, "train_step", lambda model, opt, scaler, x, y, *a: seen.append(
+        (tuple(x.shape), int(y.max()) if len(y) else -1, model(x).shape[1])) or real(model, opt, scaler, x, y, *a))
+    cfg = build_config({"model": "cnn2", "batch_size": 64, "device": "cpu", "precision": "fp32"})
+    assert measure_step_seconds(cfg, warmup=1, steps=1, shape=(3, 20, 12), n_classes=4) > 0
+    assert {(s, c) for s, _, c in seen} == {((64, 3, 20, 12), 4)} and max(m for _, m, _ in seen) < 4
+    seen.clear()
+    measure_step_seconds(cfg, warmup=1, steps=1)
+    assert {(s, c) for s, _, c in seen} == {((64, 1, 28, 28), 10)}

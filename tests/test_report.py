@@ -12,7 +12,7 @@ import pytest
 
 from fashionlab.errors import RunError
 from fashionlab.report import compare_runs, print_summary
-from fashionlab.report.compare import Run, group_runs
+from fashionlab.report.compare import RunResults, group_runs
 from fashionlab.stats import mcnemar_exact
 from report_fixtures import Dataset, make_dataset, make_run, make_runs, wrong_indices
 
@@ -215,11 +215,11 @@ def test_labels_same_model_different_recipe_and_escaping(data, tmp_path, fast_fi
 
 
 def test_group_labels():
-    def run(model: str, recipe: str | None, seed: int, path: str, **config) -> Run:
-        return Run(Path(path), config | {"seed": seed, "out": path}, {"model": model, "recipe": recipe, "seed": seed},
-                   {}, np.zeros(0), np.zeros(0))
+    def run(model: str, recipe: str | None, seed: int, path: str, **config) -> RunResults:
+        return RunResults(Path(path), config | {"seed": seed, "out": path},
+                          {"model": model, "recipe": recipe, "seed": seed}, {}, np.zeros(0), np.zeros(0))
 
-    def labels(*runs: Run) -> list[tuple[str, list[int]]]:
+    def labels(*runs: RunResults) -> list[tuple[str, list[int]]]:
         return [(g.label, [r.seed for r in g.runs]) for g in group_runs(runs)]
 
     assert labels(run("cnn1", None, 1, "a"), run("cnn2", None, 0, "b"), run("cnn1", None, 0, "c")) == [

@@ -55,4 +55,8 @@ def test_tutorial_runs_end_to_end(tmp_path, monkeypatch):
     three = json.loads((out / "report-three" / "summary.json").read_text())
     assert [m["label"] for m in three["models"]] == ["cnn1", "cnn2", "mynet"] and len(three["comparisons"]) == 3
     assert (out / "report-cnn1-vs-cnn2" / "report.html").is_file()
+    digits = json.loads((out / "report-digits" / "summary.json").read_text())  # section 9: the user's own images
+    assert [m["label"] for m in digits["models"]] == ["cnn1", "cnn2"] and len(digits["comparisons"]) == 1
+    record = json.loads((out / "digits-cnn2" / "config.json").read_text())["data"]
+    assert record["kind"] == "folder" and record["size"] == [16, 16] and len(record["classes"]) == 10
     assert "trousers.jpg" in texts and "<image 1>" in texts

@@ -127,8 +127,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from fashionlab.config import FASHION_MNIST
+    from fashionlab.config import FASHION_MNIST, data_folder
     from fashionlab.data.load import load_dataset
+    from fashionlab.files import check_outside
 
     spec = getattr(args, "dataset", FASHION_MNIST)
     if args.locate:
@@ -152,6 +153,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         if args.grid:
             raise ConfigError("--export-imagefolder goes alone: not with --grid or --locate")
         folder = Path(args.export_imagefolder)
+        check_outside(folder, data_folder(spec), "--export-imagefolder")
         check_export_folder(folder)  # before loading anything: a bad DIR costs nothing and creates nothing
         ds = load_dataset(spec, data_dir=args.data_dir, image_size=getattr(args, "image_size", None),
                           channels=getattr(args, "channels", None), skip_bad=bool(getattr(args, "skip_bad", False)),
@@ -168,6 +170,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.grid:
         from fashionlab.files import check_new_file
 
+        check_outside(Path(args.grid), data_folder(spec), "--grid")
         check_new_file(Path(args.grid), "--grid", suffixes=(".png",))  # before any work, never over a file
     # The card lists bad files instead of stopping at the first: `data` is where one looks for them.
     ds = load_dataset(spec, data_dir=args.data_dir, image_size=getattr(args, "image_size", None),

@@ -259,6 +259,9 @@ class TrainConfig:
             raise ConfigError(f"model {self.model!r} with extra={shorten(self.extra, 80)} would have {n:,} parameters "
                               f"(more than {MAX_MODEL_PARAMS:,}); check option 'extra'")
 
+    def data_folder(self) -> Path | None:
+        return data_folder(self.dataset)
+
     def data_seed(self) -> int:
         return self.seed if self.split_seed is None else self.split_seed
 
@@ -538,6 +541,17 @@ def build_config(*layers: dict[str, Any]) -> TrainConfig:
             layer = layer | {"extra": merged["extra"] | layer["extra"]}  # model kwargs add up across layers
         merged.update(layer)
     return TrainConfig(**merged).validate()
+
+
+def data_folder(spec: str) -> Path | None:
+    """The folder a --data SPEC names (class folders or IDX files), where no output may go; None for
+    Fashion-MNIST and for a file (CSV, npz), whose neighbours are not part of the dataset."""
+    if spec == FASHION_MNIST:
+        return None
+    try:
+        return Path(spec) if Path(spec).is_dir() else None
+    except (OSError, ValueError):
+        return None
 
 
 def check_saved_types(saved: dict[str, Any], source: str) -> None:

@@ -20,6 +20,7 @@ from fashionlab.config import TrainConfig
 from fashionlab.data.load import load_for
 from fashionlab.errors import ConfigError
 from fashionlab.evaluate import evaluate_run, load_run_model
+from fashionlab.files import check_outside
 from fashionlab.models import Classifier, Ensemble
 from fashionlab.runfolder import RunFolder
 from fashionlab.runstart import (
@@ -62,6 +63,7 @@ def train_ensemble(cfg: TrainConfig, train: Callable[..., Path], *, command: str
     if dist.world > 1:
         raise ConfigError("--ensemble trains its members one after another in one process; run it without torchrun")
     folder = RunFolder(cfg.out or default_run_dir(cfg))
+    check_outside(folder.path, cfg.data_folder(), "run folder")
     cfg = dataclasses.replace(cfg, out=str(folder.path))
     members = member_configs(cfg, folder)
     with claim_run_dir(folder, resume), distributed(dist, cfg) as device:

@@ -139,6 +139,20 @@ def check_new_folder(folder: Path, what: str) -> None:
         raise RunError(f"cannot write {what} {folder}: permission denied")
 
 
+def check_outside(path: Path, folder: Path | None, what: str) -> None:
+    """Refuse an output path inside `folder`, a user's dataset folder: fashionlab never writes there (and a run
+    folder in it would be read back as one more class of images)."""
+    if folder is None:
+        return
+    try:
+        inside = Path(os.path.abspath(path)).resolve().is_relative_to(Path(folder).resolve())
+    except (OSError, ValueError, RuntimeError):  # an unresolvable path: the checks that follow name it
+        return
+    if inside:
+        raise RunError(f"{what} {path} is inside the dataset folder {folder}; fashionlab never writes into your "
+                       "data: choose a folder outside it")
+
+
 def check_new_file(path: Path, what: str, suffixes: tuple[str, ...] = ()) -> None:
     """An output file fashionlab may create: it must not exist, and its folder must exist and be writable."""
     if suffixes and path.suffix.lower() not in suffixes:

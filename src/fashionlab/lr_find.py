@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fashionlab.data.load import load_for
-    from fashionlab.files import check_new_folder
+    from fashionlab.files import check_new_folder, check_outside
 
     if args.steps < 10:
         raise ConfigError(f"--steps must be >= 10, got {args.steps}")
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"need 0 < --start-lr < --end-lr, got {args.start_lr} and {args.end_lr}")
     cfg = resolve(given(args), args.config_file)
     out = Path(cfg.out or f"runs/lr_find-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_outside(out, cfg.data_folder(), "--out")
     check_new_folder(out, "--out")  # before any work: new, empty, or made by fashionlab; never a file of the user's
     if any((out / name).exists() for name in OUTPUTS):
         raise RunError(f"{out} already holds an LR range test; choose another --out")

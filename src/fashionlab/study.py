@@ -9,7 +9,7 @@ from typing import Any
 
 from fashionlab.config import FIELD_NAMES, TrainConfig, build_config, own_data_augment, parse_model_arg
 from fashionlab.errors import ConfigError
-from fashionlab.files import check_new_folder, make_folder
+from fashionlab.files import check_new_folder, check_outside, make_folder
 from fashionlab.models import known_model, model_names
 from fashionlab.recipes import RECIPES, recipe_for
 
@@ -112,8 +112,10 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], min
     raise AssertionError("unreachable")
 
 
-def time_box(configs: list[TrainConfig], minutes: float, n_train: int, log=print) -> list[TrainConfig]:
-    """--quick: time a few steps of each model here (as --budget does), then fit the job into `minutes`."""
+def time_box(configs: list[TrainConfig], minutes: float, n_train: int, log=print,
+             shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10) -> list[TrainConfig]:
+    """--quick: time a few steps of each model here (as --budget does) on images of `shape` (C, H, W), then fit
+    the job into `minutes`."""
     import dataclasses
 
     from fashionlab.budget import measure_step_seconds
@@ -121,7 +123,7 @@ def time_box(configs: list[TrainConfig], minutes: float, n_train: int, log=print
     step = {}
     for cfg in configs:
         if cfg.model not in step:
-            step[cfg.model] = measure_step_seconds(cfg)
+            step[cfg.model] = measure_step_seconds(cfg, shape=shape, n_classes=n_classes)
     choice = quick_choice(configs, step, minutes, n_train)
     timed = ", ".join(f"{m} {s * 1000:.0f} ms" for m, s in step.items())
     data = (f"all {n_train:,} training images" if choice["train_subset"] is None
@@ -144,6 +146,7 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
     out_dir = Path(out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     configs = plan(models, variants or [], seeds=seeds, quick=quick, epochs=epochs, out_dir=out_dir,
                    device=device, data_dir=data_dir, data_options=data_options)
+    check_outside(out_dir, configs[0].data_folder(), "--out")  # the data options are the same in every run
     check_new_folder(out_dir, "--out")  # every output path is checked before any training
     for cfg in configs:
         if Path(cfg.out).exists():
@@ -151,7 +154,8 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
     data = load_for(configs[0])  # one dataset for every run: the data options are the same in all
     if quick and epochs is None:
         n_train = round(len(data.train_y) * (1 - configs[0].val_fraction))
-        configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, n_train)]
+        configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, n_train,
+                                                  shape=(data.channels, *data.size), n_classes=len(data.classes))]
     make_folder(out_dir)
     runs = []
     for cfg in configs:

@@ -25,6 +25,7 @@ from fashionlab.data.load import load_for
 from fashionlab.data.stream import batches, loader_workers
 from fashionlab.ensemble import train_ensemble
 from fashionlab.evaluate import evaluate_run
+from fashionlab.files import check_outside
 from fashionlab.models import count_params
 from fashionlab.runfolder import RESUME_TRUST_ADVICE, RunFolder
 from fashionlab.runformat import Progress
@@ -70,6 +71,7 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data=Non
                               evaluate_test=evaluate_test, trust_model_code=trust_model_code, architecture=architecture)
     dist = Dist.from_env()
     folder = RunFolder(cfg.out or default_run_dir(cfg))
+    check_outside(folder.path, cfg.data_folder(), "run folder")
     if cfg.tensorboard:
         require_tensorboard()  # before any run folder exists
     claim = claim_run_dir(folder, resume) if dist.main else contextlib.nullcontext()

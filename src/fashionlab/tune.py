@@ -28,7 +28,7 @@ from typing import Any
 from fashionlab.config import MAX_LABEL, PATHS, SCHEDULERS, TrainConfig, build_config, given, resolve
 from fashionlab.config import add_arguments as add_train_arguments
 from fashionlab.errors import ConfigError, FashionlabError, RunError
-from fashionlab.files import MARKER, check_new_folder, make_folder, undo_folder
+from fashionlab.files import MARKER, check_new_folder, check_outside, make_folder, undo_folder
 from fashionlab.reading import shorten
 from fashionlab.redact import redact_text, redact_url
 
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(base.out or f"runs/{study_name}")
     # New, empty, or made by fashionlab (workers sharing a study share it): never a folder of the user's, whose
     # summary.json or best.yaml the results would replace.
+    check_outside(out, base.data_folder(), "--out")
     check_new_folder(out, "--out")
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.quiet else optuna.logging.INFO)
     storage = args.storage or f"sqlite:///{(out / 'tune.db').resolve()}"

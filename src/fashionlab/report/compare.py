@@ -37,7 +37,9 @@ HISTORY_COLUMNS = tuple(c for c in METRIC_COLUMNS if c != "seconds")  # seconds 
 
 
 @dataclass
-class Run:
+class RunResults:
+    """What compare reads of one run folder (not api.Run, the user's handle on a run)."""
+
     path: Path
     config: dict[str, Any]
     metrics: dict[str, Any]  # test_metrics.json
@@ -64,7 +66,7 @@ class Group:
     """Runs of one model (several seeds), sorted by seed."""
 
     label: str
-    runs: list[Run]
+    runs: list[RunResults]
 
 
 @dataclass
@@ -87,7 +89,7 @@ class Comparison:
 # ---------------------------------------------------------------- loading
 
 
-def load_run(path: Path | str) -> Run:
+def load_results(path: Path | str) -> RunResults:
     """Read one evaluated run folder; anything missing or inconsistent is a one-line RunError."""
     folder = RunFolder(path).require()
     path = folder.path
@@ -110,7 +112,7 @@ def load_run(path: Path | str) -> Run:
             f"{path}: test_predictions.npy {predictions.shape} / test_probs.npy {probs.shape} do not match "
             f"n_test={n}: {evaluate} again"
         )
-    return Run(path, config, metrics, _history(folder), predictions, probs)
+    return RunResults(path, config, metrics, _history(folder), predictions, probs)
 
 
 def metrics_problem(m: dict[str, Any]) -> str | None:
@@ -139,7 +141,7 @@ def _history(folder: RunFolder) -> dict[str, np.ndarray]:
     return {col: np.array([float(r[col]) for r in rows]) for col in HISTORY_COLUMNS}
 
 
-def load_test_data(runs: Sequence[Run]) -> TestData:
+def load_test_data(runs: Sequence[RunResults]) -> TestData:
     """The test images and labels the runs were evaluated on, read again from the data their config.json names
     (Fashion-MNIST's verified files, or the user's own dataset, checked against its fingerprint)."""
     try:
@@ -191,11 +193,11 @@ def _card(ds, config: dict[str, Any]) -> dict[str, Any] | None:
 NOT_SETTINGS = (NOT_RESULTS - {"label"}) | {"seed"} | set(PROVENANCE_KEYS)
 
 
-def settings(run: Run) -> dict[str, Any]:
+def settings(run: RunResults) -> dict[str, Any]:
     return {k: v for k, v in run.config.items() if k not in NOT_SETTINGS}
 
 
-def setting_diff(run: Run, others: Sequence[Run]) -> str:
+def setting_diff(run: RunResults, others: Sequence[RunResults]) -> str:
     """The options where this run's setting differs from the others', e.g. "augment=flip,crop, tta=True"."""
     mine = settings(run)
     keys = sorted({k for o in others for k in {*settings(o), *mine} - {"label"}
@@ -203,7 +205,7 @@ def setting_diff(run: Run, others: Sequence[Run]) -> str:
     return ", ".join(f"{k}={mine.get(k)}" for k in keys) or "same settings"
 
 
-def group_name(run: Run) -> str:
+def group_name(run: RunResults) -> str:
     """The run's label, else its model name, shortened to the stated limits (config.MAX_LABEL for a label): a
     config.json written before labels were limited, or edited, may hold megabytes, which every table, legend and
     summary would repeat."""
@@ -212,7 +214,7 @@ def group_name(run: Run) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def group_runs(runs: Sequence[Run]) -> list[Group]:
+def group_runs(runs: Sequence[RunResults]) -> list[Group]:
     """Group runs by (model, recipe, every training option but the seed), in command-line order; the runs of
     one group are its seeds.
 
@@ -220,17 +222,17 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     Labels are the run's `label` (set by `run --variant`) or the model name, with the recipe, the options that
     differ, then the folder name or path, added where needed to be unique.
     """
-    by_key: dict[str, list[Run]] = defaultdict(list)
+    by_key: dict[str, list[RunResults]] = defaultdict(list)
     for run in runs:
         by_key[json.dumps([run.model, run.recipe, settings(run)], sort_keys=True, default=str)].append(run)
-    members: list[list[Run]] = []
+    members: list[list[RunResults]] = []
     for group in by_key.values():
         seeds = [r.seed for r in group]
         members += [group] if len(set(seeds)) == len(seeds) else [[r] for r in group]
     base = [group_name(rs[0]) for rs in members]
     labels = list(base)
 
-    def differs(r: Run) -> str:
+    def differs(r: RunResults) -> str:
         same_model = [o[0] for o in members if o[0].model == r.model and o[0] is not r]
         return setting_diff(r, same_model)
 
@@ -260,7 +262,7 @@ def build_comparison(
     for i, p in enumerate(resolved):
         if p in resolved[:i]:
             raise RunError(f"run folder {paths[i]} is given twice")
-    runs = [load_run(p) for p in paths]
+    runs = [load_results(p) for p in paths]
     first = runs[0]
     for run in runs[1:]:
         if run.metrics["test_sha256"] != first.metrics["test_sha256"]:
@@ -366,12 +368,12 @@ def _model_summary(group: Group, comp: Comparison, n_boot: int, alpha: float, se
     }
 
 
-def _final_gap(run: Run) -> float | None:
+def _final_gap(run: RunResults) -> float | None:
     h = run.history
     return float(h["train_acc"][-1] - h["val_acc"][-1]) if len(h["epoch"]) else None
 
 
-def _epochs_to(run: Run, threshold: float) -> int | None:
+def _epochs_to(run: RunResults, threshold: float) -> int | None:
     reached = np.nonzero(run.history["val_acc"] >= threshold)[0]
     return int(run.history["epoch"][reached[0]]) if reached.size else None
 
@@ -529,7 +531,7 @@ def hardest_classes(group: Group, class_names: Sequence[str], k: int = 3) -> lis
     return [(class_names[i], float(f1[i])) for i in order[:k]]
 
 
-def worst_mistakes(run: Run, labels: np.ndarray, k: int = 16) -> list[dict[str, Any]]:
+def worst_mistakes(run: RunResults, labels: np.ndarray, k: int = 16) -> list[dict[str, Any]]:
     """The run's k most confident mistakes: index, true and predicted class, confidence."""
     wrong = np.nonzero(run.predictions != labels)[0]
     confidence = run.probs[wrong, run.predictions[wrong]]
