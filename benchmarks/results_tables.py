@@ -680,6 +680,46 @@ def perf_ladder() -> str:
     return text
 
 
+def cpu_kind_files() -> list[Path]:
+    return sorted(BENCH.glob("throughput-cpu-*.json"))
+
+
+@region("perf-cpu-kinds", "docs/performance.md")
+def perf_cpu_kinds() -> str:
+    """One table per CPU kind (benchmarks/throughput.py's files named throughput-cpu-<kind>.json): for each model and
+    mode, the fastest cell of the grid against fp32, contiguous, oneDNN at the most threads, and what the
+    precision --precision auto picks on that CPU reaches at its best."""
+    parts = []
+    for path in cpu_kind_files():
+        d = json.loads(path.read_text())
+        cpu, auto, most = d["cpu_kind"], d["auto_precision"], max(d["thread_counts"])
+        rows = []
+        for model in d["models"]:
+            for mode in ("train", "inference"):
+                cells = [r for r in d["results"] if r["model"] == model and f"{mode}_img_s" in r]
+                if not cells:
+                    continue
+                best = max(cells, key=lambda r: r[f"{mode}_img_s"])
+                base = [r for r in cells if (r["precision"], r["memory_format"], r["threads"], r["backend"])
+                        == ("fp32", "contiguous", most, "onednn")]
+                mine = [r[f"{mode}_img_s"] for r in cells if r["precision"] == auto and r["threads"] == most]
+                setting = (f"{best['precision']}, {best['memory_format'].replace('_', '-')}, {best['threads']} "
+                           f"thread{'s' if best['threads'] > 1 else ''}, {best['backend']}")
+                rows.append([f"`{model}`", mode, setting, f"{best[f'{mode}_img_s']:,}",
+                             f"{base[0][f'{mode}_img_s']:,}" if base else "",
+                             f"{best[f'{mode}_img_s'] / base[0][f'{mode}_img_s']:.2f}×" if base else "",
+                             f"{max(mine):,}" if mine else ""])
+        batches = sorted({r["batch"] for r in d["results"]})
+        parts.append(
+            f"**{cpu['model_name']}** ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])}), {d['date']} {d['time_utc']} "
+            f"UTC, torch {d['torch']}, batch {', '.join(map(str, batches))}; `--precision auto` picks **{auto}** "
+            f"here. `{d.get('command', 'python benchmarks/throughput.py')}` ([JSON](benchmarks/{path.name}))\n\n"
+            + table(["model", "mode", "fastest cell (precision, memory format, threads, conv backend)", "img/s",
+                     f"fp32, contiguous, {most} threads, oneDNN", "fastest vs that", f"best with auto's {auto}"],
+                    ["---", "---", "---", "---:", "---:", "---:", "---:"], rows))
+    return "\n\n".join(parts) or "(none measured yet)"
+
+
 @region("perf-data-paths", "docs/performance.md")
 def perf_data_paths() -> str:
     """benchmarks/data_paths.py: reading Fashion-MNIST as 70,000 PNGs; memory against stream epochs."""

@@ -25,7 +25,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from fashionlab.device import autocast, resolve_device
+from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.models import build_model, count_params, forward_mflops
 
 
@@ -160,8 +160,10 @@ def main() -> None:
         print(json.dumps(row), file=sys.stderr)
     models = {n: {"params": count_params(build_model(n)), "mflops": round(forward_mflops(build_model(n)), 2)}
               for n in a.models.split(",")}
-    out = {"benchmark": "throughput", "device": str(device), "cpu": platform.processor() or platform.machine(),
-           "cpu_kind": cpu_record(), "threads": default_threads, "thread_counts": threads, "compile": a.compile,
+    out = {"benchmark": "throughput", "command": " ".join(["python benchmarks/throughput.py", *sys.argv[1:]]),
+           "device": str(device), "cpu": platform.processor() or platform.machine(),
+           "cpu_kind": cpu_record(), "auto_precision": resolve_precision("auto", device),
+           "threads": default_threads, "thread_counts": threads, "compile": a.compile,
            "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d"), "time_utc": time.strftime("%H:%M", time.gmtime()),
            "models": models, "results": rows,

@@ -78,6 +78,9 @@ def test_export_reloads_matches_and_carries_metadata(run_dir, tmp_path, inputs, 
     assert json.loads(meta["fashionlab.classes"]) == list(CLASSES)
     assert float(meta["fashionlab.mean"]) == norm["mean"] and float(meta["fashionlab.std"]) == norm["std"]
     assert meta["fashionlab.model"] == "cnn2" and meta["fashionlab.tta"] == "true"
+    if fmt == "onnx":  # the other formats' extra files are read by the keys asked for
+        temperature = json.loads((run_dir / "test_metrics.json").read_text())["temperature"]
+        assert temperature is not None and float(meta["fashionlab.temperature"]) == temperature
 
 
 def test_onnx_batch_dimension_is_fixed_unless_dynamic(run_dir, tmp_path):
@@ -159,6 +162,9 @@ def test_predict_with_onnx_matches_the_run_folder(run_dir, tmp_path, dynamic):
     from_run = predict(run_dir, [tmp_path], top_k=10)
     from_onnx = predict(onnx_path, [tmp_path], top_k=10)
     assert len(from_run) == len(from_onnx) == 3
-    for a, b in zip(from_run, from_onnx):  # TTA (from the metadata) applies in both
+    raw = predict(onnx_path, [tmp_path], top_k=10, calibrate=False)
+    for a, b, c in zip(from_run, from_onnx, raw):  # TTA and the temperature (from the metadata) apply in both
         assert [t["index"] for t in a.top][:3] == [t["index"] for t in b.top][:3]
         np.testing.assert_allclose([t["prob"] for t in a.top], [t["prob"] for t in b.top], atol=1e-4)
+        assert [t["index"] for t in c.top] == [t["index"] for t in b.top]  # calibration keeps the ranking...
+        assert max(abs(t["prob"] - u["prob"]) for t, u in zip(b.top, c.top)) > 1e-3  # ...and moves the numbers

@@ -239,3 +239,21 @@ def test_nothing_is_ever_written_into_the_dataset_folder(tmp_path, capsys, monke
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "inside the dataset folder" in err, err
     assert snapshot(root) == before
+
+
+def test_run_on_a_folder_makes_the_full_report_with_the_dataset_card(tmp_path, capsys):
+    """The issue's 'done when': `fashionlab run --data DIR --models cnn1,cnn2` on a folder of class folders (no
+    test split: a holdout) gives the Fashion-MNIST report's kind, about this dataset."""
+    root = write_digits(tmp_path / "digits", splits=False, indices=range(400))
+    out = tmp_path / "study"
+    assert main(["run", "--data", str(root), "--image-size", "16", "--models", "cnn1,cnn2", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert [m["label"] for m in summary["models"]] == ["cnn1", "cnn2"] and len(summary["comparisons"]) == 1
+    card = summary["dataset"]
+    assert card["kind"] == "folder" and card["classes"] == [str(d) for d in range(10)] and card["holdout"]
+    assert card["size"] == [16, 16] and sum(card["counts"]["test"].values()) == 80
+    html = (out / "report" / "report.html").read_text()
+    assert "a stratified holdout" in html and card["fingerprint"][:16] in html
+    for run in ("cnn1-seed0", "cnn2-seed0"):
+        assert json.loads((out / run / "config.json").read_text())["data"]["fingerprint"] == card["fingerprint"]

@@ -526,3 +526,37 @@ def test_save_race_for_one_name_keeps_the_other_file(run_dir, tmp_path, capsys, 
     assert (out / "00000-item.png").read_bytes() == b"not ours"
     assert np.asarray(Image.open(out / "00001-photo.png")).shape == (28, 28)
     assert sorted(p.name for p in out.iterdir()) == ["00000-item.png", "00001-photo.png"]  # no temp files left
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_probabilities_are_calibrated_with_the_runs_temperature(run_dir, tmp_path, capsys):
+    """softmax(logits / T), T the temperature test_metrics.json holds (fitted on validation); --no-calibrate gives
+    the plain softmax; a line under the table says which."""
+    from fashionlab.predict import TorchModel
+
+    temperature = json.loads((run_dir / "test_metrics.json").read_text())["temperature"]
+    assert temperature is not None and temperature != 1.0
+    files = []
+    for seed in range(3):
+        Image.fromarray(fashion_item(seed)).save(tmp_path / f"{seed}.png")
+        files.append(str(tmp_path / f"{seed}.png"))
+    pixels = torch.from_numpy(np.stack([fashion_item(seed) for seed in range(3)]))
+    logits = TorchModel(run_dir, "best", "cpu").logits(pixels).numpy().astype(np.float64)
+    for flags, expected, said in (([], softmax(logits / temperature), f"temperature {temperature:.3g}"),
+                                  (["--no-calibrate"], softmax(logits), "uncalibrated (--no-calibrate)")):
+        rc, lines, _ = cli(capsys, str(run_dir), *files, *flags)  # the table, and under it what the numbers are
+        assert rc == 0 and said in lines[-1]
+        rc, lines, _ = cli(capsys, str(run_dir), *files, "--json", "--top-k", "10", *flags)
+        for row, p in zip((json.loads(line) for line in lines), expected):
+            got = np.zeros(10)
+            got[[t["index"] for t in row["top"]]] = [t["prob"] for t in row["top"]]
+            np.testing.assert_allclose(got, p, atol=2e-6)
+    rc, lines, _ = cli(capsys, str(run_dir), *files, "--checkpoint", "last")  # test_metrics.json is best's
+    assert rc == 0 and "uncalibrated" in lines[-1] and "--checkpoint last" in lines[-1]

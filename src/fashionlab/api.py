@@ -340,7 +340,8 @@ def compare(runs: Sequence[Run | str | os.PathLike], out: str | os.PathLike | No
 
 
 def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_model_code: bool = False, *,
-            checkpoint: str = "best", preprocess: bool = True, device: str = "cpu", model=None) -> list[dict[str, Any]]:
+            checkpoint: str = "best", preprocess: bool = True, device: str = "cpu", model=None,
+            calibrate: bool = True) -> list[dict[str, Any]]:
     """Top-k classes for each image, as `fashionlab predict --json` prints them: [{"file", "top": [{"label",
     "index", "prob"}, ...]}] (plus "warnings" for a tiny or blank image), or {"file", "error"} for a file that
     cannot be read. Photos are preprocessed the way Fashion-MNIST was made (trim, fit, centre, invert).
@@ -348,7 +349,9 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
     run_or_onnx: a Run, a run folder, or an .onnx file from `fashionlab export`.
     images: one image or a list; each a file path (folders are walked), a PIL image, or a uint8 numpy array
     HxW or HxWxC (C = 1, 3 or 4). In-memory images are named "<image N>" (N: their place in the list).
-    model: an nn.Module object, for a run trained from one."""
+    model: an nn.Module object, for a run trained from one.
+    calibrate: probabilities softmax(logits / T), T the temperature fitted on the run's validation split (an export
+    carries it), when there is one; False: the plain softmax. The ranking is the same either way."""
     import fashionlab.predict as predicting
 
     _check_checkpoint(checkpoint)
@@ -366,4 +369,4 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
 
         Run(source)._check_object(model, nn)
         loaded = predicting.TorchModel(source, checkpoint, device, net=model)
-    return [r.as_json() for r in predicting.predict_items(loaded, items, top_k, preprocess)]
+    return [r.as_json() for r in predicting.predict_items(loaded, items, top_k, preprocess, calibrate)]

@@ -1,10 +1,11 @@
 """`fashionlab export`: a run's model as ONNX, torch.export (.pt2) or TorchScript, checked before it is written.
 
-The exported model takes raw pixels: fp32 [N, 1, 28, 28] holding pixel / 255 in [0, 1] (contiguous, not
-channels_last; `data.as_input`), normalizes them itself (its first module, `models.Normalize`, holds the training
-split's mean and std) and returns logits. Class names, the statistics (for information), model name and TTA
-travel with it as metadata under the same
-`fashionlab.*` keys in every format (ONNX metadata_props, .pt2 extra_files, TorchScript _extra_files).
+The exported model takes raw pixels: fp32 [N, C, H, W] ([N, 1, 28, 28] on Fashion-MNIST) holding pixel / 255 in
+[0, 1] (contiguous, not channels_last; `data.as_input`), normalizes them itself (its first module,
+`models.Normalize`, holds the training split's mean and std) and returns logits. Class names, the input shape, the
+statistics (for information), model name, TTA and the calibration temperature (fitted on the validation split)
+travel with it as metadata under the same `fashionlab.*` keys in every format (ONNX metadata_props, .pt2
+extra_files, TorchScript _extra_files).
 Flip TTA is not baked into the graph: `fashionlab.tta` tells the consumer (e.g. `fashionlab predict`) to do it.
 The file is reloaded from its bytes and compared with PyTorch on test images before the atomic write.
 """
@@ -48,9 +49,11 @@ class ExportResult:
     check_data: str  # "real test images" or "random images"
 
 
-def metadata(ckpt: dict, config: dict, checkpoint: str) -> dict[str, str]:
+def metadata(ckpt: dict, config: dict, checkpoint: str, temperature: float | None = None) -> dict[str, str]:
     """What a reader of the exported file needs besides the graph: class names in output order, the input shape
-    and contract, and the dataset (predict prepares a photo the Fashion-MNIST way only for Fashion-MNIST)."""
+    and contract, the dataset (predict prepares a photo the Fashion-MNIST way only for Fashion-MNIST), and the
+    temperature fitted on the run's validation split, if any (the graph outputs logits: calibrated probabilities
+    are softmax(logits / temperature))."""
     from fashionlab.evaluate import class_names, input_shape
 
     norm = ckpt["normalize"]
@@ -70,6 +73,7 @@ def metadata(ckpt: dict, config: dict, checkpoint: str) -> dict[str, str]:
         "fashionlab.checkpoint": checkpoint,
         "fashionlab.input": INPUT_CONTRACT.format(c=c, h=h, w=w),
         "fashionlab.version": __version__,
+        **({"fashionlab.temperature": repr(float(temperature))} if temperature is not None else {}),
     }
 
 
@@ -190,7 +194,8 @@ def export_run(run_dir: Path | str, fmt: str | None = None, out: Path | str | No
     # torch.export specializes a batch of 1; a dynamic batch is traced with two images.
     example = torch.from_numpy(x[:2] if dynamic_batch else x[:1]).contiguous()
     exporter, runner = FORMATS[fmt]
-    data = exporter(model, example, metadata(ckpt, config, checkpoint), dynamic_batch)
+    data = exporter(model, example, metadata(ckpt, config, checkpoint, folder.temperature(checkpoint)[0]),
+                    dynamic_batch)
     run = runner(data)
     step = len(x) if dynamic_batch else 1
     with torch.no_grad():

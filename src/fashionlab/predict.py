@@ -86,6 +86,7 @@ class TorchModel:
         self.tta, self.channels_last = bool(config["tta"]), bool(config["channels_last"])
         self.classes, self.shape = class_names(ckpt), input_shape(ckpt)
         self.fashion_mnist = (config.get("dataset") or FASHION_MNIST) == FASHION_MNIST
+        self.temperature, self.uncalibrated_reason = folder.temperature(checkpoint)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         from fashionlab.evaluate import predict_logits
@@ -117,6 +118,7 @@ class OnnxModel:
                            "`fashionlab export --format onnx`") from None
         self.fashion_mnist = meta.get("fashionlab.dataset", FASHION_MNIST) == FASHION_MNIST
         self.tta = meta.get("fashionlab.tta", "false") == "true"
+        self.temperature, self.uncalibrated_reason = _temperature(meta.get("fashionlab.temperature"))
         # Exports made before the model normalized itself take (pixel/255 - mean) / std, as their metadata says.
         self.norm = (mean, std) if "- mean" in meta.get("fashionlab.input", "") else (0.0, 1.0)
         inp = self.session.get_inputs()[0]
@@ -145,6 +147,27 @@ class OnnxModel:
         if self.tta:
             logits = (logits + self._run(np.ascontiguousarray(xn[..., ::-1]))) / 2
         return torch.from_numpy(logits)
+
+
+def _temperature(text: str | None) -> tuple[float | None, str]:
+    """An export's temperature metadata: (T, "") or (None, why not)."""
+    try:
+        t = float(text) if text is not None else None
+    except ValueError:
+        t = None
+    if t is None or not 0 < t < float("inf"):
+        return None, "the export carries no fitted temperature"
+    return t, ""
+
+
+def calibration_note(model: TorchModel | OnnxModel, calibrate: bool) -> str:
+    """One line saying what the probabilities are."""
+    if not calibrate:
+        return "probabilities: the model's softmax, uncalibrated (--no-calibrate)"
+    if model.temperature is None:
+        return f"probabilities: the model's softmax, uncalibrated: {model.uncalibrated_reason}"
+    return (f"probabilities: calibrated with temperature {model.temperature:.3g}, fitted on the run's validation "
+            "split (--no-calibrate: the raw softmax)")
 
 
 def load_model(model_path: Path, checkpoint: str = "best", device: str = "cpu",
@@ -213,8 +236,10 @@ def read_item(model, path: Path, preprocess: bool) -> Result:
 
 
 def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result | InMemory], top_k: int = 3,
-                  preprocess: bool = True) -> list[Result]:
-    """Top-k predictions for collected inputs, in order."""
+                  preprocess: bool = True, calibrate: bool = True) -> list[Result]:
+    """Top-k predictions for collected inputs, in order. calibrate: softmax(logits / T) with the temperature
+    fitted on the run's validation split, when it has one (the ranking is the same; the probabilities are
+    calibrated); else the plain softmax."""
     if not 1 <= top_k <= len(model.classes):
         raise ConfigError(f"--top-k must be between 1 and {len(model.classes)}, got {top_k}")
     results: list[Result] = []
@@ -231,7 +256,10 @@ def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result | InM
     good = [r for r in results if r.error is None]
     if good:
         batch = torch.from_numpy(np.stack([r.pixels for r in good]))
-        probs = torch.softmax(model.logits(batch).float(), 1)
+        logits = model.logits(batch).float()
+        if calibrate and model.temperature is not None:
+            logits = logits / model.temperature
+        probs = torch.softmax(logits, 1)
         values, indices = probs.topk(top_k, 1)
         for r, vs, ix in zip(good, values.tolist(), indices.tolist()):
             r.top = [{"label": model.classes[i], "index": i, "prob": round(v, 6)} for v, i in zip(vs, ix)]
@@ -239,10 +267,11 @@ def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result | InM
 
 
 def predict(model_path: Path | str, inputs: list[Path | str], *, top_k: int = 3, checkpoint: str = "best",
-            preprocess: bool = True, device: str = "cpu", trust_model_code: bool = False) -> list[Result]:
+            preprocess: bool = True, device: str = "cpu", trust_model_code: bool = False,
+            calibrate: bool = True) -> list[Result]:
     """Top-k predictions for every input file (directories expanded), in input order."""
     model = load_model(Path(model_path), checkpoint, device, trust_model_code)
-    return predict_items(model, collect_inputs([Path(p) for p in inputs]), top_k, preprocess)
+    return predict_items(model, collect_inputs([Path(p) for p in inputs]), top_k, preprocess, calibrate)
 
 
 # ---------------------------------------------------------------------------------------------- in-memory images
@@ -399,6 +428,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='one JSON object per line instead of a table: {"file", "top"} (plus "warnings": [...] '
                         'when there are any) or {"file", "error"}')
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="the model's plain softmax; by default the probabilities are calibrated with the temperature "
+                        "fitted on the run's validation split (test_metrics.json; an export carries it), when there "
+                        "is one. Either way the line under the table says which")
     p.add_argument("--no-preprocess", action="store_true",
                    help="only grayscale + resize to 28x28 (no trimming, centring or inversion)")
     p.add_argument("--save-preprocessed", metavar="DIR", default=None,
@@ -419,7 +452,8 @@ def run(args: argparse.Namespace) -> int:
     if save_to:
         check_save_names(save_to, items)
     model = load_model(Path(args.model), args.checkpoint, args.device, args.trust_model_code)
-    results = predict_items(model, items, args.top_k, preprocess=not args.no_preprocess)
+    results = predict_items(model, items, args.top_k, preprocess=not args.no_preprocess,
+                            calibrate=not args.no_calibrate)
     for r in results:
         if r.note:
             print(f"note: {r.file}: {r.note}", file=sys.stderr)
@@ -429,6 +463,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(r.as_json()))
     else:
         print_table(results, args.top_k)
+        print(calibration_note(model, not args.no_calibrate))  # under the table it describes
     sys.stdout.flush()
     save_error = save_preprocessed(results, save_to) if save_to else None
     failed = sum(r.error is not None for r in results)

@@ -247,6 +247,19 @@ class RunFolder:
         path = self.file(self.TEST_METRICS)
         return read_json(path) if os.path.lexists(path) else None
 
+    def temperature(self, checkpoint: str) -> tuple[float | None, str]:
+        """(T, "") for the temperature that evaluation fitted on this run's validation split for `checkpoint`, or
+        (None, why not): predict and export calibrate probabilities with it."""
+        metrics = self.test_metrics() or {}
+        if metrics.get("checkpoint") != checkpoint:
+            return None, (f"{self.TEST_METRICS} is for checkpoint {metrics['checkpoint']}, not {checkpoint} (run "
+                          f"`fashionlab evaluate {self.path} --checkpoint {checkpoint}`)" if metrics.get("checkpoint")
+                          else f"the run has no {self.TEST_METRICS} (run `fashionlab evaluate {self.path}`)")
+        t, reason = metrics.get("temperature"), metrics.get("temperature_reason")
+        if reason or isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            return None, f"no temperature was fitted: {reason or 'no validation split'}"
+        return float(t), ""
+
     def write_test_outputs(self, metrics: dict[str, Any], report: str, predictions: np.ndarray, probs: np.ndarray,
                            confusion_figure, curves_figure) -> None:
         atomic_write_json(self.file(self.TEST_METRICS), metrics)
