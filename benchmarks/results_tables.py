@@ -377,6 +377,28 @@ def readme_run_full() -> str:
             "([summary](docs/results/run-full-idle/summary.md)).")
 
 
+@region("readme-ci", "README.md")
+def readme_ci() -> str:
+    """The newest committed `.ci/run` log (docs/benchmarks/ci-<date>.txt): its header, written when it was run, and
+    pytest's closing line."""
+    import re
+    from datetime import datetime
+
+    path = sorted(BENCH.glob("ci-*.txt"))[-1]
+    text = path.read_text()
+    commit = re.search(r"^# \.ci/run from a fresh clone.*commit (\w+)", text, re.M)[1]
+    machine = re.search(r"^# machine: (.+)$", text, re.M)[1]
+    start, end = re.search(r"^# started (\S+ \S+) UTC, ended (\S+ \S+) UTC", text, re.M).groups()
+    summary = re.search(r"=+ (\d+) passed(?:, (\d+) skipped)? in ([\d.]+)s", text)
+    passed, skipped, pytest_s = int(summary[1]), int(summary[2] or 0), float(summary[3])
+    t0, t1 = (datetime.strptime(t, "%Y-%m-%d %H:%M:%S") for t in (start, end))
+    return (f"On {machine}, {start[:10]} {start[11:16]}–{end[11:16]} UTC, `.ci/run` from a fresh clone (commit "
+            f"{commit}) took {numfmt.minutes_seconds((t1 - t0).total_seconds())} in all (venv, data, browser, "
+            f"PostgreSQL, ruff, then pytest: {passed:,} passed and {skipped} skipped in "
+            f"{numfmt.minutes_seconds(pytest_s)}; the skips need a GPU or a user other than root; "
+            f"[log](docs/benchmarks/{path.name})).")
+
+
 @region("readme-make-run", "README.md")
 def readme_make_run() -> str:
     """`make run`'s end-to-end time from a fresh clone (benchmarks/make_run.py), or what is still to measure."""
@@ -678,6 +700,31 @@ def perf_ladder() -> str:
                  f"rate. Of the {n * per[0] / (eq * per[3]):.0f}× less training time, {per[0] / per[3]:.1f}× is "
                  f"speed per epoch and {n / eq:.1f}× is fewer epochs.")
     return text
+
+
+@region("perf-budget-check", "docs/performance.md")
+def perf_budget_check() -> str:
+    """benchmarks/budget_check.py: what --budget predicted against what happened here."""
+    d = bench("budget_check.json")
+    rows = []
+    for r in d["results"]:
+        train_only = (r["reference_seconds_kind"] or "").startswith("train_seconds")
+        actual = r["train_seconds"] if train_only else r["wall_seconds"]
+        rows.append([f"`{r['budget']}`", f"`{r['recipe']}`",
+                     f"{numfmt.seconds(r['predicted_seconds'])} ({'training' if train_only else 'wall'})",
+                     f"{numfmt.seconds(actual)} ({actual / r['predicted_seconds']:.2f}× the prediction)",
+                     "within" if r["wall_seconds"] <= r["budget_seconds"] else "**over**",
+                     numfmt.percent(r["predicted_accuracy"]), numfmt.percent(r["test_accuracy"]),
+                     numfmt.points(r["test_accuracy"] - r["predicted_accuracy"], 2)])
+    cpu = d["cpu"]
+    return (table(["budget", "recipe chosen", "predicted time", "actual time", "whole wait vs budget",
+                   "predicted test accuracy (reference machine)", "test accuracy here", "difference (points)"],
+                  ["---", "---", "---:", "---:", "---", "---:", "---:", "---:"], rows)
+            + f"\n\n{d['date']} {d['time_utc']} UTC, {cpu['model_name']} ({cpu['cpus']} CPUs; "
+              f"{', '.join(cpu['flags'])}), torch {d['torch']}, {d['torch_threads']} threads, idle; one seed per "
+              f"budget. The predicted time is the kind the recipe's reference was measured as (training only, or "
+              f"wall from process start); \"whole wait\" is the wall time from the step timing to the end of the "
+              f"test evaluation. `{d['command']}` ([JSON](benchmarks/budget_check.json)).")
 
 
 def cpu_kind_files() -> list[Path]:

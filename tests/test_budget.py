@@ -163,6 +163,18 @@ def test_pick_recipe_prints_the_choice_and_notes_overrides():
     assert lines[-1].startswith("  note: --epochs change the recipe")  # not --seed, --out or --device
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_pick_recipe_warns_when_this_cpu_lacks_the_references_bf16(monkeypatch, native_bf16):
+    import fashionlab.device
+
+    monkeypatch.setattr(fashionlab.device, "cpu_has_bf16", lambda: native_bf16)
+    lines = []
+    pick_recipe("1h", {"device": "cpu"}, log=lines.append, table={"cnn1": entry(0.91, 50, 0.01)},
+                step_seconds_here=lambda n: 0.02)
+    warned = [line for line in lines if "warning:" in line]
+    assert warned == [] if native_bf16 else ("trains in fp32" in warned[0] and "the reference box" in warned[0])
+
+
 @pytest.mark.parametrize("options, needle", [
     ({"recipe": "fast"}, "not with --recipe"),
     ({"model": "cnn1"}, "not with --model"),

@@ -193,7 +193,7 @@ def pick_recipe(budget: str, options: dict[str, Any], config_file=None, *, resum
     """The recipe `train --budget BUDGET` trains, with `options` (the other options given) and `config_file`.
     Every problem is a one-line ConfigError raised before anything is written."""
     from fashionlab.config import FASHION_MNIST, FIELDS, flag, read_config_file
-    from fashionlab.device import resolve_device
+    from fashionlab.device import cpu_has_bf16, resolve_device
 
     seconds = parse_duration(budget)
     if resume:
@@ -213,6 +213,11 @@ def pick_recipe(budget: str, options: dict[str, Any], config_file=None, *, resum
     if log is not None:
         for line in choice.lines():
             log(line)
+        ref = choice.reference
+        if device.type == "cpu" and ref is not None and ref.precision == "bf16" and not cpu_has_bf16():
+            log(f"  warning: the reference trained in bf16 on a CPU with native bf16 ({ref.machine}); this CPU "
+                "has none (no AVX-512 BF16 or AMX), so it trains in fp32: the time above is scaled from a step "
+                "timed here in fp32, and the accuracy may differ a little from the reference's")
         changed = sorted(k for k in {**file_layer, **options} if k in FIELDS and FIELDS[k].metadata["results"]
                          and k != "seed")
         if changed:
