@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - start
             rows.append({
                 "budget": budget, "budget_seconds": choice.budget_seconds, "recipe": c.recipe,
-                "predicted_seconds": round(c.seconds, 1), "step_ratio": round(c.ratio, 3),
+                "predicted_seconds": round(c.seconds, 1), "timing_seconds": round(c.timing_seconds, 1),
+                "step_ratio": round(c.ratio, 3),
                 "reference_seconds": c.reference_seconds,
                 "reference_seconds_kind": choice.reference.seconds_kind if choice.reference else None,
                 "reference_machine": choice.reference.machine if choice.reference else None,

@@ -100,6 +100,19 @@ def test_picks_the_most_accurate_recipe_that_fits():
     assert "estimated time here: 3 min 20 s" in text and "best (94.50%) would take about 23 min 20 s here" in text
 
 
+def test_the_time_spent_timing_counts_against_the_budget():
+    """Each timing here takes 10 s on this fake clock: once best, mid and quick are timed (30 s), quick's 50 s
+    fit in 80 s but not in 79 s, and the line says how much of the estimate was timing."""
+    ticks = iter(range(0, 1000, 10))
+    here = lambda name: TABLE[name].budget_reference["cpu"].step_seconds  # noqa: E731 - the reference's speed
+    c = choose(80, TABLE, "cpu", here, clock=lambda: next(ticks))
+    assert c.chosen.recipe == "quick" and c.chosen.seconds == 50 + 30 and c.chosen.timing_seconds == 30
+    assert "30 s of it spent timing the recipes" in "\n".join(c.lines())
+    ticks = iter(range(0, 1000, 10))
+    with pytest.raises(ConfigError, match="no measured recipe fits"):
+        choose(79, TABLE, "cpu", here, clock=lambda: next(ticks))
+
+
 def test_a_faster_machine_fits_more():
     c = choose(parse_duration("6m"), TABLE, "cpu",
                lambda name: TABLE[name].budget_reference["cpu"].step_seconds / 2)  # twice as fast: best takes 350 s
@@ -107,8 +120,9 @@ def test_a_faster_machine_fits_more():
 
 
 def test_exactly_the_budget_fits():
-    assert choose(200, TABLE, "cpu", twice_as_slow).chosen.recipe == "mid"
-    assert choose(199.9, TABLE, "cpu", twice_as_slow).chosen.recipe == "quick"
+    instant = lambda: 0.0  # noqa: E731 - timing that takes no time: the boundary is the recipes' own
+    assert choose(200, TABLE, "cpu", twice_as_slow, clock=instant).chosen.recipe == "mid"
+    assert choose(199.9, TABLE, "cpu", twice_as_slow, clock=instant).chosen.recipe == "quick"
 
 
 def test_no_recipe_fits_names_the_fastest_estimate():
