@@ -186,3 +186,20 @@ def test_arrays_and_fashion_mnist_are_not_streamed(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--data-loading" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_script_without_a_main_guard_decodes_in_worker_processes(digits_dir, tmp_path):
+    """A user's script calling fashionlab at top level (no `if __name__ == "__main__":`): the decoding workers must
+    not run it again (spawn would: each worker would start the script over and fail)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "mine.py"
+    script.write_text(
+        "from fashionlab.data.own import read_dataset\n"
+        f"ds = read_dataset({str(digits_dir)!r}, loading='memory', workers=2, progress=False)\n"
+        "print('read', len(ds.train_y), flush=True)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [f"read {len(read_dataset(str(digits_dir)).train_y)}"]
