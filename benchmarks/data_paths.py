@@ -31,21 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_record  # benchmarks/machine.py: run as a script, this folder is on sys.path
+
 TARGET_CACHE_S = 2.0  # cache load of 70,000 images (issue 26)
 TARGET_STREAM_RATIO = 1.5  # stream epoch / memory epoch (issue 26)
-
-
-def cpu_record() -> dict:
-    """lscpu's model name, CPU count and the flags that decide the fast paths."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {"model_name": platform.processor() or platform.machine()}
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
-    return {"model_name": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
-            "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni",
-                                     "avx_vnni", "fma"})}
 
 
 def timed(fn):

@@ -702,6 +702,11 @@ def perf_ladder() -> str:
     return text
 
 
+def cpu_text(cpu: dict) -> str:
+    """A benchmark's CPU record (benchmarks/machine.py) as the tables name it."""
+    return f"{cpu['model_name']} ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])})"
+
+
 @region("perf-budget-check", "docs/performance.md")
 def perf_budget_check() -> str:
     """benchmarks/budget_check.py: what --budget predicted against what happened here."""
@@ -720,12 +725,11 @@ def perf_budget_check() -> str:
                      "within" if r["wall_seconds"] <= r["budget_seconds"] else "**over**",
                      numfmt.percent(r["predicted_accuracy"]), numfmt.percent(r["test_accuracy"]),
                      numfmt.points(r["test_accuracy"] - r["predicted_accuracy"], 2)])
-    cpu = d["cpu"]
     return (table(["budget", "recipe chosen", "predicted time", "actual time", "whole wait vs budget",
                    "predicted test accuracy (reference machine)", "test accuracy here", "difference (points)"],
                   ["---", "---", "---:", "---:", "---", "---:", "---:", "---:"], rows)
-            + f"\n\n{d['date']} {d['time_utc']} UTC, {cpu['model_name']} ({cpu['cpus']} CPUs; "
-              f"{', '.join(cpu['flags'])}), torch {d['torch']}, {d['torch_threads']} threads, idle; one seed per "
+            + f"\n\n{d['date']} {d['time_utc']} UTC, {cpu_text(d['cpu'])}, torch {d['torch']}, "
+              f"{d['torch_threads']} threads, idle; one seed per "
               f"budget. The predicted time is the kind the recipe's reference was measured as (training only, or "
               f"wall from process start); \"whole wait\" is the wall time from the step timing to the end of the "
               f"test evaluation. `{d['command']}` ([JSON](benchmarks/budget_check.json)).")
@@ -797,12 +801,11 @@ def perf_data_paths() -> str:
         rows.append([label, numfmt.seconds(secs) + (f" ({ratio:.2f}× memory)" if ratio else ""),
                      f"≤ {t['stream_over_memory']}× memory: " + met(ratio <= t["stream_over_memory"])
                      if name == "stream" else ""])
-    cpu = d["cpu"]
     epochs = len(d["epochs"]["memory"]["epoch_seconds"])
     return (table(["step", "measured", "target (issue 26)"], ["---", "---:", "---"], rows)
             + f"\n\n{d['images']:,} images (Fashion-MNIST exported with `fashionlab data --export-imagefolder`), "
-              f"{d['date']}, {cpu['model_name']} ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])}), torch "
-              f"{d['torch']}, Pillow {d['pillow']}, {d['torch_threads']} torch threads. Epoch times are "
+              f"{d['date']}, {cpu_text(d['cpu'])}, torch {d['torch']}, Pillow {d['pillow']}, "
+              f"{d['torch_threads']} torch threads. Epoch times are "
               f"metrics.csv's, the last of {epochs} epochs; the three trainings gave "
               + ("identical metrics (every column but the time)" if d["same_metrics"] else "**different metrics**")
               + f". `{d['command']}` ([JSON](benchmarks/data_paths.json)).")

@@ -24,6 +24,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from machine import cpu_record  # benchmarks/machine.py: run as a script, this folder is on sys.path
 
 from fashionlab.device import autocast, resolve_device, resolve_precision
 from fashionlab.models import build_model, count_params, forward_mflops
@@ -97,21 +98,6 @@ def measure(name: str, precision: str, channels_last: bool, batch: int, device, 
         sync()
         compile_s = round(time.perf_counter() - t0, 2)
     return timed(lambda: (step(), sync()), min_seconds) * batch, compile_s
-
-
-def cpu_record() -> dict:
-    """lscpu's model name and the flags that decide the fast path (bf16 needs AVX-512 BF16 or AMX to pay)."""
-    import subprocess
-
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
-    return {"model_name": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
-            "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni",
-                                     "avx_vnni", "fma"})}
 
 
 def main() -> None:

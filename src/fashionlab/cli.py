@@ -127,7 +127,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from fashionlab.config import FASHION_MNIST, data_folder
+    from fashionlab.config import FASHION_MNIST, check_option, data_folder
     from fashionlab.data.load import load_dataset
     from fashionlab.files import check_outside
 
@@ -142,11 +142,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         src = locate(args.data_dir, download=False, progress=False)
         print(f"{src.path} ({src.origin})")
         return 0
-    if not 0 <= args.val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
-    loading, workers = getattr(args, "data_loading", "auto"), getattr(args, "data_workers", None)
-    if workers is not None and not 0 <= workers <= 64:
-        raise ConfigError(f"--data-workers must be in [0, 64], got {workers}")
+    check_option("val_fraction", args.val_fraction)
+    loading = getattr(args, "data_loading", "auto")
+    workers = check_option("data_workers", getattr(args, "data_workers", None))
     if args.export_imagefolder is not None:  # the dataset as PNGs that read back in the same order
         from fashionlab.data.own import check_export_folder, export_imagefolder
 

@@ -44,6 +44,20 @@ MAX_LABEL = 100
 MAX_TEXT = 4096
 
 
+
+def check_data_options(dataset: str, *, data_dir: str | None, image_size: str | None, channels: int | None,
+                       loading: str) -> None:
+    """The options that only one kind of dataset takes (a one-line ConfigError otherwise): checked here for a
+    configuration and again by load_dataset, which the API may call without one."""
+    if dataset == FASHION_MNIST:
+        if image_size is not None or channels is not None:
+            raise ConfigError("--image-size and --channels are for your own data (--data); Fashion-MNIST is 1x28x28")
+        if loading == "stream":
+            raise ConfigError("--data-loading stream reads image files while training; Fashion-MNIST is arrays, "
+                              "loaded in memory")
+    elif data_dir is not None:
+        raise ConfigError("--data-dir names Fashion-MNIST's IDX folder; give your own dataset with --data")
+
 @dataclass(frozen=True)
 class Range:
     """Allowed values of a numeric option: lo..hi, each end open or closed; `why` is added to the message."""
@@ -198,17 +212,12 @@ class TrainConfig:
         self.augmentations()  # validates the list
         if self.channels == 2:
             raise ConfigError("--channels must be 1 or 3, got 2")
-        if self.dataset == FASHION_MNIST and (self.image_size is not None or self.channels is not None):
-            raise ConfigError("--image-size and --channels are for your own data (--data); Fashion-MNIST is 1x28x28")
-        if self.dataset == FASHION_MNIST and self.data_loading == "stream":
-            raise ConfigError("--data-loading stream reads image files while training; Fashion-MNIST is arrays, "
-                              "loaded in memory")
+        check_data_options(self.dataset, data_dir=self.data_dir, image_size=self.image_size, channels=self.channels,
+                           loading=self.data_loading)
         if self.dataset == FASHION_MNIST and self.train_subset is not None and not 10 <= self.train_subset <= 60_000:
             # known before reading a file: 60,000 training images, 10 classes (own data is checked once read)
             raise ConfigError(f"--train-subset must be in 10..60000 for Fashion-MNIST (one per class up to all "
                               f"training images), got {self.train_subset}")
-        if self.dataset != FASHION_MNIST and self.data_dir is not None:
-            raise ConfigError("--data-dir names Fashion-MNIST's IDX folder; give your own dataset with --data")
         if self.image_size is not None:
             parse_image_size(self.image_size)
         if self.scheduler == "plateau" and self.val_fraction == 0:
@@ -441,6 +450,16 @@ def _check_rule(f: dataclasses.Field, value: Any) -> None:
     choices = f.metadata.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)}, got {shorten(value, 40)}")
+
+
+def check_option(name: str, value: Any) -> Any:
+    """One TrainConfig field's value, coerced and checked by the field's own rule: for commands that take a
+    training option without building a whole configuration (`fashionlab data --data-workers`)."""
+    f = FIELDS[name]
+    value = _coerce(name, f.type, value)
+    if value is not None:
+        _check_rule(f, value)
+    return value
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

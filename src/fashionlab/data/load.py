@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from fashionlab.config import FASHION_MNIST, TrainConfig, parse_image_size
+from fashionlab.config import FASHION_MNIST, TrainConfig, check_data_options, parse_image_size
 from fashionlab.data import load_fashion_mnist, stratified_split, stratified_subset
 from fashionlab.data.stream import FileImages
 from fashionlab.errors import ConfigError, RunError
@@ -24,15 +24,9 @@ def load_dataset(spec: str = FASHION_MNIST, *, data_dir: str | None = None, imag
                  channels: int | None = None, skip_bad: bool = False, loading: str = "auto",
                  workers: int | None = None, progress: bool = True, download: bool = True):
     """The dataset `spec` names (see TrainConfig.dataset); a bad spec or a bad file is a one-line error."""
+    check_data_options(spec, data_dir=data_dir, image_size=image_size, channels=channels, loading=loading)
     if spec == FASHION_MNIST:
-        if image_size is not None or channels is not None:
-            raise ConfigError("--image-size and --channels are for your own data (--data); Fashion-MNIST is 1x28x28")
-        if loading == "stream":
-            raise ConfigError("--data-loading stream reads image files while training; Fashion-MNIST is arrays, "
-                              "loaded in memory")
         return load_fashion_mnist(data_dir, download=download, progress=progress)
-    if data_dir is not None:
-        raise ConfigError("--data-dir names Fashion-MNIST's IDX folder; give your own dataset with --data")
     from fashionlab.data.own import read_dataset
 
     return read_dataset(spec, image_size=parse_image_size(image_size), channels=channels, skip_bad=skip_bad,

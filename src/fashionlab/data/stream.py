@@ -122,7 +122,7 @@ def materialize(x) -> torch.Tensor:
     """A uint8 tensor of all of x (FileImages decoded, by workers)."""
     if not isinstance(x, FileImages):
         return x
-    parts = list(batches(x, [torch.arange(s.start, s.stop) for s in ranges(len(x), 1024)]))
+    parts = list(batches(x, ranges(len(x), 1024)))
     return torch.cat(parts) if parts else x[0:0]
 
 
@@ -131,7 +131,7 @@ def sha256_of(x, labels: torch.Tensor) -> str:
     the same whether its images are in memory or in files."""
     h = hashlib.sha256()
     if isinstance(x, FileImages):
-        for part in batches(x, [torch.arange(s.start, s.stop) for s in ranges(len(x), 1024)]):
+        for part in batches(x, ranges(len(x), 1024)):
             h.update(part.contiguous().numpy().tobytes())
     else:
         h.update(x.contiguous().numpy().tobytes())

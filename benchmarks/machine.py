@@ -1,0 +1,23 @@
+"""The CPU a benchmark ran on, as its JSON records it: lscpu's model name, the CPU count and the instruction sets
+that decide the fast paths here (AVX2, AVX-512, AVX-512 BF16, AMX). Each CPU kind's tables come from its own files,
+so every benchmark names its machine the same way."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+
+FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni", "fma"}
+
+
+def cpu_record() -> dict:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):  # no lscpu: what Python knows
+        return {"model_name": platform.processor() or platform.machine(), "cpus": str(os.cpu_count() or ""),
+                "flags": []}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    return {"model_name": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
+            "flags": sorted(flags & FLAGS)}
