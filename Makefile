@@ -28,7 +28,7 @@ setup: $(STAMP)
 # Reinstalls only when pyproject.toml or constraints.txt changes.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,export,tune,tensorboard]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,export,tune,tensorboard,audit,explain]'
 	@touch $@
 
 # Builds the sdist and, from it, the wheel; installs the wheel (with its dependencies, through constraints.txt) into
