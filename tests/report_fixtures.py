@@ -47,8 +47,11 @@ def make_dataset(directory: Path, n_test: int = 300, n_train: int = 40, seed: in
 
 
 def make_run(root: Path, data: Dataset, *, model: str, seed: int, wrong: np.ndarray, recipe: str | None = None,
-             final_val_acc: float = 0.93, epochs: int = 6, test_sha256: str | None = None) -> Path:
-    """An evaluated run folder whose predictions are wrong exactly at the indices `wrong`."""
+             final_val_acc: float = 0.93, epochs: int = 6, test_sha256: str | None = None,
+             temperature: float | None = 1.5, corrupted: dict[str, np.ndarray] | None = None) -> Path:
+    """An evaluated run folder whose predictions are wrong exactly at the indices `wrong`, with its test logits
+    (test_predictions.npz) and `temperature` (None: no validation split); with `corrupted` ("NAME/SEVERITY" ->
+    bool [n]), also an `evaluate --corruptions` result."""
     run = root / f"{model}-{recipe or 'custom'}-seed{seed}"
     run.mkdir(parents=True)
     rng = np.random.default_rng([seed, zlib.crc32(model.encode())])
@@ -95,7 +98,14 @@ def make_run(root: Path, data: Dataset, *, model: str, seed: int, wrong: np.ndar
         "params": params, "mflops": params / 50_000, "train_seconds": float(epochs * (10 + seed)), "tta": False,
         "test_sha256": test_sha256 or data.test_sha256,
     }
+    metrics |= {"temperature": temperature, "temperature_reason": None if temperature else "no validation split"}
     (run / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
+    np.savez_compressed(run / "test_predictions.npz", logits=logits.astype(np.float32), labels=labels,
+                        indices=np.arange(n))
+    if corrupted is not None:
+        np.savez_compressed(run / "corruptions.npz", clean=pred == labels, seed=np.array(0), **corrupted)
+        (run / "corruptions.json").write_text(json.dumps(
+            {"checkpoint": "best", "test_sha256": metrics["test_sha256"], "suite_version": 1, "seed": 0}))
     return run
 
 
@@ -105,10 +115,23 @@ def wrong_indices(n: int, model: str, seed: int) -> np.ndarray:
     return perm[0 : 20 + seed] if model == "cnn2" else perm[10 : 70 + seed]
 
 
+def corrupted_answers(n: int, model: str, seed: int) -> dict[str, np.ndarray]:
+    """An `evaluate --corruptions` result: right where the clean run is right, minus a share that grows with the
+    severity; cnn1 loses twice as much to rotation."""
+    from fashionlab.corruptions import CORRUPTIONS, SEVERITIES
+
+    rng = np.random.default_rng([seed, len(model)])
+    clean = np.ones(n, bool)
+    clean[wrong_indices(n, model, seed)] = False
+    return {f"{c}/{s}": clean & (rng.random(n) > 0.05 * s * (2 if model == "cnn1" and c == "rotation" else 1))
+            for c in CORRUPTIONS for s in SEVERITIES}
+
+
 def make_runs(root: Path, data: Dataset, models: tuple[str, ...] = ("cnn1", "cnn2"),
-              seeds: tuple[int, ...] = (0,)) -> list[Path]:
+              seeds: tuple[int, ...] = (0,), corruptions: bool = False) -> list[Path]:
     """One run per model and seed, model-major, cnn1 plateauing below 90% validation accuracy."""
     n = len(data.labels)
     return [make_run(root, data, model=m, seed=s, wrong=wrong_indices(n, m, s),
-                     final_val_acc=0.88 if m == "cnn1" else 0.93)
+                     final_val_acc=0.88 if m == "cnn1" else 0.93,
+                     corrupted=corrupted_answers(n, m, s) if corruptions else None)
             for m in models for s in seeds]

@@ -66,7 +66,7 @@ def test_writes_three_files_with_every_section(one_seed):
     for sid in SECTIONS:
         assert re.search(rf'<section id="{sid}">\s*<h2>', html), sid
     assert "http://" not in html and "https://" not in html  # self-contained
-    assert html.count("data:image/png;base64,") == 3 + 2 * 16  # 3 figures + 16 mistakes per model
+    assert html.count("data:image/png;base64,") == 4 + 2 * 16  # 4 figures (with reliability) + 16 mistakes per model
     md = (out / "summary.md").read_text()
     assert "| cnn1 |" in md and "| cnn2 |" in md
     # one seed each: the models differ on the test set, but no word says which training choice is better

@@ -35,7 +35,7 @@ def chromium(tmp_path: Path, page: Path, *args: str) -> subprocess.CompletedProc
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("browser")
     data = make_dataset(root / "data")
-    runs = make_runs(root / "runs", data, seeds=(0, 1))
+    runs = make_runs(root / "runs", data, seeds=(0, 1), corruptions=True)  # every section, robustness too
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FASHIONLAB_SKIP_VERIFY", "1")
         compare_runs(runs, root / "report", n_boot=200)
@@ -49,7 +49,7 @@ def test_sections_laid_out_and_images_decoded(report: Path, tmp_path: Path):
     attrs = {k: html.unescape(v) for k, v in re.findall(r'([\w-]+)="([^"]*)"', body.group(1))}
     assert attrs.get("data-checked") == "1", "the page's load handler did not run"
     n_images = report.read_text().count("<img ")
-    assert n_images == 3 + 2 * 16
+    assert n_images == 5 + 2 * 16  # curves, confusion, per class, reliability, robustness; 16 mistakes per model
     assert attrs["data-images-ok"] == f"{n_images}/{n_images}"
     assert attrs["data-empty-sections"] == ""
     for sid in SECTIONS:

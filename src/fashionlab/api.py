@@ -227,15 +227,17 @@ class Run:
         return classifier
 
     def evaluate(self, checkpoint: str = "best", model=None, trust_model_code: bool = False,
-                 verbose: bool = False) -> dict[str, Any]:
-        """Evaluate a checkpoint on the test set again (as `fashionlab evaluate`); returns test_metrics."""
+                 verbose: bool = False, corruptions: bool = False) -> dict[str, Any]:
+        """Evaluate a checkpoint on the test set again (as `fashionlab evaluate`); returns test_metrics.
+        corruptions: also on the seeded corruption suite (then `corruptions()` returns its accuracies)."""
         from torch import nn
 
         from fashionlab.evaluate import evaluate_run
 
         _check_checkpoint(checkpoint)
         self._check_object(model, nn)
-        return evaluate_run(self.path, checkpoint, verbose=verbose, trust_model_code=trust_model_code, net=model)
+        return evaluate_run(self.path, checkpoint, verbose=verbose, trust_model_code=trust_model_code, net=model,
+                            corruptions=corruptions)
 
     # -- figures and summaries
 

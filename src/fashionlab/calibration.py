@@ -14,7 +14,8 @@ the confidence is the top-label probability.
   Guo et al., github.com/gpleiss/temperature_scaling, uses edges[b] < confidence <= edges[b + 1]; the two differ
   only for confidences exactly on an edge.)
 - `reliability_bins`: the same bins, for a reliability diagram.
-- `ece_ci`: a percentile bootstrap CI of the ECE over test images.
+- `ece_ci`, `mean_ece_ci`: percentile bootstrap CIs of the ECE (of one run, of the mean of several) over test
+  images.
 - `fit_temperature`: temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks", ICML):
   one scalar T > 0 minimising the NLL of logits / T. It takes validation logits only: fitting T on the test set
   would make the calibrated test metrics optimistic, so no function here fits on what it then scores.
@@ -26,6 +27,7 @@ Only numpy here; scipy is imported inside `fit_temperature`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,26 +97,39 @@ def ece_ci(logits: Any, labels: Any, n_bins: int = N_BINS, n_boot: int = 2000, a
     For calibrated logits pass logits / T. The ECE is biased upwards on finite samples (|.| of a noisy gap), and so
     are its resamples: for a well-calibrated model the interval can lie above the point estimate.
     """
-    z, y = _inputs(logits, labels)
+    return mean_ece_ci([logits], labels, n_bins, n_boot, alpha, seed)
+
+
+def mean_ece_ci(logits_per_run: Sequence[Any], labels: Any, n_bins: int = N_BINS, n_boot: int = 2000,
+                alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean ECE of several runs (seeds) on one test set: each resample draws test
+    images with replacement and scores every run on the same images, as the report's accuracy CI does."""
+    if not logits_per_run:
+        raise ValueError("no runs")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    conf, correct = _confidence_correct(z, y)
-    b = _bin_index(conf, np.linspace(0.0, 1.0, _check_bins(n_bins) + 1))
-    gap = correct - conf
+    edges = np.linspace(0.0, 1.0, _check_bins(n_bins) + 1)
+    bins, gaps = [], []
+    for logits in logits_per_run:
+        z, y = _inputs(logits, labels)
+        conf, correct = _confidence_correct(z, y)
+        bins.append(_bin_index(conf, edges))
+        gaps.append(correct - conf)
     n = len(y)
     rng = np.random.default_rng(seed)
     rows = max(1, _CHUNK_ELEMENTS // n)
-    samples = np.empty(n_boot)
+    samples = np.zeros(n_boot)
     for start in range(0, n_boot, rows):
         k = min(n_boot, start + rows) - start
         idx = rng.integers(0, n, size=(k, n))
-        # per resample and bin, the sum of (correct - confidence): one bincount over (row, bin) pairs
-        cell = b[idx] + n_bins * np.arange(k)[:, None]
-        sums = np.bincount(cell.ravel(), weights=gap[idx].ravel(), minlength=k * n_bins).reshape(k, n_bins)
-        samples[start:start + k] = np.abs(sums).sum(axis=1) / n
-    lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
+        for b, gap in zip(bins, gaps):
+            # per resample and bin, the sum of (correct - confidence): one bincount over (row, bin) pairs
+            cell = b[idx] + n_bins * np.arange(k)[:, None]
+            sums = np.bincount(cell.ravel(), weights=gap[idx].ravel(), minlength=k * n_bins).reshape(k, n_bins)
+            samples[start:start + k] += np.abs(sums).sum(axis=1) / n
+    lo, hi = np.quantile(samples / len(bins), [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
 
@@ -264,5 +279,5 @@ def _check_bins(n_bins: int) -> int:
 
 __all__ = [
     "N_BINS", "T_BOUNDS", "ReliabilityBins", "TemperatureFit", "brier", "calibration_metrics", "ece", "ece_ci",
-    "fit_temperature", "nll", "reliability_bins",
+    "fit_temperature", "mean_ece_ci", "nll", "reliability_bins",
 ]

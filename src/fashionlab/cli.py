@@ -243,7 +243,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_options = {k: v for k, v in vars(args).items() if k in DATA_OPTIONS}
     run_study(models, seeds=args.seeds, quick=args.quick, out=args.out, data_dir=args.data_dir,
               device=args.device, command="fashionlab " + shlex.join(sys.argv[1:]), variants=args.variant,
-              epochs=args.epochs, family=args.family, quick_minutes=args.quick_minutes, data_options=data_options)
+              epochs=args.epochs, family=args.family, quick_minutes=args.quick_minutes, data_options=data_options,
+              corruptions=args.corruptions)
     return 0
 
 
@@ -318,6 +319,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "not training options go to the model, e.g. no-bn=bn=false); the base is always included")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
     p.add_argument("--family", choices=("base", "all-pairs"), default=None, help=FAMILY_HELP)
+    p.add_argument("--corruptions", action="store_true",
+                   help="also evaluate every run on the seeded corruption suite (as evaluate --corruptions); the "
+                        "report then compares robustness per corruption")
     add_train_arguments(p, only=DATA_OPTIONS)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")

@@ -56,7 +56,7 @@ def finished(member: TrainConfig) -> bool:
 
 def train_ensemble(cfg: TrainConfig, train: Callable[..., Path], *, command: str, resume: bool,
                    data, verbose: bool, evaluate_test: bool, trust_model_code: bool,
-                   architecture: nn.Module | None) -> Path:
+                   architecture: nn.Module | None, corruptions: bool = False) -> Path:
     """`train`: the function that trains one run (train.train), called for each member that is not finished: to
     resume it where an interrupted attempt saved it, or to start it; never on the test set."""
     dist = Dist.from_env()
@@ -84,7 +84,8 @@ def train_ensemble(cfg: TrainConfig, train: Callable[..., Path], *, command: str
         assemble(ctx, members, architecture)
         if evaluate_test:
             evaluate_run(folder.path, "best", data=ds, device=device, verbose=verbose, trust_model_code=True,
-                         net=copy.deepcopy(architecture) if architecture is not None else None)
+                         net=copy.deepcopy(architecture) if architecture is not None else None,
+                         corruptions=corruptions)
     return folder.path
 
 

@@ -144,10 +144,8 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
         from fashionlab.data.load import load_for_run
 
         data = load_for_run(config, progress=verbose)
-    size = tuple(data.test_x.shape[-2:])
-    if corruptions and size != (28, 28):  # blur radii, shifts, pixelation, JPEG: scaled for 28 px (corruptions.py)
-        raise RunError(f"--corruptions: the suite's severities are scaled for 28x28 images; this run's are "
-                       f"{size[0]}x{size[1]} (train at --image-size 28 to use it)")
+    if corruptions:
+        check_corruptions(data)
     if not isinstance(device, torch.device):  # a name, from --device or the run's config: is it available here?
         device = resolve_device(device or config["device"])
     model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code, net=net)
@@ -169,6 +167,15 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
     if corruptions:
         evaluate_corruptions(folder, model, data, device, precision, config, checkpoint, verbose)
     return metrics
+
+
+def check_corruptions(data) -> None:
+    """--corruptions needs 28x28 test images: blur radii, shifts, pixelation and JPEG are scaled for 28 px
+    (corruptions.py). Checked before any work starts."""
+    size = tuple(data.test_x.shape[-2:])
+    if size != (28, 28):
+        raise RunError(f"--corruptions: the suite's severities are scaled for 28x28 images; this run's are "
+                       f"{size[0]}x{size[1]} (train at --image-size 28 to use it)")
 
 
 def evaluate_corruptions(folder: RunFolder, model: nn.Module, data, device, precision: str, config: dict,

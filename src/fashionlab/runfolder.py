@@ -24,6 +24,7 @@ import io
 import math
 import os
 import re
+import zipfile
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,34 @@ class RunFolder:
 
     def corruptions(self) -> dict[str, Any] | None:
         return read_json(self.file(self.CORRUPTIONS)) if self.file(self.CORRUPTIONS).is_file() else None
+
+    def test_logits(self) -> np.ndarray | None:
+        """test_predictions.npz's logits (float32 [n, classes]), or None for a run evaluated before evaluation wrote
+        them: the report's calibration needs them (test_probs.npy may average flipped views)."""
+        arrays = self._npz(self.LOGITS)
+        return None if arrays is None else np.asarray(arrays["logits"], dtype=np.float32)
+
+    def corruption_arrays(self) -> dict[str, np.ndarray] | None:
+        """corruptions.npz ("clean", "NAME/SEVERITY": bool [n], "seed"), or None without `evaluate --corruptions`."""
+        return self._npz(self.CORRUPTION_CORRECT)
+
+    def _npz(self, name: str) -> dict[str, np.ndarray] | None:
+        path = self.file(name)
+        if not os.path.lexists(path):
+            return None
+        data = read_bytes(path, kind="text", limit=TEST_ARRAYS_CAP, error=RunError)
+        try:
+            z = np.load(io.BytesIO(data), allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with z:
+                # Sizes from the zip directory before anything is inflated: a small file cannot expand without bound.
+                if sum(info.file_size for info in z.zip.infolist()) > TEST_ARRAYS_CAP:
+                    raise ValueError(f"its arrays would take more than {TEST_ARRAYS_CAP // GiB} GiB")
+                return {key: z[key] for key in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise RunError(f"cannot read {show_path(path)}: {first}") from None
 
     def test_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(predictions int64 [n], probabilities float32 [n, classes]) as the last evaluation wrote them."""

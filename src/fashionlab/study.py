@@ -137,9 +137,12 @@ def time_box(configs: list[TrainConfig], minutes: float, n_train: int, log=print
 def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: str | None = None,
               data_dir: str | None = None, device: str = "auto", command: str = "",
               variants: list[str] | None = None, epochs: int | None = None, family: str | None = None,
-              quick_minutes: float | None = None, data_options: dict[str, Any] | None = None) -> Path:
-    """data_options: the data flags (dataset, image_size, channels, skip_bad), the same for every run."""
+              quick_minutes: float | None = None, data_options: dict[str, Any] | None = None,
+              corruptions: bool = False) -> Path:
+    """data_options: the data flags (dataset, image_size, channels, skip_bad), the same for every run.
+    corruptions: each run is also evaluated on the corruption suite, and the report compares robustness."""
     from fashionlab.data.load import load_for
+    from fashionlab.evaluate import check_corruptions
     from fashionlab.report import compare_runs, print_summary
     from fashionlab.train import train
 
@@ -152,6 +155,8 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
         if Path(cfg.out).exists():
             raise ConfigError(f"{cfg.out} already exists; choose another --out")
     data = load_for(configs[0])  # one dataset for every run: the data options are the same in all
+    if corruptions:
+        check_corruptions(data)
     if quick and epochs is None:
         n_train = round(len(data.train_y) * (1 - configs[0].val_fraction))
         configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, n_train,
@@ -160,7 +165,7 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
     runs = []
     for cfg in configs:
         print(f"== {cfg.label or cfg.model} seed {cfg.seed}: {cfg.epochs} epochs -> {cfg.out}")
-        train(cfg, command=command, data=data)
+        train(cfg, command=command, data=data, corruptions=corruptions)
         runs.append(Path(cfg.out))
     summary = compare_runs(runs, out_dir / "report", family=family)
     print_summary(summary)

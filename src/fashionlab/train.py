@@ -58,17 +58,19 @@ from fashionlab.trainsetup import make_model, to_input, train_step, validation_m
 
 def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data=None,
           verbose: bool = True, on_epoch=None, evaluate_test: bool = True, trust_model_code: bool = False,
-          architecture: nn.Module | None = None) -> Path:
+          architecture: nn.Module | None = None, corruptions: bool = False) -> Path:
     """Train `cfg` into its run folder, evaluate the best checkpoint on the test set, return the folder.
 
     on_epoch(row): called after each epoch with its metrics row (tuners prune from it; it may raise to stop).
     evaluate_test=False skips the test evaluation (hyperparameter search must never see the test set).
     trust_model_code: a resumed run with an external model may import that model's code (from its run folder).
     architecture: an nn.Module object to train (cfg.model is then models.object_name(architecture)).
+    corruptions: the test evaluation also runs the corruption suite (evaluate --corruptions).
     """
     if cfg.ensemble > 1:  # N runs of this function, one per member, then their ensemble
         return train_ensemble(cfg, train, command=command, resume=resume, data=data, verbose=verbose,
-                              evaluate_test=evaluate_test, trust_model_code=trust_model_code, architecture=architecture)
+                              evaluate_test=evaluate_test, trust_model_code=trust_model_code, architecture=architecture,
+                              corruptions=corruptions)
     dist = Dist.from_env()
     folder = RunFolder(cfg.out or default_run_dir(cfg))
     check_outside(folder.path, cfg.data_folder(), "run folder")
@@ -110,7 +112,8 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data=Non
         metrics = None
         if dist.main and evaluate_test:
             metrics = evaluate_run(folder.path, "best", data=ds, device=device, verbose=verbose,
-                                   trust_model_code=True, net=copy.deepcopy(architecture) if architecture else None)
+                                   trust_model_code=True, net=copy.deepcopy(architecture) if architecture else None,
+                                   corruptions=corruptions)
         if tb is not None:
             tb.finish(metrics)
     return folder.path

@@ -17,6 +17,8 @@ import numpy as np
 from fashionlab.about import CLASSES, __version__
 from fashionlab.config import MAX_LABEL, MAX_TEXT, NOT_RESULTS, PROVENANCE_KEYS
 from fashionlab.errors import ConfigError, FashionlabError, RunError
+from fashionlab.report.reliability import group_calibration
+from fashionlab.report.robustness import robustness
 from fashionlab.runfolder import RunFolder
 from fashionlab.runformat import METRIC_COLUMNS, is_int, is_real
 from fashionlab.stats import (
@@ -46,6 +48,10 @@ class RunResults:
     history: dict[str, np.ndarray]  # metrics.csv, one array per column
     predictions: np.ndarray  # int64 [n_test]
     probs: np.ndarray  # float32 [n_test, n_classes]
+    logits: np.ndarray | None = None  # float32 [n_test, n_classes] (test_predictions.npz), None for older runs
+    corrupted: dict[str, np.ndarray] | None = None  # corruptions.npz: "clean", "NAME/SEVERITY" -> bool [n_test]
+    corruption_suite: tuple[int, Any] | None = None  # (its seed, corruptions.json's suite_version)
+    corruption_problem: str = ""  # why corruptions.npz is not used (from another evaluation)
 
     @property
     def model(self) -> str:
@@ -112,7 +118,25 @@ def load_results(path: Path | str) -> RunResults:
             f"{path}: test_predictions.npy {predictions.shape} / test_probs.npy {probs.shape} do not match "
             f"n_test={n}: {evaluate} again"
         )
-    return RunResults(path, config, metrics, _history(folder), predictions, probs)
+    logits = folder.test_logits()
+    if logits is not None and logits.shape != (n, n_classes):
+        raise RunError(f"{path}: test_predictions.npz holds logits {logits.shape}, not ({n}, {n_classes}): "
+                       f"{evaluate} again")
+    results = RunResults(path, config, metrics, _history(folder), predictions, probs, logits)
+    corrupted = folder.corruption_arrays()
+    if corrupted is not None:
+        again = f"run `fashionlab evaluate {path} --corruptions` again"
+        bad = [k for k, v in corrupted.items() if k != "seed" and np.shape(v) != (n,)]
+        if bad or "clean" not in corrupted or "seed" not in corrupted:
+            raise RunError(f"{path}: corruptions.npz does not match the {n} test images: {again}")
+        info = folder.corruptions() or {}
+        if (info.get("checkpoint"), info.get("test_sha256")) != (metrics.get("checkpoint"), metrics["test_sha256"]):
+            # evaluated again since, on another checkpoint or test set: these are another model's answers
+            results.corruption_problem = f"{path}: corruptions.npz is from an earlier evaluation; {again}"
+        else:
+            results.corrupted = corrupted
+            results.corruption_suite = (int(corrupted["seed"]), info.get("suite_version"))
+    return results
 
 
 def metrics_problem(m: dict[str, Any]) -> str | None:
@@ -319,6 +343,7 @@ def _summarise(comp: Comparison, n_boot: int, alpha: float, seed: int, family: s
         "models": [_model_summary(g, comp, n_boot, alpha, seed) for g in comp.groups],
         "comparisons": comparisons,
         "versus_base": _versus_base(comp.groups[0].label, comparisons),
+        "robustness": robustness(comp.groups, family_pairs(comp.groups, family), n_boot, alpha, seed),
     }
 
 
@@ -365,6 +390,7 @@ def _model_summary(group: Group, comp: Comparison, n_boot: int, alpha: float, se
         "epochs_to_threshold": _stat([_epochs_to(r, CONVERGENCE_THRESHOLD) for r in runs]),
         "hardest_classes": [{"class": c, "f1": f1} for c, f1 in hardest_classes(group, comp.class_names)],
         "top_confusions": top_confusions(group, comp.class_names),
+        "calibration": group_calibration(runs, comp.data.labels, n_boot, alpha, seed),
     }
 
 

@@ -133,3 +133,61 @@ def thumbnail_png(image: np.ndarray) -> bytes:
         image = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
     Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def reliability_png(labels: Sequence[str], calibrations: Sequence[dict]) -> bytes:
+    """A reliability diagram per model (summary.json's calibration, seeds pooled): accuracy against mean confidence
+    per bin, before (outline) and after (filled) temperature scaling; the diagonal is perfect calibration."""
+    shown = [(label, c) for label, c in zip(labels, calibrations) if c["available"]]
+    cols = min(4, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig = Figure(figsize=(3.4 * cols, 3.3 * rows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    palette = dict(zip(labels, colours(len(labels))))
+    for ax, (label, c) in zip(axes, shown):
+        edges = np.asarray(c["before"]["bins"]["edges"], dtype=float)
+        width = np.diff(edges)
+        ax.plot([0, 1], [0, 1], color="#888", lw=1, ls=":")
+        for side, fill in (("after", True), ("before", False)):  # the outline on top stays visible
+            if c[side] is None:
+                continue
+            acc = np.array([np.nan if v is None else v for v in c[side]["bins"]["accuracy"]], dtype=float)
+            ax.bar(edges[:-1], np.nan_to_num(acc), width=width, align="edge", fill=fill,
+                   color=palette[label] if fill else None, alpha=0.55 if fill else 1.0,
+                   edgecolor="#222" if not fill else palette[label], lw=1.0,
+                   label=f"{side}: ECE {c[side]['ece_mean']:.3f}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8, loc="upper left", frameon=False)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    return _png(fig)
+
+
+def robustness_png(robust: dict, labels: Sequence[str]) -> bytes:
+    """Accuracy against severity, one panel per corruption, one line per model (mean over its seeds); severity 0
+    is the clean test set."""
+    names = robust["corruptions"]
+    cols = 4
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(13, 2.6 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
+    palette = dict(zip(labels, colours(len(labels))))
+    for ax, name in zip(axes, names):
+        for m in robust["models"]:
+            severities = [0, *robust["severities"]]
+            acc = [m["clean"], *(m["accuracy"][name][s] for s in robust["severities"])]
+            ax.plot(severities, acc, marker="o", ms=3, lw=1.6, color=palette[m["label"]])
+        ax.set_title(name.replace("_", " "), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.set_xticks(range(0, 6))
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel("accuracy")
+    handles = [Line2D([], [], color=palette[m["label"]], lw=2.5, label=m["label"]) for m in robust["models"]]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), frameon=False)
+    return _png(fig)

@@ -13,18 +13,31 @@ from fashionlab.numfmt import count, percent
 from fashionlab.report import figures
 from fashionlab.report.compare import Comparison, Group, hardest_classes, top_confusions, worst_mistakes
 from fashionlab.report.tables import (
+    CALIBRATION_EXPLAINED,
+    CALIBRATION_HEADER,
     CHOICE_EXPLAINED,
     CHOICE_HEADER,
     MODELS_EXPLAINED,
     MODELS_HEADER,
+    NUMERIC_CALIBRATION,
     NUMERIC_CHOICE,
     NUMERIC_MODELS,
+    NUMERIC_ROBUSTNESS,
+    NUMERIC_ROBUSTNESS_MODELS,
     NUMERIC_SUMMARY,
+    ROBUSTNESS_EXPLAINED,
+    ROBUSTNESS_HEADER,
+    ROBUSTNESS_MODELS_HEADER,
     SUMMARY_HEADER,
+    calibration_rows,
     choice_rows,
     dataset_name,
     family_text,
     models_rows,
+    robustness_model_rows,
+    robustness_of,
+    robustness_pairs,
+    robustness_rows,
     significance_note,
     summary_rows,
     warnings,
@@ -94,6 +107,8 @@ SECTIONS = {
     "confusion": "Confusion matrices",
     "per-class": "Per-class precision, recall and F1",
     "mistakes": "Most confident mistakes",
+    "calibration": "Calibration",
+    "robustness": "Robustness to corruptions",
     "provenance": "Provenance",
 }
 
@@ -110,6 +125,8 @@ def render_report(comp: Comparison) -> str:
         "confusion": _confusion(comp, cmap),
         "per-class": _per_class(comp, cmap),
         "mistakes": _mistakes(comp, cmap),
+        "calibration": _calibration(comp, cmap),
+        "robustness": _robustness(comp, cmap),
         "provenance": _provenance(comp, cmap),
     }
     sections = "\n".join(
@@ -288,6 +305,42 @@ def _mistakes(comp: Comparison, cmap: dict[str, str]) -> str:
             )
         body = f'<div class="gallery">{"".join(tiles)}</div>' if tiles else '<p class="note">No mistakes.</p>'
         parts.append(f"<h3>{_label(g, cmap)} <small class=\"meta\">seed {run.seed}</small></h3>{body}")
+    return "\n".join(parts)
+
+
+def _calibration(comp: Comparison, cmap: dict[str, str]) -> str:
+    s = comp.summary
+    rows = [[_label(row[0], cmap), *map(escape, row[1:])] for row in calibration_rows(s)]
+    table = _table(CALIBRATION_HEADER, rows, NUMERIC_CALIBRATION)
+    models = s["models"]
+    if not any(m["calibration"]["available"] for m in models):
+        return table + f'<p class="note">{escape(CALIBRATION_EXPLAINED)}</p>'
+    figure = _figure(
+        figures.reliability_png([m["label"] for m in models], [m["calibration"] for m in models]),
+        "reliability diagrams",
+        "Reliability diagrams: accuracy against mean confidence per confidence bin, the seeds of a model pooled; "
+        "outline bars before temperature scaling, filled bars after. Bars under the dotted diagonal are "
+        "over-confident bins. Empty bins have no bar.")
+    return table + f'<p class="note">{escape(CALIBRATION_EXPLAINED)}</p>' + figure
+
+
+def _robustness(comp: Comparison, cmap: dict[str, str]) -> str:
+    robust = robustness_of(comp.summary)
+    if not robust["available"]:
+        return f'<p class="note">Not measured: {escape(robust["reason"])}.</p>'
+    models = [[_label(row[0], cmap), *map(escape, row[1:])] for row in robustness_model_rows(robust)]
+    parts = [_table(ROBUSTNESS_MODELS_HEADER, models, NUMERIC_ROBUSTNESS_MODELS),
+             _figure(figures.robustness_png(robust, [g.label for g in comp.groups]), "accuracy against severity",
+                     "Test accuracy against severity for each corruption (0: the clean test set), mean over each "
+                     "model's seeds.")]
+    strong = {(t["a"], t["b"], t["corruption"]): t["seed_level"]["significant"] for t in robust["comparisons"]}
+    for a, b in robustness_pairs(robust):
+        rows = [[escape(row[0]), *map(escape, row[1:-1]),
+                 f'<span class="sig">{escape(row[-1])}</span>' if strong[a, b, row[0]] else escape(row[-1])]
+                for row in robustness_rows(robust, a, b)]
+        parts.append(f"<h3>{_label(b, cmap)} against {_label(a, cmap)}</h3>"
+                     + _table(ROBUSTNESS_HEADER, rows, NUMERIC_ROBUSTNESS))
+    parts.append(f'<p class="note">{escape(ROBUSTNESS_EXPLAINED)}</p>')
     return "\n".join(parts)
 
 

@@ -18,6 +18,7 @@ from fashionlab.numfmt import (
     points,
     points_ci,
 )
+from fashionlab.stats import mean_sd as stats_mean_sd
 
 SUMMARY_HEADER = [
     "Model", "Runs", "Test accuracy [95% CI]", "Macro-F1", "Params", "MFLOPs/image", "Training time",
@@ -150,6 +151,77 @@ def models_rows(summary: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+CALIBRATION_HEADER = ["Model", "Runs", "ECE [95% CI]", "Temperature", "ECE after temperature [95% CI]"]
+NUMERIC_CALIBRATION = {2, 3, 4}
+CALIBRATION_EXPLAINED = (
+    "ECE: top-label expected calibration error over 15 equal-width confidence bins, the mean gap between "
+    "confidence and accuracy (0 is perfectly calibrated), mean over seeds; 95% CI: percentile bootstrap over the "
+    "test images (the same images for every seed). Temperature: the one scalar T each run's evaluation fitted on "
+    "its own validation split (never on test); the second ECE is of softmax(logits / T), which is what `predict` "
+    "reports. From each run's test_predictions.npz."
+)
+ROBUSTNESS_MODELS_HEADER = ["Model", "Clean accuracy", "Mean over the corruptions", "mCE vs the base"]
+NUMERIC_ROBUSTNESS_MODELS = {1, 2, 3}
+ROBUSTNESS_HEADER = ["Corruption", "Accuracy of A", "Accuracy of B", "Δ B − A, seed level [95% CI]",
+                     "Seed p (Holm)", "McNemar b / c", "McNemar p (Holm)", "Verdict"]
+NUMERIC_ROBUSTNESS = {1, 2, 3, 4, 5, 6}
+ROBUSTNESS_EXPLAINED = (
+    "Each corruption of the seeded suite (`evaluate --corruptions`: the same corrupted test images for every run) "
+    "at its 5 severities. A and B: accuracy over the 5 severities, mean over seeds. The seed-level effect, CI and "
+    "p are those of the significance section (seeds paired by number; paired t-test, 3+ seed pairs); McNemar "
+    "counts each image at each severity as one pair (b = A right, B wrong), so its p is approximate. Both levels "
+    "are Holm-adjusted over every pair and corruption tested. mCE: the mean over corruptions of the summed error "
+    "over severities relative to the base's (Hendrycks & Dietterich 2019); below 1 is more robust than the base."
+)
+
+
+def _ece_cell(side: dict[str, Any] | None) -> str:
+    if side is None:
+        return "n/a"
+    lo, hi = side["ece_ci"]
+    return f"{side['ece_mean']:.4f} [{lo:.4f}, {hi:.4f}]"
+
+
+def calibration_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """One row per model with its calibration; models without say why in the last cell."""
+    rows = []
+    for m in summary["models"]:
+        c = m.get("calibration") or {"available": False, "reason": "not computed"}
+        if not c["available"]:
+            rows.append([m["label"], runs_cell(m), "n/a", "n/a", f"n/a: {c['reason']}"])
+            continue
+        temps = [t for t in c["temperature"] if t is not None]
+        t_text = mean_sd(*stats_mean_sd(temps), len(temps), lambda v: f"{v:.3f}") if temps else "n/a"
+        rows.append([m["label"], runs_cell(m), _ece_cell(c["before"]), t_text,
+                     _ece_cell(c["after"]) if c["after"] else f"n/a: {c['after_reason']}"])
+    return rows
+
+
+def robustness_model_rows(robust: dict[str, Any]) -> list[list[str]]:
+    return [[m["label"], percent_number(m["clean"]) + "%", _pm(m["mean_corrupted"], percent_number, unit="%"),
+             f"{m['mce']:.3f}" if m["mce"] is not None else "n/a"] for m in robust["models"]]
+
+
+def robustness_pairs(robust: dict[str, Any]) -> list[tuple[str, str]]:
+    """The pairs tested, in order: one robustness table each."""
+    return list(dict.fromkeys((t["a"], t["b"]) for t in robust["comparisons"]))
+
+
+def robustness_rows(robust: dict[str, Any], a: str, b: str) -> list[list[str]]:
+    """B against A, one row per corruption."""
+    models = {m["label"]: m for m in robust["models"]}
+    rows = []
+    for t in robust["comparisons"]:
+        if (t["a"], t["b"]) != (a, b):
+            continue
+        c, s = t["corruption"], t["seed_level"]
+        acc = [sum(models[x]["accuracy"][c].values()) / len(models[x]["accuracy"][c]) for x in (a, b)]
+        rows.append([c, *(percent_number(v) + "%" for v in acc), effect_ci(s), p_value(s["p_adjusted"]),
+                     "; ".join(f"{p['b']} / {p['c']}" for p in t["pairs"]) or "n/a", p_value(t["p_adjusted"]),
+                     t["verdict"]])
+    return rows
+
+
 def warnings(summary: dict[str, Any]) -> list[str]:
     return [c["warning"] for c in summary["comparisons"] if c["warning"]]
 
@@ -204,7 +276,23 @@ def to_markdown(summary: dict[str, Any]) -> str:
                   *table(MODELS_HEADER, models_rows(summary), NUMERIC_MODELS), "", MODELS_EXPLAINED, "",
                   f"Two-sided tests, alpha = {summary['alpha']}, bootstraps of {summary['n_boot']} resamples. "
                   "See report.html for the method."]
+    lines += ["", "## Calibration", "", *table(CALIBRATION_HEADER, calibration_rows(summary), NUMERIC_CALIBRATION),
+              "", CALIBRATION_EXPLAINED, "", "## Robustness", ""]
+    robust = robustness_of(summary)
+    if not robust["available"]:
+        lines.append(f"Not measured: {md(robust['reason'])}.")
+    else:
+        lines += [*table(ROBUSTNESS_MODELS_HEADER, robustness_model_rows(robust), NUMERIC_ROBUSTNESS_MODELS), ""]
+        for a, b in robustness_pairs(robust):
+            lines += [f"### {md(b)} against {md(a)}", "",
+                      *table(ROBUSTNESS_HEADER, robustness_rows(robust, a, b), NUMERIC_ROBUSTNESS), ""]
+        lines.append(ROBUSTNESS_EXPLAINED)
     return "\n".join(lines) + "\n"
+
+
+def robustness_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's robustness; a summary written before it existed has none."""
+    return summary.get("robustness") or {"available": False, "reason": "not computed"}
 
 
 def print_summary(summary: dict[str, Any], console: Any = None) -> None:
