@@ -26,6 +26,7 @@ from fashionlab import predict as predict_module
 from fashionlab.cli import main
 from fashionlab.errors import ConfigError, FashionlabError, RunError
 from fashionlab.explain import gradcam, last_conv, overlay_png
+from fashionlab.models import Classifier, Ensemble
 from fashionlab.runfolder import RunFolder
 
 HAVE_CAPTUM = importlib.util.find_spec("captum") is not None
@@ -79,24 +80,28 @@ def test_gradcam_agrees_with_the_definition(which):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
 
 
-class Quadrants(nn.Module):
-    """Class 1 sees only the top-left quadrant of a 28x28 image, class 0 only the top-right, class 2 the whole
-    image: the input is masked into one channel group per class before the conv (groups keep them apart)."""
+TOP_LEFT, TOP_RIGHT, WHOLE = (slice(0, 14), slice(0, 14)), (slice(0, 14), slice(14, 28)), (slice(None), slice(None))
 
-    def __init__(self):
+
+class Quadrants(nn.Module):
+    """Class c's logit is computed from the pixels of regions[c] of a 28x28 image only: the input is masked into
+    one channel group per class before the conv (groups keep them apart). scale: of the logits."""
+
+    def __init__(self, regions=(TOP_RIGHT, TOP_LEFT, WHOLE), scale: float = 1.0):
         super().__init__()
-        masks = torch.zeros(3, 28, 28)
-        masks[0, :14, 14:] = 1
-        masks[1, :14, :14] = 1
-        masks[2] = 1
+        masks = torch.zeros(len(regions), 28, 28)
+        for c, (rows, cols) in enumerate(regions):
+            masks[c, rows, cols] = 1
         self.register_buffer("masks", masks[None])
-        self.conv = nn.Conv2d(3, 6, 2, stride=2, groups=3, bias=False)  # 14x14 maps: upsampling is tested too
+        self.scale = scale
+        # 14x14 maps, so the upsampling is tested too
+        self.conv = nn.Conv2d(len(regions), 2 * len(regions), 2, stride=2, groups=len(regions), bias=False)
         with torch.no_grad():
             self.conv.weight.uniform_(0.1, 1.0)
 
     def forward(self, x):
         a = torch.relu(self.conv(x * self.masks))
-        return a.view(len(x), 3, 2, 14, 14).sum((2, 3, 4))
+        return a.view(len(x), len(self.masks[0]), 2, 14, 14).sum((2, 3, 4)) * self.scale
 
 
 @needs_captum
@@ -104,12 +109,40 @@ def test_the_map_lies_where_the_class_looks():
     torch.manual_seed(0)
     model = Quadrants()
     x = torch.rand(4, 1, 28, 28) + 0.1
-    for target, (rows, cols) in ((1, (slice(0, 14), slice(0, 14))), (0, (slice(0, 14), slice(14, 28)))):
+    for target, (rows, cols) in ((1, TOP_LEFT), (0, TOP_RIGHT)):
         heat = gradcam(model, x, torch.full((4,), target))
         inside = heat[:, rows, cols].sum((1, 2)) / heat.sum((1, 2))
         assert (inside > 0.95).all(), (target, inside)  # the rest: one bilinear row and column at the edge
     whole = gradcam(model, x, torch.full((4,), 2))
     assert (whole[:, 14:, :14].sum((1, 2)) > 0.1 * whole.sum((1, 2))).all()  # the bottom-left counts for class 2
+
+
+@needs_captum
+def test_an_ensembles_map_is_the_mean_of_its_members(tmp_path):
+    """No single member's layer explains an ensemble: the default (the last conv) sees only the last member;
+    predict gives gradcam every member's last conv, and their maps are averaged."""
+    torch.manual_seed(0)
+    # Class 1: the top-left for one member, the top-right for the other; logits small enough for a softmax.
+    left, right = Quadrants((TOP_RIGHT, TOP_LEFT), scale=0.01), Quadrants((TOP_LEFT, TOP_RIGHT), scale=0.01)
+    ensemble = Classifier(Ensemble([left, right]))
+    x = torch.rand(3, 1, 28, 28) + 0.1
+    target = torch.ones(3, dtype=torch.long)
+
+    def mass(heat, cols):
+        return heat[:, :14, cols].sum((1, 2)) / heat.sum((1, 2))
+
+    last_only = gradcam(ensemble, x, target)
+    assert (mass(last_only, slice(14, 28)) > 0.95).all()
+    both = gradcam(ensemble, x, target, [left.conv, right.conv])
+    assert (mass(both, slice(0, 14)) > 0.3).all() and (mass(both, slice(14, 28)) > 0.3).all()
+    mean = (gradcam(ensemble, x, target, left.conv) + gradcam(ensemble, x, target, right.conv)) / 2
+    torch.testing.assert_close(both, mean / mean.flatten(1).amax(1).view(-1, 1, 1))
+
+    model = predict_module.TorchModel.__new__(predict_module.TorchModel)  # what a run folder of it would load
+    model.model, model.device, model.shape = ensemble, "cpu", (1, 28, 28)
+    pixels = (x[:, 0] * 200).to(torch.uint8)
+    expected = gradcam(ensemble, pixels.float().div(255).unsqueeze(1), target, [left.conv, right.conv])
+    np.testing.assert_allclose(model.heatmaps(pixels, target), expected.numpy(), atol=1e-6)
 
 
 @needs_captum

@@ -3,7 +3,8 @@
 Grad-CAM (Selvaraju et al., 2017): the activations A_k of a conv layer, each weighted by the mean over its H x W of
 the class score's gradient dY/dA_k, summed over k, then ReLU. Computed by Captum's `LayerGradCam`, upsampled
 bilinearly to the input's size and scaled per image to [0, 1]. The default layer is the model's last `nn.Conv2d`
-in registration order (the coarsest, most class-specific maps in every architecture fashionlab ships).
+in registration order (the coarsest, most class-specific maps in every architecture fashionlab ships). An ensemble
+has one such layer per member, and no single one explains it: the members' maps are averaged.
 
 captum is an optional dependency: `pip install 'fashionlab[explain]'`; `require()` checks for it.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -46,10 +48,16 @@ def last_conv(model: nn.Module) -> nn.Conv2d:
     return convs[-1]
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: nn.Module | None = None) -> torch.Tensor:
+def gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
+            layer: nn.Module | Sequence[nn.Module] | None = None) -> torch.Tensor:
     """Grad-CAM maps [N, H, W] of `layer` (default: the last conv) for class `targets[i]` of input `x[i]`
     ([N, C, H, W], what the model takes), at the input's resolution, each scaled to [0, 1] (an all-zero map stays
-    zero). Runs the model in eval mode; leaves its modes, parameters and their .grad as they were."""
+    zero). Several layers (an ensemble's members): the mean of their maps, scaled again. Runs the model in eval
+    mode; leaves its modes, parameters and their .grad as they were."""
+    if isinstance(layer, Sequence):
+        if not layer:
+            raise ValueError("gradcam: no layer given")
+        return _unit_peak(sum(gradcam(model, x, targets, one) for one in layer) / len(layer))
     require()
     from captum.attr import LayerAttribution, LayerGradCam
 
@@ -65,9 +73,14 @@ def gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: nn.
     finally:
         for m, training in modes:
             m.training = training
-    cam = LayerAttribution.interpolate(cam.detach(), tuple(x.shape[-2:]), interpolate_mode="bilinear")[:, 0]
-    peak = cam.flatten(1).amax(1).view(-1, 1, 1)
-    return cam / torch.where(peak > 0, peak, torch.ones_like(peak))
+    return _unit_peak(LayerAttribution.interpolate(cam.detach(), tuple(x.shape[-2:]),
+                                                   interpolate_mode="bilinear")[:, 0])
+
+
+def _unit_peak(maps: torch.Tensor) -> torch.Tensor:
+    """Non-negative maps [N, H, W] each divided by its maximum; an all-zero map stays zero."""
+    peak = maps.flatten(1).amax(1).view(-1, 1, 1)
+    return maps / torch.where(peak > 0, peak, torch.ones_like(peak))
 
 
 def overlay_png(image: np.ndarray, heat: np.ndarray) -> bytes:

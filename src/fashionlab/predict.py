@@ -99,14 +99,18 @@ class TorchModel:
                               channels_last=self.channels_last)
 
     def heatmaps(self, x: torch.Tensor, targets: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Grad-CAM maps (float32 [N, H, W] in [0, 1]) of uint8 images for classes `targets`. With the run's flip
-        TTA the prediction averages the image and its mirror; the map is of the image as given."""
+        """Grad-CAM maps (float32 [N, H, W] in [0, 1]) of uint8 images for classes `targets`, of the last conv
+        layer (an ensemble: of each member's, averaged). With the run's flip TTA the prediction averages the image
+        and its mirror; the map is of the image as given."""
         from fashionlab.data import as_input
-        from fashionlab.explain import gradcam
+        from fashionlab.explain import gradcam, last_conv
+        from fashionlab.models import Ensemble
 
+        net = getattr(self.model, "net", None)
+        layers = [last_conv(m) for m in net.members] if isinstance(net, Ensemble) else None
         # In parts: the backward pass holds every activation of its batch.
         maps = [gradcam(self.model, as_input(x[i:i + batch_size]).to(self.device),
-                        targets[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)]
+                        targets[i:i + batch_size], layers).cpu() for i in range(0, len(x), batch_size)]
         return torch.cat(maps).numpy().astype(np.float32) if maps else np.empty((0, *self.shape[1:]), np.float32)
 
 
