@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("facts", ("errors", "about")),
     ("pure helpers", ("stats", "numfmt", "calibration", "reading", "redact", "files")),
     ("leaves: devices, images, recipes, models", (
-        "device", "imageprep", "recipes", "measured", "corruptions",
+        "device", "imageprep", "recipes", "measured", "corruptions", "explain",
         "models.external", "models.registry", "models.cnn", "models.resnet", "models")),
     ("options", ("config",)),
     ("run-file formats", ("runformat",)),

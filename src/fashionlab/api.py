@@ -343,7 +343,7 @@ def compare(runs: Sequence[Run | str | os.PathLike], out: str | os.PathLike | No
 
 def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_model_code: bool = False, *,
             checkpoint: str = "best", preprocess: bool = True, device: str = "cpu", model=None,
-            calibrate: bool = True) -> list[dict[str, Any]]:
+            calibrate: bool = True, explain: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Top-k classes for each image, as `fashionlab predict --json` prints them: [{"file", "top": [{"label",
     "index", "prob"}, ...]}] (plus "warnings" for a tiny or blank image), or {"file", "error"} for a file that
     cannot be read. Photos are preprocessed the way Fashion-MNIST was made (trim, fit, centre, invert).
@@ -353,7 +353,10 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
     HxW or HxWxC (C = 1, 3 or 4). In-memory images are named "<image N>" (N: their place in the list).
     model: an nn.Module object, for a run trained from one.
     calibrate: probabilities softmax(logits / T), T the temperature fitted on the run's validation split (an export
-    carries it), when there is one; False: the plain softmax. The ranking is the same either way."""
+    carries it), when there is one; False: the plain softmax. The ranking is the same either way.
+    explain: a folder for a Grad-CAM heatmap of each image's top-1 class (`--explain`; a run, not an .onnx file;
+    needs captum), as NNNNN-<name>-gradcam.png, each row's "explanation". Checked before any work; it never
+    overwrites a file, and a heatmap that cannot be written raises RunError."""
     import fashionlab.predict as predicting
 
     _check_checkpoint(checkpoint)
@@ -362,6 +365,13 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
     if not isinstance(source, (str, os.PathLike)):
         raise ConfigError(f"predict() takes a Run, a run folder or an .onnx file, got {_kind(run_or_onnx)}")
     source = Path(source)
+    if explain is not None and not isinstance(explain, (str, os.PathLike)):
+        raise ConfigError(f"predict(): explain must be a folder path, got {_kind(explain)}")
+    explain_to = Path(explain) if explain is not None else None
+    if explain_to is not None:  # before the model is loaded
+        predicting.check_explain_model(source)
+        predicting.check_output_folder(explain_to, predicting.EXPLAIN, source)
+        predicting.check_save_names(explain_to, items, predicting.EXPLAIN)
     if model is None and RunFolder(source).exists():
         Run(source)._check_object(None, None)  # a run trained from an object needs one
     if model is None:
@@ -371,4 +381,7 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
 
         Run(source)._check_object(model, nn)
         loaded = predicting.TorchModel(source, checkpoint, device, net=model)
-    return [r.as_json() for r in predicting.predict_items(loaded, items, top_k, preprocess, calibrate)]
+    results = predicting.predict_items(loaded, items, top_k, preprocess, calibrate, explain=explain_to is not None)
+    if explain_to is not None and (error := predicting.save_explanations(results, explain_to)):
+        raise RunError(error)
+    return [r.as_json() for r in results]

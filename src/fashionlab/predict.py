@@ -3,7 +3,8 @@
 Each file is decoded and prepared on its own (a bad file becomes an error line, the others still count);
 then one batched forward pass over all of them. Anything that is not a regular file (FIFO, device, broken link)
 is refused from `os.stat` without being opened. A doubtful input (tiny, blank) is predicted with warnings.
-`--save-preprocessed` is checked before any work, never overwrites a file, and its failure cannot hide the
+`--save-preprocessed` and `--explain` (Grad-CAM heatmaps, explain.py; a run folder only) are checked before any
+work, never overwrite a file nor write into the run's dataset folder, and their failure cannot hide the
 predictions: they are printed first.
 """
 
@@ -15,7 +16,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fashionlab.config import FASHION_MNIST
-from fashionlab.errors import ConfigError, RunError
-from fashionlab.files import write_new_file
+from fashionlab.config import FASHION_MNIST, data_folder
+from fashionlab.errors import ConfigError, FashionlabError, RunError
+from fashionlab.files import check_outside, write_new_file
 from fashionlab.imageprep import (
     MAX_PIXELS,
     MIN_SIDE,
@@ -51,11 +52,14 @@ class Result:
     note: str | None = None
     pixels: np.ndarray | None = None  # uint8 [H, W] or [C, H, W]: what the model saw
     warnings: tuple[str, ...] = ()  # predicted, but doubtful: tiny image, blank after preprocessing
+    heat: np.ndarray | None = None  # float [H, W] in [0, 1]: Grad-CAM of the top-1 class (--explain)
+    explanation: str | None = None  # where that heatmap's PNG is written
 
     def as_json(self) -> dict[str, Any]:
         if self.error:
             return {"file": self.file, "error": self.error}
-        return {"file": self.file, "top": self.top, **({"warnings": list(self.warnings)} if self.warnings else {})}
+        return {"file": self.file, "top": self.top, **({"warnings": list(self.warnings)} if self.warnings else {}),
+                **({"explanation": self.explanation} if self.explanation else {})}
 
 
 @dataclass
@@ -93,6 +97,21 @@ class TorchModel:
 
         return predict_logits(self.model, x, device=self.device, tta=self.tta,
                               channels_last=self.channels_last)
+
+    def heatmaps(self, x: torch.Tensor, targets: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Grad-CAM maps (float32 [N, H, W] in [0, 1]) of uint8 images for classes `targets`, of the last conv
+        layer (an ensemble: of each member's, averaged). With the run's flip TTA the prediction averages the image
+        and its mirror; the map is of the image as given."""
+        from fashionlab.data import as_input
+        from fashionlab.explain import gradcam, last_conv
+        from fashionlab.models import Ensemble
+
+        net = getattr(self.model, "net", None)
+        layers = [last_conv(m) for m in net.members] if isinstance(net, Ensemble) else None
+        # In parts: the backward pass holds every activation of its batch.
+        maps = [gradcam(self.model, as_input(x[i:i + batch_size]).to(self.device),
+                        targets[i:i + batch_size], layers).cpu() for i in range(0, len(x), batch_size)]
+        return torch.cat(maps).numpy().astype(np.float32) if maps else np.empty((0, *self.shape[1:]), np.float32)
 
 
 class OnnxModel:
@@ -236,12 +255,14 @@ def read_item(model, path: Path, preprocess: bool) -> Result:
 
 
 def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result | InMemory], top_k: int = 3,
-                  preprocess: bool = True, calibrate: bool = True) -> list[Result]:
+                  preprocess: bool = True, calibrate: bool = True, explain: bool = False) -> list[Result]:
     """Top-k predictions for collected inputs, in order. calibrate: softmax(logits / T) with the temperature
     fitted on the run's validation split, when it has one (the ranking is the same; the probabilities are
-    calibrated); else the plain softmax."""
+    calibrated); else the plain softmax. explain: each Result's `heat`, Grad-CAM of its top-1 class."""
     if not 1 <= top_k <= len(model.classes):
         raise ConfigError(f"--top-k must be between 1 and {len(model.classes)}, got {top_k}")
+    if explain and not isinstance(model, TorchModel):
+        raise RunError(ONNX_EXPLAIN)
     results: list[Result] = []
     for item in items:
         if isinstance(item, Result):
@@ -263,15 +284,29 @@ def predict_items(model: TorchModel | OnnxModel, items: list[Path | Result | InM
         values, indices = probs.topk(top_k, 1)
         for r, vs, ix in zip(good, values.tolist(), indices.tolist()):
             r.top = [{"label": model.classes[i], "index": i, "prob": round(v, 6)} for v, i in zip(vs, ix)]
+        if explain:
+            for r, heat in zip(good, model.heatmaps(batch, indices[:, 0])):
+                r.heat = heat
     return results
 
 
 def predict(model_path: Path | str, inputs: list[Path | str], *, top_k: int = 3, checkpoint: str = "best",
             preprocess: bool = True, device: str = "cpu", trust_model_code: bool = False,
-            calibrate: bool = True) -> list[Result]:
-    """Top-k predictions for every input file (directories expanded), in input order."""
+            calibrate: bool = True, explain: Path | str | None = None) -> list[Result]:
+    """Top-k predictions for every input file (directories expanded), in input order. explain: a folder for a
+    Grad-CAM heatmap PNG of each prediction (checked before any work; a failure to write raises RunError)."""
+    explain_to = Path(explain) if explain is not None else None
+    if explain_to:
+        check_explain_model(Path(model_path))
+        check_output_folder(explain_to, EXPLAIN, Path(model_path))
+    items = collect_inputs([Path(p) for p in inputs])
+    if explain_to:
+        check_save_names(explain_to, items, EXPLAIN)
     model = load_model(Path(model_path), checkpoint, device, trust_model_code)
-    return predict_items(model, collect_inputs([Path(p) for p in inputs]), top_k, preprocess, calibrate)
+    results = predict_items(model, items, top_k, preprocess, calibrate, explain=explain_to is not None)
+    if explain_to and (error := save_explanations(results, explain_to)):
+        raise RunError(error)
+    return results
 
 
 # ---------------------------------------------------------------------------------------------- in-memory images
@@ -326,18 +361,24 @@ def _checked_image(image, i: int):
 
 
 
-# ---------------------------------------------------------------------------------------------- --save-preprocessed
+# --------------------------------------------------------------------------------------- --save-preprocessed, --explain
+
+SAVE, EXPLAIN = "--save-preprocessed", "--explain"
+SUFFIX = {SAVE: "", EXPLAIN: "-gradcam"}  # distinct, so both options may share one folder
+ONNX_EXPLAIN = ("--explain needs a run folder: Grad-CAM takes the model's gradients, which an exported .onnx model "
+                "does not give; pass the run folder it was exported from")
 
 
-def preprocessed_name(index: int, file: str) -> str:
+def preprocessed_name(index: int, file: str, suffix: str = "") -> str:
     """The PNG name for the input at `index`: numbered in input order, as names from different folders may
-    clash; the stem is shortened (in bytes) so the name stays under file-system limits."""
-    return f"{index:05d}-{os.fsdecode(os.fsencode(Path(file).stem)[:200])}.png"
+    clash; the stem is shortened (in bytes) so the name stays under file-system limits. An in-memory image
+    (Python API, "<image N>") is named image-N."""
+    stem = f"image-{file[7:-1]}" if file.startswith("<image ") and file.endswith(">") else Path(file).stem
+    return f"{index:05d}-{os.fsdecode(os.fsencode(stem)[:200])}{suffix}.png"
 
 
-def check_save_folder(folder: Path) -> None:
+def check_save_folder(folder: Path, what: str = SAVE) -> None:
     """Before any work: the folder exists (or can be made: its nearest existing ancestor is a writable folder)."""
-    what = "--save-preprocessed"
     try:
         st = os.stat(folder)
     except (FileNotFoundError, NotADirectoryError):
@@ -358,14 +399,50 @@ def check_save_folder(folder: Path) -> None:
         raise RunError(f"cannot write to {what} folder {folder}: permission denied")
 
 
-def check_save_names(folder: Path, items: list[Path | Result]) -> None:
+def run_data_folder(model_path: Path) -> Path | None:
+    """The dataset folder a run was trained on (its own images), where nothing may be written; None for
+    Fashion-MNIST, a CSV or npz, an export, or a folder that is not a readable run (loading it says why)."""
+    from fashionlab.runfolder import RunFolder
+
+    folder = RunFolder(model_path)
+    try:
+        spec = folder.config().get("dataset") if model_path.is_dir() and folder.exists() else None
+    except (FashionlabError, OSError):
+        return None
+    return data_folder(spec) if isinstance(spec, str) else None
+
+
+def check_output_folder(folder: Path, what: str, model_path: Path) -> None:
+    """Before any work: `folder` can hold the PNGs, and is not inside the run's dataset folder."""
+    check_save_folder(folder, what)
+    check_outside(folder, run_data_folder(model_path), what)
+
+
+def check_explain_model(model_path: Path) -> None:
+    """Before any work: --explain needs captum and a run folder (an .onnx export has no gradients)."""
+    if model_path.is_file():  # as load_model decides: a file can only be an exported model
+        raise RunError(ONNX_EXPLAIN)
+    from fashionlab.explain import require
+
+    require()
+
+
+def check_save_names(folder: Path, items: list[Path | Result | InMemory], what: str = SAVE) -> None:
     """Before any work: none of the PNG names this run would write exists yet (predict never overwrites)."""
-    taken = [name for i, item in enumerate(items) if isinstance(item, Path)
-             if os.path.lexists(folder / (name := preprocessed_name(i, str(item))))]
+    taken = [name for i, item in enumerate(items) if isinstance(item, (Path, InMemory))
+             if os.path.lexists(folder / (name := preprocessed_name(
+                 i, item.name if isinstance(item, InMemory) else str(item), SUFFIX[what])))]
     if taken:
         more = f" and {len(taken) - 1} more of the names it would write" if len(taken) > 1 else ""
-        raise RunError(f"--save-preprocessed folder {folder} already holds {taken[0]}{more}; predict never "
+        raise RunError(f"{what} folder {folder} already holds {taken[0]}{more}; predict never "
                        "overwrites files: choose a new or empty folder, or remove them")
+
+
+def name_explanations(results: list[Result], folder: Path) -> None:
+    """Each explained Result's `explanation`: the path its heatmap PNG is written to."""
+    for i, r in enumerate(results):
+        if r.heat is not None:
+            r.explanation = str(folder / preprocessed_name(i, r.file, SUFFIX[EXPLAIN]))
 
 
 def save_preprocessed(results: list[Result], folder: Path) -> str | None:
@@ -373,20 +450,38 @@ def save_preprocessed(results: list[Result], folder: Path) -> str | None:
     Returns None, or a one-line description of what could not be saved."""
     from PIL import Image
 
-    todo = [(preprocessed_name(i, r.file), r.pixels) for i, r in enumerate(results) if r.pixels is not None]
+    def png(pixels: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(
+            buf, "PNG")
+        return buf.getvalue()
+
+    return save_pngs([(preprocessed_name(i, r.file), lambda r=r: png(r.pixels))
+                      for i, r in enumerate(results) if r.pixels is not None], folder, SAVE)
+
+
+def save_explanations(results: list[Result], folder: Path) -> str | None:
+    """One heatmap PNG (explain.overlay_png) per explained input, named as `name_explanations` says."""
+    from fashionlab.explain import overlay_png
+
+    name_explanations(results, folder)
+    return save_pngs([(Path(r.explanation).name, lambda r=r: overlay_png(r.pixels, r.heat))
+                      for r in results if r.explanation is not None and r.heat is not None], folder, EXPLAIN)
+
+
+def save_pngs(todo: list[tuple[str, Callable[[], bytes]]], folder: Path, what: str) -> str | None:
+    """Write each (name, PNG maker) into `folder`, made with its parents if missing; never over an existing file.
+    Returns None, or a one-line description of what could not be saved."""
     if not todo:
         return None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        return f"cannot create --save-preprocessed folder {folder}: {describe_os_error(e)}; no image saved"
+        return f"cannot create {what} folder {folder}: {describe_os_error(e)}; no image saved"
     failed: list[tuple[str, str]] = []
-    for name, pixels in todo:
-        buf = io.BytesIO()
-        Image.fromarray(pixels if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(
-            buf, "PNG")
+    for name, make in todo:
         try:
-            write_new_file(folder / name, buf.getvalue())
+            write_new_file(folder / name, make())
         except FileExistsError:
             failed.append((name, "already exists, not overwritten"))
         except OSError as e:
@@ -394,8 +489,7 @@ def save_preprocessed(results: list[Result], folder: Path) -> str | None:
     if not failed:
         return None
     name, why = failed[0]
-    return (f"--save-preprocessed: {len(failed)} of {len(todo)} images not saved to {folder} "
-            f"(first: {name}: {why})")
+    return f"{what}: {len(failed)} of {len(todo)} images not saved to {folder} (first: {name}: {why})"
 
 
 def print_table(results: list[Result], top_k: int) -> None:
@@ -439,21 +533,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "parents are made if missing. Checked before any work: if DIR is a file, or already holds "
                         "one of those names, predict stops with an error (it never overwrites a file). If saving "
                         "fails later, the predictions are still printed, then the error (exit 2)")
+    p.add_argument("--explain", metavar="DIR", default=None,
+                   help="write a Grad-CAM heatmap of each prediction's top-1 class (the model's last conv layer), "
+                        "over the image the model saw, as PNGs named NNNNN-<name>-gradcam.png; a run folder only, "
+                        "not an .onnx export. Checked before any work, like --save-preprocessed, and never written "
+                        "into the run's dataset folder. Needs captum: pip install 'fashionlab[explain]'")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"))
     p.add_argument("--trust-model-code", action="store_true",
                    help="allow importing the run's external model code (FILE.py:NAME / module:NAME models)")
 
 
 def run(args: argparse.Namespace) -> int:
-    save_to = Path(args.save_preprocessed) if args.save_preprocessed else None
-    if save_to:  # before the inputs are read or the model is loaded
-        check_save_folder(save_to)
+    model_path = Path(args.model)
+    outputs = {what: Path(folder) for what, folder in ((SAVE, args.save_preprocessed), (EXPLAIN, args.explain))
+               if folder}
+    # Before the inputs are read or the model is loaded: nothing is done, and nothing made, unless all can be.
+    if EXPLAIN in outputs:
+        check_explain_model(model_path)
+    for what, folder in outputs.items():
+        check_output_folder(folder, what, model_path)
     items = collect_inputs([Path(p) for p in args.inputs])
-    if save_to:
-        check_save_names(save_to, items)
-    model = load_model(Path(args.model), args.checkpoint, args.device, args.trust_model_code)
+    for what, folder in outputs.items():
+        check_save_names(folder, items, what)
+    model = load_model(model_path, args.checkpoint, args.device, args.trust_model_code)
     results = predict_items(model, items, args.top_k, preprocess=not args.no_preprocess,
-                            calibrate=not args.no_calibrate)
+                            calibrate=not args.no_calibrate, explain=EXPLAIN in outputs)
+    if EXPLAIN in outputs:
+        name_explanations(results, outputs[EXPLAIN])
     for r in results:
         if r.note:
             print(f"note: {r.file}: {r.note}", file=sys.stderr)
@@ -465,10 +571,11 @@ def run(args: argparse.Namespace) -> int:
         print_table(results, args.top_k)
         print(calibration_note(model, not args.no_calibrate))  # under the table it describes
     sys.stdout.flush()
-    save_error = save_preprocessed(results, save_to) if save_to else None
+    save_errors = [e for e in (save_preprocessed(results, outputs[SAVE]) if SAVE in outputs else None,
+                               save_explanations(results, outputs[EXPLAIN]) if EXPLAIN in outputs else None) if e]
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"error: {failed} of {len(results)} inputs could not be predicted", file=sys.stderr)
-    if save_error:
-        print(f"error: {save_error}", file=sys.stderr)
-    return 2 if failed or save_error else 0
+    for e in save_errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 2 if failed or save_errors else 0
