@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "data.augment", "data.inspect")),
     ("evaluation", ("evaluate",)),
     ("outputs", ("tensorboard", "report.reliability", "report.robustness", "report.compare", "report.tables",
-                 "report.figures", "report.html", "report", "predict", "export")),
+                 "predict", "report.explanations", "report.figures", "report.html", "report", "export")),
     ("training parts", ("trainsetup",)),
     ("run start and resume", ("runstart",)),
     ("ensembles", ("ensemble",)),

@@ -172,6 +172,7 @@ def test_report_and_markdown_show_robustness(three_seeds):
     assert html.count("data:image/png;base64,") == 5 + 2 * 16  # curves, confusion, per-class, reliability, severity
     md = (out / "summary.md").read_text()
     assert "### cnn2 against cnn1" in md and md.count("| rotation |") == 1
+    assert html.count("No Grad-CAM maps of the most-confused pairs") == 2  # results without checkpoints: said why
     assert json.loads((out / "summary.json").read_text())["robustness"]["models"][0]["label"] == "cnn1"
     # better/worse words only where the seed level says so
     for t in summary["robustness"]["comparisons"]:
@@ -218,6 +219,10 @@ def test_run_with_corruptions_compares_robustness(tmp_path):
     assert all(t["seed_level"]["p"] is None and t["verdict"] == "no verdict (1 seed pair; 3 needed)"
                for t in r["comparisons"])
     assert summary["models"][0]["calibration"]["available"]
+    # the mistakes gallery explains the most-confused pairs with Grad-CAM from each run's checkpoint
+    html = (out / "report" / "report.html").read_text()
+    assert "What it looked at" in html and html.count('<img class="wide"') >= 2
+    assert "No Grad-CAM maps" not in html
 
 
 def test_run_corruptions_needs_28_pixel_images_and_says_so_before_training(tmp_path, capsys):

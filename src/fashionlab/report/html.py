@@ -9,9 +9,11 @@ from html import escape
 from typing import Any
 
 from fashionlab.data.inspect import card_problems
+from fashionlab.explain import overlay_png
 from fashionlab.numfmt import count, percent
 from fashionlab.report import figures
 from fashionlab.report.compare import Comparison, Group, hardest_classes, top_confusions, worst_mistakes
+from fashionlab.report.explanations import confused_examples
 from fashionlab.report.tables import (
     CALIBRATION_EXPLAINED,
     CALIBRATION_HEADER,
@@ -78,6 +80,9 @@ figure.plot img { max-width: 100%; height: auto; display: block; border: 1px sol
 .gallery figure { margin: 0; text-align: center; font-size: 12px; line-height: 1.35; }
 .gallery img { width: 84px; height: 84px; image-rendering: pixelated; border-radius: 4px; }
 .gallery .pred { color: #cf222e; }
+.gallery.cams { grid-template-columns: repeat(auto-fill, minmax(236px, 1fr)); }
+.gallery img.wide { width: 228px; height: 112px; }
+h4 { font-size: 14px; margin: 12px 0 6px; }
 pre { background: var(--bg-soft); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px;
       overflow-x: auto; font-size: 13px; }
 details summary { cursor: pointer; color: var(--accent); }
@@ -304,8 +309,31 @@ def _mistakes(comp: Comparison, cmap: dict[str, str]) -> str:
                 f'<span class="pred">pred: {escape(pred)}</span><br>{percent(m["confidence"], 1)}</figcaption></figure>'
             )
         body = f'<div class="gallery">{"".join(tiles)}</div>' if tiles else '<p class="note">No mistakes.</p>'
-        parts.append(f"<h3>{_label(g, cmap)} <small class=\"meta\">seed {run.seed}</small></h3>{body}")
+        parts.append(f"<h3>{_label(g, cmap)} <small class=\"meta\">seed {run.seed}</small></h3>{body}"
+                     + _looked_at(run, data.labels, data.images, names))
     return "\n".join(parts)
+
+
+def _looked_at(run, labels, images, names: Sequence[str]) -> str:
+    """Grad-CAM of the predicted class on the run's most-confused pairs (report.explanations)."""
+    found = confused_examples(run, labels, images)
+    if not found["pairs"]:
+        return ""
+    if found["reason"]:
+        return f'<p class="note">No Grad-CAM maps of the most-confused pairs: {escape(found["reason"])}</p>'
+    rows = []
+    for p in found["pairs"]:
+        true, pred = names[p["true"]], names[p["predicted"]]
+        tiles = "".join(
+            f'<figure><img class="wide" src="{_data_uri(overlay_png(images[e["index"]], e["heat"]))}" '
+            f'alt="test image {e["index"]}, Grad-CAM of {escape(pred)}"><figcaption>#{e["index"]} '
+            f'{percent(e["confidence"], 1)}</figcaption></figure>' for e in p["examples"])
+        rows.append(f"<h4>{escape(true)} → {escape(pred)} <small class=\"meta\">{count(p['count'])} "
+                    f"images</small></h4><div class=\"gallery cams\">{tiles}</div>")
+    return ("<details><summary>What it looked at: Grad-CAM on the most-confused pairs</summary>"
+            + "".join(rows) + '<p class="note">Each image beside its Grad-CAM map for the predicted (wrong) '
+            "class, from the last convolutional layer of this run's checkpoint (as <code>fashionlab predict "
+            "--explain</code> draws it): red where the evidence for that class was strongest.</p></details>")
 
 
 def _calibration(comp: Comparison, cmap: dict[str, str]) -> str:
