@@ -139,7 +139,7 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
               variants: list[str] | None = None, epochs: int | None = None, family: str | None = None,
               quick_minutes: float | None = None, data_options: dict[str, Any] | None = None) -> Path:
     """data_options: the data flags (dataset, image_size, channels, skip_bad), the same for every run."""
-    from fashionlab.data.load import load_for
+    from fashionlab.data.load import check_exclude, load_for
     from fashionlab.report import compare_runs, print_summary
     from fashionlab.train import train
 
@@ -152,6 +152,8 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
         if Path(cfg.out).exists():
             raise ConfigError(f"{cfg.out} already exists; choose another --out")
     data = load_for(configs[0])  # one dataset for every run: the data options are the same in all
+    for cfg in configs:
+        check_exclude(cfg, data)  # a variant's --exclude file, before the first run trains
     if quick and epochs is None:
         n_train = round(len(data.train_y) * (1 - configs[0].val_fraction))
         configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, n_train,
