@@ -154,17 +154,15 @@ def audit_labels(cfg: TrainConfig, out: Path, folds: int = DEFAULT_FOLDS, *, com
     for k in range(folds):
         t0 = time.perf_counter()
         try:
-            trained = train_fold(configs[k], command=command, data=ds, verbose=verbose)
+            done = train_fold(configs[k], command=command, data=ds, verbose=verbose)
         except FashionlabError:
             if not any(RunFolder(r).exists() for r in runs):  # the first fold failed to start: leave nothing
                 undo_folder(out, created, written + ([".fashionlab"] if fresh_marker else []))
             raise
         probs[heldout[k]] = heldout_probs(runs[k], ds, heldout[k])
         acc = float((probs[heldout[k]].argmax(1) == labels[heldout[k]]).mean()) if len(heldout[k]) else float("nan")
-        fold_records.append({"run": str(runs[k]), "heldout": int(len(heldout[k])), "heldout_accuracy": acc,
-                             "trained": trained})
-        what = f"trained {configs[k].epochs} epochs" if trained else "already trained"
-        say(f"fold {k + 1}/{folds}: {what}, {len(heldout[k]):,} held-out items predicted, accuracy {acc:.4f} "
+        fold_records.append({"run": str(runs[k]), "heldout": int(len(heldout[k])), "heldout_accuracy": acc})
+        say(f"fold {k + 1}/{folds}: {done}, {len(heldout[k]):,} held-out items predicted, accuracy {acc:.4f} "
             f"({time.perf_counter() - t0:.0f} s) -> {runs[k]}")
 
     issues, summary = find_issues(labels, probs, list(ds.classes))
@@ -173,7 +171,7 @@ def audit_labels(cfg: TrainConfig, out: Path, folds: int = DEFAULT_FOLDS, *, com
         "fold_heldout_accuracy": [r["heldout_accuracy"] for r in fold_records],
         "heldout_accuracy": float((probs.argmax(1) == labels).mean()),
         "data": {"spec": cfg.dataset, "test_sha256": ds.test_sha256,
-                 **({"fingerprint": ds.identity["fingerprint"]} if getattr(ds, "identity", None) else {})},
+                 **({"fingerprint": fp} if (fp := (getattr(ds, "identity", None) or {}).get("fingerprint")) else {})},
         "command": command, "files": list(OUTPUTS),
     }
     write_outputs(out, issues, summary, probs, labels, ds)
@@ -187,7 +185,9 @@ def fold_config(cfg: TrainConfig, run: Path, heldout_csv: Path) -> TrainConfig:
     from fashionlab.runfolder import RunFolder
     from fashionlab.runstart import resume_config
 
-    fold = dataclasses.replace(cfg, exclude=str(heldout_csv), out=str(run))
+    # The held-out list by its absolute path: the fold resumes from any working directory, and the same audit
+    # given OUT as a relative or an absolute path is the same fold.
+    fold = dataclasses.replace(cfg, exclude=str(heldout_csv.absolute()), out=str(run))
     if not RunFolder(run).exists():
         return fold.validate()
     try:
@@ -197,8 +197,8 @@ def fold_config(cfg: TrainConfig, run: Path, heldout_csv: Path) -> TrainConfig:
                           "the same options again, or choose another --out") from None
 
 
-def train_fold(cfg: TrainConfig, *, command: str, data, verbose: bool) -> bool:
-    """Train (or resume, or skip) one fold's run; whether it trained now."""
+def train_fold(cfg: TrainConfig, *, command: str, data, verbose: bool) -> str:
+    """Train, resume or skip one fold's run; what was done, in words."""
     from fashionlab.ensemble import finished
     from fashionlab.runfolder import RunFolder
     from fashionlab.runstart import Interrupted
@@ -207,7 +207,7 @@ def train_fold(cfg: TrainConfig, *, command: str, data, verbose: bool) -> bool:
     folder = RunFolder(cfg.out)
     resume = folder.exists()
     if resume and finished(cfg) and folder.test_metrics() is not None:
-        return False
+        return "already trained"
     try:
         train(cfg, command=command, resume=resume, data=data, verbose=verbose, trust_model_code=True)
     except Interrupted as e:  # the way back is the audit's own command, which resumes this fold
@@ -215,7 +215,7 @@ def train_fold(cfg: TrainConfig, *, command: str, data, verbose: bool) -> bool:
                        "again to continue")
         err.exit_code = e.exit_code
         raise err from None
-    return True
+    return f"{'resumed and finished' if resume else 'trained'} {len(folder.history())} epochs"
 
 
 def heldout_probs(run: Path, ds, idx: np.ndarray) -> np.ndarray:
