@@ -215,7 +215,8 @@ def train_fold(cfg: TrainConfig, *, command: str, data, verbose: bool) -> str:
                        "again to continue")
         err.exit_code = e.exit_code
         raise err from None
-    return f"{'resumed and finished' if resume else 'trained'} {len(folder.history())} epochs"
+    epochs = len(folder.history())
+    return f"{'resumed and finished' if resume else 'trained'} {epochs} epoch{'' if epochs == 1 else 's'}"
 
 
 def heldout_probs(run: Path, ds, idx: np.ndarray) -> np.ndarray:
