@@ -1182,6 +1182,31 @@ def gap_stat(m: dict) -> str:
     return f"{mean} ± {100 * g['sd']:.1f} pts" if g["n"] > 1 else f"{mean} pts"
 
 
+LABEL_AUDIT_TARGET = 0.5  # issue 29: at least half the flipped labels found, at least half the flagged truly flipped
+
+
+@region("readme-label-audit", "README.md")
+def readme_label_audit() -> str:
+    """benchmarks/label_audit.py: audit-labels on Fashion-MNIST with labels flipped on purpose."""
+    d = bench("label_audit.json")
+    found, flipped, flagged = d["n_flagged_flipped"], d["n_flipped"], d["n_flagged"]
+    met = d["recall"] >= LABEL_AUDIT_TARGET and d["precision"] >= LABEL_AUDIT_TARGET
+    rows = [[f"{numfmt.percent(d['fraction'], 0)} of {d['n_items']:,} ({flipped:,}), seed {d['seed']}",
+             f"`{d['model']}`, {d['folds']} folds × {d['epochs']} epochs", f"{flagged:,}",
+             f"{numfmt.percent(d['recall'], 1)} ({found:,} of {flipped:,})",
+             f"{numfmt.percent(d['precision'], 1)} ({found:,} of {flagged:,})",
+             "met" if met else "**not met**", numfmt.duration(d["wall_seconds"])]]
+    return (table(["training labels flipped", "audit", "flagged", "recall (flips found)",
+                   "precision (flagged that were flipped)",
+                   f"target: both ≥ {numfmt.percent(LABEL_AUDIT_TARGET, 0)}", "wall time"],
+                  ["---", "---", "---:", "---:", "---:", "---", "---:"], rows)
+            + f"\n\n{d['date']}, {cpu_text(d['cpu'])}, torch {d['torch']}, cleanlab {d['cleanlab']}"
+              + (f" ({d['conditions']})" if d.get("conditions") else "") + "; accuracy of the "
+              f"out-of-sample predictions against the given (noisy) labels {numfmt.percent(d['heldout_accuracy'])}. "
+              f"`python benchmarks/label_audit.py` ran `{d['command']}` "
+              "([JSON](docs/benchmarks/label_audit.json)).")
+
+
 @region("readme-options", "README.md")
 def readme_options() -> str:
     """The training options, from TrainConfig's fields (the one place each is defined)."""

@@ -27,8 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("options", ("config",)),
     ("run-file formats", ("runformat",)),
     ("run folder", ("runfolder",)),
-    ("data", ("data.idx", "data.sources", "data.decoding", "data.stream", "data.own", "data", "data.load",
-              "data.augment", "data.inspect")),
+    ("data", ("data.idx", "data.sources", "data.decoding", "data.stream", "data.own", "data", "data.exclude",
+              "data.load", "data.augment", "data.inspect")),
     ("evaluation", ("evaluate",)),
     ("outputs", ("tensorboard", "report.reliability", "report.robustness", "report.compare", "report.tables",
                  "predict", "report.explanations", "report.figures", "report.html", "report", "export")),
@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("run start and resume", ("runstart",)),
     ("ensembles", ("ensemble",)),
     ("the training loop", ("train",)),
-    ("jobs", ("budget", "lr_find", "tune", "study")),
+    ("jobs", ("budget", "lr_find", "tune", "study", "audit")),
     ("Python API", ("api",)),
     ("command line", ("cli", "__main__", "")),  # "": the package's __init__, which loads the API lazily
 ]

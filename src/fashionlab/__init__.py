@@ -2,7 +2,7 @@
 
 The Python API (docs/api.md) is loaded on first use, so `import fashionlab` and `fashionlab --help` do not import
 torch: `fashionlab.train(...)`, `fashionlab.load_run(path)`, `fashionlab.compare([...])`,
-`fashionlab.predict(run, images)` and `fashionlab.Run`.
+`fashionlab.predict(run, images)`, `fashionlab.audit_labels(...)` and `fashionlab.Run`.
 """
 
 import sys
@@ -11,7 +11,7 @@ import types
 from fashionlab.about import CLASSES, __version__  # noqa: F401 - re-exported: fashionlab.CLASSES, __version__
 
 # API names that are plain attributes of fashionlab.api, loaded lazily (PEP 562).
-_API = ("Run", "load_run", "compare")
+_API = ("Run", "load_run", "compare", "audit_labels")
 # API functions named like a submodule (fashionlab/train.py, fashionlab/predict.py): `fashionlab.train` stays that
 # module (code and tests import it and patch it), and the module is made callable as the API function.
 _CALLABLE_SUBMODULES = ("train", "predict")

@@ -5,6 +5,7 @@
     run.test_metrics["accuracy"], run.plot_curves()
     fashionlab.compare([run, fashionlab.train(model="cnn2")])
     fashionlab.predict(run, ["photo.jpg"])
+    fashionlab.audit_labels(data="my.npz", model="cnn1", out="audit")  # likely label errors (cleanlab)
 
 Options are resolved exactly as on the command line (defaults < recipe < config file < options), every bad input
 is a one-line `FashionlabError`, and a run made here is an ordinary run folder that every command can read.
@@ -23,7 +24,7 @@ from fashionlab.errors import ConfigError, RunError
 from fashionlab.runfolder import RunFolder
 from fashionlab.runformat import CHECKPOINTS
 
-__all__ = ["Run", "compare", "load_run", "predict", "train"]
+__all__ = ["Run", "audit_labels", "compare", "load_run", "predict", "train"]
 
 
 
@@ -385,3 +386,45 @@ def predict(run_or_onnx: Run | str | os.PathLike, images, top_k: int = 3, trust_
     if explain_to is not None and (error := predicting.save_explanations(results, explain_to)):
         raise RunError(error)
     return [r.as_json() for r in results]
+
+
+# ---------------------------------------------------------------------------------------------- audit labels
+
+
+def audit_labels(*, out: str | os.PathLike, folds: int = 3, data=None, config: str | os.PathLike | None = None,
+                 model_args: dict[str, Any] | None = None, verbose: bool = True, **options: Any) -> dict[str, Any]:
+    """Find likely label errors among the training items, as `fashionlab audit-labels` does: `folds` trainings,
+    each without one fold of the items, predict the items they never saw; cleanlab's find_label_issues ranks the
+    suspicious labels from those probabilities. Writes label_issues.csv, summary.json, label_issues.html and
+    pred_probs.npy into `out` (the same call again continues an interrupted audit) and returns summary.json's
+    content with "issues": [{"index", "given", "suggested", "score"}], most suspicious first (index: the item's
+    place among the dataset's training items in file order, what train(exclude=...) takes), and "out".
+
+    data: the dataset, as train() takes it (a spec, or an already loaded dataset); options, config and
+    model_args: the fold runs' training options, as for train(). verbose: one line per fold."""
+    from fashionlab.audit import audit_labels as run_audit
+    from fashionlab.audit import check_folds, require
+    from fashionlab.config import normalize_keys, resolve
+
+    require()
+    check_folds(folds)
+    options = normalize_keys(options, "fashionlab.audit_labels()")
+    if isinstance(data, (str, os.PathLike)):
+        options["dataset"], data = os.fspath(data), None
+    elif data is not None and not hasattr(data, "test_sha256"):
+        raise ConfigError(f"fashionlab.audit_labels(): data= must be a dataset spec (a path or 'fashion-mnist') or "
+                          f"a loaded dataset, got {_kind(data)}")
+    if "out" in options:
+        raise ConfigError("fashionlab.audit_labels(): give the audit's folder as out=, once")
+    if model_args is not None:
+        if not isinstance(model_args, dict):
+            raise ConfigError(f"fashionlab.audit_labels(): model_args must be a dict, got {type(model_args).__name__}")
+        options["extra"] = {**options.get("extra", {}), **model_args}
+    if not isinstance(out, (str, os.PathLike)):
+        raise ConfigError(f"fashionlab.audit_labels(): out= must be a folder path, got {_kind(out)}")
+    cfg = resolve(options, config)
+    command = _call_text("fashionlab.audit_labels", {"out": out, "folds": folds, **options,
+                                                     **({"config": config} if config else {})})
+    done = run_audit(cfg, Path(out), folds, command=command, data=data, verbose=False,
+                     log=print if verbose else None)
+    return {**done.summary, "issues": done.issues, "out": str(done.out)}

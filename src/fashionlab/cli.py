@@ -22,6 +22,8 @@ PLUGIN_COMMANDS = {
     "export": ("fashionlab.export", "export a run's model to ONNX, torch.export (.pt2) or TorchScript"),
     "lr-find": ("fashionlab.lr_find", "LR range test: plot loss vs learning rate and suggest one"),
     "tune": ("fashionlab.tune", "Optuna hyperparameter search (scale out: several workers, one storage)"),
+    "audit-labels": ("fashionlab.audit", "find likely label errors in the training data: K-fold out-of-sample "
+                     "probabilities, then cleanlab (pip install 'fashionlab[audit]')"),
 }
 
 

@@ -143,6 +143,9 @@ class TrainConfig:
                                    "validation split uses that instead)")
     train_subset: int | None = opt(None, lo=2, hi=2**31 - 1, why="at least one per class",
                                    help="train on a stratified subset of N images")
+    exclude: str | None = opt(None, help="train without the training items listed in FILE, a CSV with an index column "
+                                         "(e.g. audit-labels' label_issues.csv); indices count the dataset's training "
+                                         "items in file order from 0. The validation split stays as without it")
     patience: int | None = opt(None, lo=1, hi=100_000, resumable=True,
                                help="early stopping after N epochs without validation improvement")
     ema: float = opt(0.0, lo=0, hi=1, hi_open=True, help="EMA decay of weights for evaluation (0 disables)")

@@ -43,6 +43,9 @@ CAPS: dict[str, int] = {
     # A checkpoint: the zoo's models are a few MB (x3 with optimizer state in last.pt); 2 GiB allows a large
     # own model and still fits in memory.
     "checkpoint": 2 * GiB,
+    # --exclude FILE, a CSV of training-item indices: label_issues.csv is about 40 bytes a row, so 64 MiB is some
+    # 1.6 million rows, more than any dataset a CPU trains on.
+    "index_csv": 64 * MiB,
 }
 
 # What a kind is called in messages, and the error it raises unless the caller passes error=.
@@ -55,6 +58,7 @@ _KINDS: dict[str, tuple[str, type[FashionlabError]]] = {
     "image": ("image", DataError),
     "idx": ("dataset file", DataError),
     "checkpoint": ("checkpoint", RunError),
+    "index_csv": ("--exclude file", ConfigError),
 }
 
 MAX_CSV_FIELD = 1024  # metrics.csv holds numbers; a field far longer than any number is damage
@@ -154,7 +158,11 @@ def read_bytes(path: str | os.PathLike, *, kind: str, limit: int | None = None,
 def read_text(path: str | os.PathLike, *, kind: str, limit: int | None = None,
               error: type[FashionlabError] | None = None) -> str:
     """A regular file's UTF-8 text; binary content (bad UTF-8 or NUL bytes) gets a one-line error."""
-    data = read_bytes(path, kind=kind, limit=limit, error=error)
+    return decode_text(read_bytes(path, kind=kind, limit=limit, error=error), path, kind=kind, error=error)
+
+
+def decode_text(data: bytes, path: str | os.PathLike, *, kind: str, error: type[FashionlabError] | None = None) -> str:
+    """read_text's decoding of bytes already read (by read_bytes), for a caller that also needs the bytes."""
     _, what, error = _kind(kind, error)
     try:
         text = data.decode("utf-8")
@@ -330,8 +338,14 @@ def read_csv_rows(path: str | os.PathLike, *, kind: str = "metrics", limit: int 
                   error: type[FashionlabError] | None = None) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of a CSV file; every row has the header's width and no field over `max_field` characters.
     Blank lines are skipped. A bad row gets a one-line error naming the file and its line number."""
+    return parse_csv_rows(read_text(path, kind=kind, limit=limit, error=error), path, kind=kind,
+                          max_field=max_field, error=error)
+
+
+def parse_csv_rows(text: str, path: str | os.PathLike, *, kind: str, max_field: int = MAX_CSV_FIELD,
+                   error: type[FashionlabError] | None = None) -> tuple[list[str], list[list[str]]]:
+    """read_csv_rows' parsing of text already read (by read_text or decode_text) from `path`."""
     _, what, error = _kind(kind, error)
-    text = read_text(path, kind=kind, limit=limit, error=error)
     shown = show_path(path)
     # Checked by length here, not by csv.field_size_limit(), which is process-wide state we must not change.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)

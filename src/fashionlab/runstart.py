@@ -285,6 +285,7 @@ def check_run_dir(folder: RunFolder, resume: bool) -> None:
 
 
 def resume_state(ctx: Context, state: TrainState) -> None:
+    check_same_exclusion(ctx)
     if ctx.folder.has_checkpoint("last"):
         try:
             state.load_state_dict(ctx.folder.load_checkpoint("last"))
@@ -293,6 +294,16 @@ def resume_state(ctx: Context, state: TrainState) -> None:
         ctx.log(f"resumed {ctx.folder.path} at epoch {state.prog.epoch + 1}, step {state.prog.step}")
     else:
         ctx.log(f"{ctx.folder.path} has no checkpoint yet: starting at epoch 1")
+
+
+def check_same_exclusion(ctx: Context) -> None:
+    """A resumed run trains on what it started on: its --exclude file must hold what it held then (its sha256)."""
+    saved = (ctx.folder.saved_config().get("data") or {}).get("exclude") or {}
+    now = ctx.splits.excluded or {}
+    if saved.get("sha256") != now.get("sha256"):
+        raise RunError(f"cannot resume {ctx.folder.path}: its --exclude file {ctx.cfg.exclude} has changed since the "
+                       f"run started (sha256 {str(saved.get('sha256'))[:12]}... then, {str(now.get('sha256'))[:12]}... "
+                       "now); train a new run with another --out")
 
 
 def git_state() -> dict[str, Any] | None:
@@ -317,7 +328,8 @@ def run_record(ctx: Context, ds, command: str) -> dict[str, Any]:
     splits = ctx.splits
     return ctx.cfg.to_dict() | {
         "data": data_record(ds) | {"normalize": {"mean": splits.mean, "std": splits.std},
-                                   "n_train": len(splits.train_y), "n_val": len(splits.val_y)},
+                                   "n_train": len(splits.train_y), "n_val": len(splits.val_y)}
+                | ({"exclude": splits.excluded} if splits.excluded is not None else {}),
         "versions": {"fashionlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": sys.version.split()[0], "git": git_state()},
         "runtime": {"device": str(ctx.device), "precision": ctx.precision, "world_size": ctx.dist.world,

@@ -141,7 +141,7 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
               corruptions: bool = False) -> Path:
     """data_options: the data flags (dataset, image_size, channels, skip_bad), the same for every run.
     corruptions: each run is also evaluated on the corruption suite, and the report compares robustness."""
-    from fashionlab.data.load import load_for
+    from fashionlab.data.load import check_exclude, load_for
     from fashionlab.evaluate import check_corruptions
     from fashionlab.report import compare_runs, print_summary
     from fashionlab.train import train
@@ -155,6 +155,8 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
         if Path(cfg.out).exists():
             raise ConfigError(f"{cfg.out} already exists; choose another --out")
     data = load_for(configs[0])  # one dataset for every run: the data options are the same in all
+    for cfg in configs:
+        check_exclude(cfg, data)  # a variant's --exclude file, before the first run trains
     if corruptions:
         check_corruptions(data)
     if quick and epochs is None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fashionlab.config import TrainConfig
-from fashionlab.data.load import load_for
+from fashionlab.data.load import check_exclude, load_for
 from fashionlab.data.stream import batches, loader_workers
 from fashionlab.ensemble import train_ensemble
 from fashionlab.evaluate import evaluate_run
@@ -67,6 +67,7 @@ def train(cfg: TrainConfig, *, command: str = "", resume: bool = False, data=Non
     architecture: an nn.Module object to train (cfg.model is then models.object_name(architecture)).
     corruptions: the test evaluation also runs the corruption suite (evaluate --corruptions).
     """
+    check_exclude(cfg, data)  # before any run folder exists (its range once the data is read, if not given here)
     if cfg.ensemble > 1:  # N runs of this function, one per member, then their ensemble
         return train_ensemble(cfg, train, command=command, resume=resume, data=data, verbose=verbose,
                               evaluate_test=evaluate_test, trust_model_code=trust_model_code, architecture=architecture,

@@ -37,6 +37,7 @@ class Splits:
     std: float | list[float]
     classes: tuple[str, ...] = CLASSES
     shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of one input image
+    excluded: dict[str, Any] | None = None  # --exclude: what left the training portion (config.json's data.exclude)
 
 
 def prepare_data(cfg: TrainConfig, ds, device: torch.device) -> Splits:
@@ -44,7 +45,7 @@ def prepare_data(cfg: TrainConfig, ds, device: torch.device) -> Splits:
     # Normalization statistics from the training split only: validation and test stay unseen.
     mean, std = channel_stats(s.train_x)
     return Splits(on(s.train_x, device), s.train_y.to(device), on(s.val_x, device), s.val_y.to(device), mean, std,
-                  tuple(ds.classes), (ds.channels, *ds.size))
+                  tuple(ds.classes), (ds.channels, *ds.size), s.excluded)
 
 
 def on(x, device: torch.device):

@@ -16,8 +16,10 @@ import torch
 
 from fashionlab.config import FASHION_MNIST, TrainConfig, check_data_options, parse_image_size
 from fashionlab.data import load_fashion_mnist, stratified_split, stratified_subset
+from fashionlab.data.exclude import Exclusion, read_exclude
 from fashionlab.data.stream import FileImages
 from fashionlab.errors import ConfigError, RunError
+from fashionlab.reading import show_path
 
 
 def load_dataset(spec: str = FASHION_MNIST, *, data_dir: str | None = None, image_size: str | None = None,
@@ -66,6 +68,7 @@ class SplitArrays:
     train_y: torch.Tensor
     val_x: torch.Tensor | FileImages
     val_y: torch.Tensor
+    excluded: dict[str, Any] | None = None  # --exclude: Exclusion.record(), for config.json's data record
 
 
 def take(x, idx: torch.Tensor):
@@ -73,9 +76,11 @@ def take(x, idx: torch.Tensor):
     return x.take(idx) if isinstance(x, FileImages) else x[idx]
 
 
-def split(ds, val_fraction: float, seed: int, train_subset: int | None = None) -> SplitArrays:
+def split(ds, val_fraction: float, seed: int, train_subset: int | None = None,
+          exclude: Exclusion | None = None) -> SplitArrays:
     """The run's training and validation images: the dataset's own validation split when it has one, else a
-    stratified `val_fraction` of train (seeded); then a stratified subset of train. The one definition, used by
+    stratified `val_fraction` of train (seeded); then the --exclude items leave the training portion (validation
+    is the same with or without them); then a stratified subset of what is left. The one definition, used by
     training and by evaluation (calibration is fitted on this validation split)."""
     n_classes = len(ds.classes)
     if getattr(ds, "val_x", None) is not None:
@@ -84,17 +89,37 @@ def split(ds, val_fraction: float, seed: int, train_subset: int | None = None) -
     else:
         train_idx, val_idx = stratified_split(ds.train_y, val_fraction, seed)
         train_x, train_y, val_x, val_y = ds.train_x, ds.train_y, take(ds.train_x, val_idx), ds.train_y[val_idx]
+    excluded = None
+    if exclude is not None:
+        exclude.check_range(len(ds.train_y))
+        before = len(train_idx)
+        train_idx = train_idx[~torch.isin(train_idx, torch.from_numpy(exclude.indices).to(train_idx.dtype))]
+        excluded = exclude.record(before - len(train_idx))
     if train_subset is not None:
         train_idx = train_idx[stratified_subset(train_y[train_idx], train_subset, seed)]
     if len(train_idx) < n_classes:
         subset = f", --train-subset {train_subset}" if train_subset is not None else ""
-        raise ConfigError(f"--val-fraction {val_fraction}{subset} leaves {len(train_idx)} of {len(ds.train_y)} "
+        left = f" and --exclude {show_path(exclude.path)}" if exclude is not None else ""
+        raise ConfigError(f"--val-fraction {val_fraction}{subset}{left} leaves {len(train_idx)} of {len(ds.train_y)} "
                           f"images to train on; at least {n_classes} (one per class) are needed")
-    return SplitArrays(take(train_x, train_idx), train_y[train_idx], val_x, val_y)
+    return SplitArrays(take(train_x, train_idx), train_y[train_idx], val_x, val_y, excluded)
 
 
-def split_for(cfg: TrainConfig, ds) -> SplitArrays:
-    return split(ds, cfg.val_fraction, cfg.data_seed(), cfg.train_subset)
+def split_for(cfg: TrainConfig, ds, exclude: Exclusion | None = None) -> SplitArrays:
+    """The split of `cfg`; exclude: its --exclude file already read (else it is read here)."""
+    if exclude is None and cfg.exclude is not None:
+        exclude = read_exclude(cfg.exclude)
+    return split(ds, cfg.val_fraction, cfg.data_seed(), cfg.train_subset, exclude)
+
+
+def check_exclude(cfg: TrainConfig, ds=None) -> None:
+    """Before a run folder is made: cfg's --exclude file reads, and (with the dataset at hand) names only its
+    training items. A one-line ConfigError otherwise."""
+    if cfg.exclude is None:
+        return
+    exclusion = read_exclude(cfg.exclude)
+    if ds is not None:
+        exclusion.check_range(len(ds.train_y))
 
 
 def data_record(ds) -> dict[str, Any]:
