@@ -5,7 +5,9 @@ then the actual time and test accuracy of training that recipe here, as JSON.
     python benchmarks/budget_check.py --budgets 45s     # one budget, a look
 
 Each budget goes through budget.choose, the function `--budget` calls (recipes timed here from the most accurate
-down, the first estimated to fit is chosen), then fashionlab.train trains that recipe as `--budget` would. The
+down, the first whose estimate times measured.json's margin fits is chosen), then fashionlab.train trains that
+recipe as `--budget` would; a budget nothing fits is recorded as refused. Before a new run, keep the previous
+budget_check.json as budget_check-<date>-<HHMM>.json: the margin is taken over all of them. The
 wall time runs from before the step timing to the end of the test evaluation: what the user waits for. Run it
 idle: the point is time.
 """
@@ -30,22 +32,39 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import fashionlab
-    from fashionlab.budget import choose, load_measured, measure_step_seconds, parse_duration, recipe_config
+    from fashionlab.budget import (
+        choose,
+        load_margin,
+        load_measured,
+        measure_step_seconds,
+        parse_duration,
+        recipe_config,
+    )
     from fashionlab.device import resolve_device
+    from fashionlab.errors import ConfigError
 
     device = resolve_device("auto")
+    margin = load_margin()
     rows = []
     with tempfile.TemporaryDirectory(prefix="fashionlab-budget-check-") as tmp:
         for budget in a.budgets.split(","):
             start = time.perf_counter()
-            choice = choose(parse_duration(budget), load_measured(), device.type,
-                            lambda name: measure_step_seconds(recipe_config(name, device.type), device))
+            try:
+                choice = choose(parse_duration(budget), load_measured(), device.type,
+                                lambda name: measure_step_seconds(recipe_config(name, device.type), device),
+                                margin=margin)
+            except ConfigError as e:  # no recipe fits: --budget refuses, and so nothing trains
+                rows.append({"budget": budget, "budget_seconds": parse_duration(budget), "recipe": None,
+                             "refused": str(e), "wall_seconds": round(time.perf_counter() - start, 1)})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+                continue
             c = choice.chosen
             run = fashionlab.train(recipe=c.recipe, out=str(Path(tmp) / budget), verbose=False)
             wall = time.perf_counter() - start
             rows.append({
                 "budget": budget, "budget_seconds": choice.budget_seconds, "recipe": c.recipe,
-                "predicted_seconds": round(c.seconds, 1), "timing_seconds": round(c.timing_seconds, 1),
+                "predicted_seconds": round(c.seconds, 1), "predicted_with_margin": round(c.at_most, 1),
+                "timing_seconds": round(c.timing_seconds, 1),
                 "step_ratio": round(c.ratio, 3),
                 "reference_seconds": c.reference_seconds,
                 "reference_seconds_kind": choice.reference.seconds_kind if choice.reference else None,
@@ -64,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "time_utc": time.strftime("%H:%M", time.gmtime()),
         "command": " ".join(["python benchmarks/budget_check.py", *(argv if argv is not None else sys.argv[1:])]),
         "cpu": cpu_record(), "device": str(device), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "margin": margin,
         "results": rows,
     }
     json.dump(record, sys.stdout, indent=1)

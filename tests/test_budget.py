@@ -125,6 +125,29 @@ def test_exactly_the_budget_fits():
     assert choose(199.9, TABLE, "cpu", twice_as_slow, clock=instant).chosen.recipe == "quick"
 
 
+def test_the_estimate_with_its_margin_must_fit():
+    instant = lambda: 0.0  # noqa: E731
+    # mid: 200 s here; with a margin of 1.2, 240 s
+    assert choose(239.9, TABLE, "cpu", twice_as_slow, clock=instant, margin=1.2).chosen.recipe == "quick"
+    c = choose(240, TABLE, "cpu", twice_as_slow, clock=instant, margin=1.2)
+    assert c.chosen.recipe == "mid" and c.chosen.seconds == pytest.approx(200)
+    assert c.chosen.at_most == pytest.approx(240)
+    assert any("up to 4 min with the margin" in line and "1.20× over" in line for line in c.lines())
+    with pytest.raises(ConfigError, match=r"quick, would take about 1 min 40 s here \(up to 2 min with the margin"):
+        choose(119, TABLE, "cpu", twice_as_slow, clock=instant, margin=1.2)
+
+
+def test_budget_chooses_with_the_shipped_margin(monkeypatch):
+    from fashionlab import measured
+
+    seen = {}
+    real = budget.choose
+    monkeypatch.setattr(budget, "choose", lambda *a, **k: seen.update(k) or real(*a, **k))
+    monkeypatch.setattr(budget, "load_measured", lambda: TABLE)
+    assert budget.pick_recipe("30m", {}, log=None, step_seconds_here=twice_as_slow) == "best"
+    assert seen["margin"] == measured.load().budget_margin.factor > 1
+
+
 def test_no_recipe_fits_names_the_fastest_estimate():
     with pytest.raises(ConfigError) as e:
         choose(parse_duration("90s"), TABLE, "cpu", twice_as_slow)  # quick: 100 s here

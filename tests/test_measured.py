@@ -44,7 +44,21 @@ def test_the_shipped_file_loads_typed():
 
 
 def test_the_writer_reproduces_the_shipped_file_byte_for_byte():
-    assert measured.dumps(measured.load().recipes) == SHIPPED
+    m = measured.load()
+    assert measured.dumps(m.recipes, margin=m.budget_margin) == SHIPPED
+
+
+def test_the_budget_margin_is_checked_and_optional():
+    data = good()
+    assert measured.parse(data).budget_margin is None  # a file without one: --budget uses no margin
+    margin = {"factor": 1.2, "checks": 3, "source": "docs/benchmarks/budget_check.json", "machine": "x",
+              "date": "2026-12-05"}
+    assert measured.parse(data | {"budget_margin": margin}).budget_margin.factor == 1.2
+    for bad, needle in (({**margin, "factor": 0.9}, "budget_margin.factor must be a finite number ≥ 1"),
+                        ({**margin, "checks": 0}, "budget_margin.checks must be a whole number ≥ 1"),
+                        ({k: v for k, v in margin.items() if k != "source"}, "budget_margin lacks 'source'")):
+        with pytest.raises(FashionlabError, match=needle):
+            measured.parse(data | {"budget_margin": bad})
 
 
 def test_write_then_load_round_trips(tmp_path):

@@ -119,10 +119,16 @@ class Estimate:
     reference_seconds: float
     ratio: float  # step seconds here / on the reference machine
     timing_seconds: float = 0.0  # spent timing recipes here before this one was chosen: the user waits for it too
+    margin: float = 1.0  # measured.json's budget_margin: how far such estimates have run over
 
     @property
     def seconds(self) -> float:
         return self.reference_seconds * self.ratio + self.timing_seconds
+
+    @property
+    def at_most(self) -> float:
+        """The estimate with the margin: what must fit in the budget."""
+        return self.seconds * self.margin
 
 
 @dataclass
@@ -142,8 +148,12 @@ class Choice:
                f"  estimated time here: {duration(c.seconds)} ({self.device}; a training step takes "
                f"{c.ratio:.2f}× as long as on the reference machine, where the run took "
                f"{duration(c.reference_seconds)}; {duration(c.timing_seconds)} of it spent timing the recipes)"]
+        if c.margin > 1:
+            out.append(f"  up to {duration(c.at_most)} with the margin: such estimates have run up to "
+                       f"{c.margin:.2f}× over in budget checks (docs/performance.md), and this must fit the budget")
         out += [f"  not chosen: {e.recipe} ({percent(e.accuracy_mean)}) would take about "
-                f"{duration(e.seconds)} here" for e in self.more_accurate]
+                f"{duration(e.seconds)} here" + (f" (up to {duration(e.at_most)})" if e.margin > 1 else "")
+                for e in self.more_accurate]
         return out
 
 
@@ -162,10 +172,12 @@ def candidates(table: dict[str, Recipe | None], device: str) -> list[tuple[str, 
 
 
 def choose(budget_seconds: float, table: dict[str, Recipe | None], device: str,
-           step_seconds_here: Callable[[str], float], clock: Callable[[], float] = time.perf_counter) -> Choice:
-    """The most accurate recipe whose estimated time here fits the budget. Recipes are timed here
+           step_seconds_here: Callable[[str], float], clock: Callable[[], float] = time.perf_counter,
+           margin: float = 1.0) -> Choice:
+    """The most accurate recipe whose estimated time here, times `margin`, fits the budget. Recipes are timed here
     (`step_seconds_here(name)`) from the most accurate down, and timing stops at the first that fits. The time the
-    timing took counts against the budget (a 1-minute budget once chose a 55-s recipe after 8 s of timing)."""
+    timing took counts against the budget (a 1-minute budget once chose a 55-s recipe after 8 s of timing), and the
+    margin covers what a few timed steps miss (budget checks ran up to margin x the estimate)."""
     start = clock()
     found = candidates(table, device)
     if not found:
@@ -175,13 +187,14 @@ def choose(budget_seconds: float, table: dict[str, Recipe | None], device: str,
     for name, entry, ref in found:
         ratio = step_seconds_here(name) / ref.step_seconds
         est = Estimate(name, entry.accuracy_mean, entry.accuracy_sd, entry.n_seeds, ref.seconds, ratio,
-                       clock() - start)
-        if est.seconds <= budget_seconds:
+                       clock() - start, margin)
+        if est.at_most <= budget_seconds:
             return Choice(budget_seconds, device, est, tried, ref)
         tried.append(est)
     fastest = min(tried, key=lambda e: e.seconds)
+    with_margin = f" (up to {duration(fastest.at_most)} with the margin of {margin:.2f}×)" if margin > 1 else ""
     raise ConfigError(f"--budget {duration(budget_seconds)}: no measured recipe fits; the fastest, "
-                      f"{fastest.recipe}, would take about {duration(fastest.seconds)} here")
+                      f"{fastest.recipe}, would take about {duration(fastest.seconds)} here{with_margin}")
 
 
 def load_measured() -> dict[str, Recipe | None]:
@@ -189,6 +202,14 @@ def load_measured() -> dict[str, Recipe | None]:
     from fashionlab.measured import load
 
     return load().recipes
+
+
+def load_margin() -> float:
+    """The shipped measured.json's budget margin (1.0 when --budget has not been checked)."""
+    from fashionlab.measured import load
+
+    margin = load().budget_margin
+    return 1.0 if margin is None else margin.factor
 
 
 def pick_recipe(budget: str, options: dict[str, Any], config_file=None, *, resume=None,
@@ -213,7 +234,8 @@ def pick_recipe(budget: str, options: dict[str, Any], config_file=None, *, resum
             raise ConfigError(f"--budget picks the recipe itself: not with --{named[0]}{where}")
     device = resolve_device(options.get("device") or file_layer.get("device") or "auto")
     measure = step_seconds_here or (lambda name: measure_step_seconds(recipe_config(name, device.type), device))
-    choice = choose(seconds, load_measured() if table is None else table, device.type, measure)
+    choice = choose(seconds, load_measured() if table is None else table, device.type, measure,
+                    margin=load_margin() if table is None else 1.0)
     if log is not None:
         for line in choice.lines():
             log(line)

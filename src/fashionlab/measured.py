@@ -5,7 +5,8 @@
      "recipes": {NAME: null (not measured) | {
          "accuracy_mean", "accuracy_sd" (0..1, over the seeds), "n_seeds", "seeds", "accuracy_source",
          "seconds" (null: not timed), "seconds_kind", "seconds_source", "machine", "torch", "date",
-         "budget_reference": {DEVICE KIND: {...}}  (only when some device kind has one; see Reference)}}}
+         "budget_reference": {DEVICE KIND: {...}}  (only when some device kind has one; see Reference)}},
+     "budget_margin": {"factor", "checks", "source", "machine", "date"}  (absent: --budget never checked; see Margin)}
 
 `fashionlab recipes` shows the figures and `train --budget` chooses from them. A damaged file (bad JSON, a missing
 or unexpected key, a wrong type, a non-finite or out-of-range number) is a one-line FashionlabError naming the
@@ -75,9 +76,22 @@ class Recipe:
 
 
 @dataclass
+class Margin:
+    """How far `train --budget`'s estimates have run over: the largest actual / estimated wall time over the
+    committed checks of benchmarks/budget_check.py. --budget fits a recipe's estimate times this factor."""
+
+    factor: float  # >= 1
+    checks: int  # how many trained budgets it is taken over
+    source: str  # the files, relative to the repository
+    machine: str  # the CPU(s) the checks ran on
+    date: str
+
+
+@dataclass
 class Measured:
     generated_by: str
     recipes: dict[str, Recipe | None]  # None: the recipe has no measured figures
+    budget_margin: Margin | None = None  # None: --budget's estimates have not been checked
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -180,15 +194,24 @@ def _recipe(value: Any, where: str) -> Recipe | None:
         budget_reference={kind: _reference(ref, f"{where}.budget_reference.{kind}") for kind, ref in refs.items()})
 
 
+def _margin(value: Any, where: str) -> Margin:
+    d = _fields(value, where, ("factor", "checks", "source", "machine", "date"))
+    return Margin(factor=_num(d["factor"], f"{where}.factor", lo=1.0, hi=10.0),
+                  checks=_int(d["checks"], f"{where}.checks", 1), source=_str(d["source"], f"{where}.source"),
+                  machine=_str(d["machine"], f"{where}.machine"), date=_str(d["date"], f"{where}.date"))
+
+
 def parse(data: Any) -> Measured:
     """The typed figures of measured.json's parsed JSON; FashionlabError (one line, naming the key) if damaged."""
     try:
-        d = _fields(data, "the file", ("generated_by", "recipes"))
+        d = _fields(data, "the file", ("generated_by", "recipes"), optional=("budget_margin",))
         recipes = d["recipes"]
         if not isinstance(recipes, dict):
             raise _Bad(f"recipes must be an object, not {shorten(recipes, 40)}")
+        margin = d.get("budget_margin")
         return Measured(_str(d["generated_by"], "generated_by"),
-                        {name: _recipe(entry, f"recipes.{name}") for name, entry in recipes.items()})
+                        {name: _recipe(entry, f"recipes.{name}") for name, entry in recipes.items()},
+                        None if margin is None else _margin(margin, "budget_margin"))
     except _Bad as e:
         raise FashionlabError(f"{FILE_NAME} is damaged: {e}; regenerate it (python {GENERATED_BY}) "
                               "or reinstall fashionlab") from None
@@ -251,16 +274,20 @@ def recipe_dict(r: Recipe) -> dict[str, Any]:
     return out
 
 
-def dumps(recipes: dict[str, Recipe | None], generated_by: str = GENERATED_BY) -> str:
+def dumps(recipes: dict[str, Recipe | None], generated_by: str = GENERATED_BY, margin: Margin | None = None) -> str:
     """measured.json's text for these figures. The text is read back through loads() first, so the writer cannot
     write what the reader would refuse (the same one-line FashionlabError, naming the key)."""
-    data = {"generated_by": generated_by,
-            "recipes": {name: None if r is None else recipe_dict(r) for name, r in recipes.items()}}
+    data: dict[str, Any] = {"generated_by": generated_by,
+                            "recipes": {name: None if r is None else recipe_dict(r) for name, r in recipes.items()}}
+    if margin is not None:
+        data["budget_margin"] = {"factor": margin.factor, "checks": margin.checks, "source": margin.source,
+                                 "machine": margin.machine, "date": margin.date}
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     loads(text)
     return text
 
 
-def write(path: str | Path, recipes: dict[str, Recipe | None], generated_by: str = GENERATED_BY) -> None:
+def write(path: str | Path, recipes: dict[str, Recipe | None], generated_by: str = GENERATED_BY,
+          margin: Margin | None = None) -> None:
     """dumps() into PATH, atomically (a reader never sees half a file)."""
-    atomic_write_text(path, dumps(recipes, generated_by))
+    atomic_write_text(path, dumps(recipes, generated_by, margin))
