@@ -1775,6 +1775,40 @@ def tuning_reuse() -> str:
             "Flags take precedence over `--config`:")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# regions: docs/results.md, prose figures (issue 28 item 5)
+
+
+@region("results-v2-choice", "docs/results.md")
+def results_v2_choice() -> str:
+    """The one-seed validation comparison the cnn2 v2 recipe was chosen on (same split: seed 0 of both)."""
+    import math
+
+    v2, v1 = runs("cnn2")[0], runs("cnn2-v1")[0]
+    if (v1.seed, v2.seed) != (0, 0):
+        raise ValueError("results-v2-choice: the choice rested on seed 0 of cnn2 and cnn2-v1")
+    a, b = (max(m["val_acc"] for m in r.metrics) for r in (v2, v1))
+    n_val = round(FASHION_MNIST_TRAIN * v2.config["val_fraction"])
+    se = math.sqrt(b * (1 - b) / n_val)
+    return (f"The choice rested on one seed: seed 0's best validation accuracy, {numfmt.percent(a)} for v2 against "
+            f"{numfmt.percent(b)} for v1 (same split), a {numfmt.percent_number(a - b)}-point difference from a "
+            f"single run, against a standard error of {numfmt.percent_number(se)} points for an accuracy measured "
+            f"on {n_val:,} validation images.")
+
+
+@region("results-photo-gap", "docs/results.md")
+def results_photo_gap() -> str:
+    """benchmarks/photo_gap.py on the claims study's cnn2 seed-0 run."""
+    d = json.loads((RESULTS / "photo_gap-claims-cnn2-seed0.json").read_text())
+    gap_pts = d["raw_acc"] - d["photo_acc"]
+    return (f"Measured {d['date']} on the claims study's `cnn2` seed-0 run (10 epochs; its results in "
+            f"[results/claims/cnn2/seed0](results/claims/cnn2/seed0)) with {d['n']:,} seeded test images: "
+            f"**{numfmt.percent(d['photo_acc'], 1)} on the photos against {numfmt.percent(d['raw_acc'], 1)} on the "
+            f"raw tensors, a gap of {numfmt.percent_number(gap_pts, 1)} points**, the two predictions agreeing on "
+            f"{numfmt.percent(d['agree'], 1)} of the images "
+            "([photo_gap-claims-cnn2-seed0.json](results/photo_gap-claims-cnn2-seed0.json)):")
+
+
 LABEL_AUDIT_TARGET = 0.5  # issue 29: at least half the flipped labels found, at least half the flagged truly flipped
 
 
