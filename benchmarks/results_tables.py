@@ -1232,6 +1232,633 @@ def gap_stat(m: dict) -> str:
     return f"{mean} ± {100 * g['sd']:.1f} pts" if g["n"] > 1 else f"{mean} pts"
 
 
+# ---------------------------------------------------------------------------------------------------------
+# regions: docs/tuning.md (the tuning guide). Its raw data is committed in docs/tuning/: results.csv (one row per
+# run and experiment, written by docs/tuning/make_figures.py from run folders that are not committed),
+# lr_find.json (`fashionlab lr-find`), tune_trials.csv and tune_summary.json (`fashionlab tune`). Accuracies there
+# are validation accuracies (the guide never decides on test accuracy) and are shown as 4-decimal fractions, as
+# results.csv keeps them; differences are in percentage points (pp).
+
+TUNING = ROOT / "docs" / "tuning"
+TUNING_INT = ("epochs", "best_epoch")
+TUNING_FLOAT = ("best_val_acc", "final_val_acc", "final_train_acc", "final_gap_train_minus_val", "final_val_loss",
+                "s_per_epoch")
+TUNING_COLUMNS = ("experiment", "run", "setting", *TUNING_INT, *TUNING_FLOAT)
+FASHION_MNIST_TRAIN = 60_000  # training images of Fashion-MNIST; the validation split is a fraction of them
+
+
+def read_tuning_results(path: Path) -> list[dict]:
+    """A results.csv of docs/tuning/make_figures.py: one dict per row, numbers as numbers. ValueError (naming the
+    file and line) on a missing column or value, a value that is not a number, an accuracy outside 0..1 or a best
+    epoch outside 1..epochs."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for line, row in enumerate(rows, 2):
+        lacking = [c for c in TUNING_COLUMNS if row.get(c) in (None, "")]
+        if lacking:
+            raise ValueError(f"{path}: line {line}: no {', '.join(lacking)}")
+        try:
+            parsed = row | {c: int(row[c]) for c in TUNING_INT} | {c: float(row[c]) for c in TUNING_FLOAT}
+        except ValueError as e:
+            raise ValueError(f"{path}: line {line}: {e}") from None
+        if not all(0 <= parsed[c] <= 1 for c in ("best_val_acc", "final_val_acc", "final_train_acc")):
+            raise ValueError(f"{path}: line {line}: an accuracy outside 0..1")
+        if not 1 <= parsed["best_epoch"] <= parsed["epochs"]:
+            raise ValueError(f"{path}: line {line}: best epoch {parsed['best_epoch']} of {parsed['epochs']}")
+        out.append(parsed)
+    if not out:
+        raise ValueError(f"{path}: no rows")
+    return out
+
+
+@cache
+def tuning_rows() -> tuple[dict, ...]:
+    return tuple(read_tuning_results(TUNING / "results.csv"))
+
+
+def tuning_experiment(experiment: str) -> list[dict]:
+    rows = [r for r in tuning_rows() if r["experiment"] == experiment]
+    if not rows:
+        raise KeyError(f"docs/tuning/results.csv has no {experiment!r} rows")
+    return rows
+
+
+def tuning_run(name: str) -> dict:
+    """Run NAME's figures (a run listed under several experiments has the same figures in each)."""
+    for r in tuning_rows():
+        if r["run"] == name:
+            return r
+    raise KeyError(f"docs/tuning/results.csv has no run {name!r}")
+
+
+@cache
+def lr_find_result() -> dict:
+    return json.loads((TUNING / "lr_find.json").read_text())
+
+
+@cache
+def tune_study() -> tuple[dict, list[dict]]:
+    """tune_summary.json and tune_trials.csv (each trial's row, numbers as numbers, empty cells None)."""
+    with open(TUNING / "tune_trials.csv", newline="") as f:
+        trials = []
+        for row in csv.DictReader(f):
+            t: dict = {k: (None if v == "" else v) for k, v in row.items()}
+            for k in ("number", "epochs", "batch_size"):
+                t[k] = int(t[k])
+            for k in ("val_acc", "seconds", "lr", "dropout", "label_smoothing", "weight_decay"):
+                t[k] = float(t[k])
+            trials.append(t)
+    return json.loads((TUNING / "tune_summary.json").read_text()), trials
+
+
+def tuning_require(holds: bool, claim: str) -> None:
+    """The guide's words that are not figures (best, within noise, identical) are checked, not typed: a claim the
+    committed data no longer supports stops the script instead of being printed."""
+    if not holds:
+        raise ValueError(f"docs/tuning.md claims {claim}, which the files in docs/tuning/ do not support")
+
+
+def acc4(fraction: float) -> str:
+    """A validation accuracy as results.csv keeps it: 0.899 -> '0.8990'."""
+    return f"{fraction:.4f}"
+
+
+# Accuracies in docs/tuning/ have four decimals, so their differences are exact to a hundredth of a point: shown
+# with two decimals, none is rounded (one decimal would round 1.25 half-way, and the binary value decides which way).
+
+
+def pp(fraction_diff: float) -> str:
+    """The size of an accuracy difference in points, unsigned, for prose that says which way: '1.88'."""
+    return numfmt.percent_number(abs(fraction_diff), 2)
+
+
+def spp(fraction_diff: float) -> str:
+    """A signed accuracy difference in points, typeset: '+1.25', '−0.30'."""
+    return numfmt.true_minus(numfmt.points(fraction_diff, 2))
+
+
+def sci(value: float, decimals: int = 1) -> str:
+    """An LR or weight decay in the guide's short scientific form: 0.000378 -> '3.8e-4' (decimals=0: '4e-4')."""
+    mantissa, exponent = f"{value:.{decimals}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def tuning_noise() -> float:
+    """The largest change of best validation accuracy that --seed 1 made to a configuration: below it, differences
+    between single runs are noise."""
+    pairs = [(tuning_run("reg_defaults"), tuning_run("seed1_reg_defaults")),
+             (tuning_run("reg_all_off"), tuning_run("seed1_reg_all_off"))]
+    return max(abs(b["best_val_acc"] - a["best_val_acc"]) for a, b in pairs)
+
+
+def grid_cells() -> tuple[list[int], list[str], dict[tuple[int, str], dict]]:
+    """The batch-size x LR sweep: batch sizes, LR texts (as typed in the commands, in sweep order), (bs, lr) -> row."""
+    import re
+
+    cells: dict[tuple[int, str], dict] = {}
+    for r in tuning_experiment("grid"):
+        m = re.fullmatch(r"--batch-size (\d+) --lr (\S+)", r["setting"])
+        if m is None:
+            raise ValueError(f"docs/tuning/results.csv: grid setting {r['setting']!r} is not '--batch-size N --lr X'")
+        cells[int(m[1]), m[2]] = r
+    bss = sorted({bs for bs, _ in cells})
+    lrs = sorted({lr for _, lr in cells}, key=float)
+    if len(cells) != len(bss) * len(lrs):
+        raise ValueError("docs/tuning/results.csv: the grid is not complete")
+    return bss, lrs, cells
+
+
+def grid_best_lr(bs: int) -> str:
+    bss, lrs, cells = grid_cells()
+    return max(lrs, key=lambda lr: cells[bs, lr]["best_val_acc"])
+
+
+def s_range(rows: list[dict]) -> str:
+    lo, hi = min(r["s_per_epoch"] for r in rows), max(r["s_per_epoch"] for r in rows)
+    return f"{lo:.1f}–{hi:.1f}"
+
+
+def recipe_config() -> dict:
+    """The recipe as it was when the guide was measured: the configuration lr-find recorded (lr_find.json)."""
+    return lr_find_result()["config"]
+
+
+def best_yaml_value(key: str) -> str:
+    for line in (TUNING / "tune_best.yaml").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(f"docs/tuning/tune_best.yaml has no {key}")
+
+
+def run_scheduler(r: dict) -> str:
+    """The LR schedule of a results.csv run: the --scheduler it names, the study's for the retrained trial, else
+    the recipe's."""
+    if "--scheduler " in r["setting"]:
+        return r["setting"].split("--scheduler ", 1)[1].split()[0]
+    if r["run"] == "tune_best_retrained":
+        return best_yaml_value("scheduler")
+    return recipe_config()["scheduler"]
+
+
+def annealed_runs() -> list[dict]:
+    """Every distinct run whose schedule anneals the LR to about 0 (one-cycle or cosine)."""
+    seen: dict[str, dict] = {}
+    for r in tuning_rows():
+        if run_scheduler(r) in ("onecycle", "cosine"):
+            seen.setdefault(r["run"], r)
+    return list(seen.values())
+
+
+def same_but_time(a: dict, b: dict) -> bool:
+    """Whether two runs have the same figures in results.csv, all but their seconds per epoch."""
+    return all(a[c] == b[c] for c in TUNING_COLUMNS[3:] if c != "s_per_epoch")
+
+
+def trials_seconds() -> float:
+    return sum(t["seconds"] for t in tune_study()[1])
+
+
+@region("tuning-time", "docs/tuning.md")
+def tuning_time() -> str:
+    """What the guide's runs took, as far as the committed files recorded it."""
+    distinct = {r["run"]: r for r in tuning_rows()}.values()
+    epochs = sum(r["epochs"] * r["s_per_epoch"] for r in distinct)
+    lf = lr_find_result()["seconds"]
+    total = epochs + lf + trials_seconds()
+    def about(secs: float) -> str:  # seconds per epoch are rounded to 0.1 s: the sums are good to the minute
+        return "about " + numfmt.duration(60 * round(secs / 60))
+
+    return (f"The recorded time of these runs adds up to {about(total)}: the epochs of the "
+            f"{len(distinct)} trainings in [`results.csv`](tuning/results.csv) ({about(epochs)}, seconds "
+            f"per epoch × epochs), the range test ({numfmt.seconds(lf, 0)}) and the study's trials "
+            f"({numfmt.seconds(trials_seconds(), 0)}). Start-up, data loading and each run's test evaluation come "
+            "on top; the script's own wall time was not recorded.")
+
+
+@region("tuning-noise", "docs/tuning.md")
+def tuning_noise_text() -> str:
+    """The ground rule on noise: the binomial standard error at the guide's accuracies, and the seed replicate."""
+    import math
+
+    n_val = round(FASHION_MNIST_TRAIN * recipe_config()["val_fraction"])
+    p = round(statistics.median(r["best_val_acc"] for r in {r["run"]: r for r in tuning_rows()}.values()), 2)
+    se = math.sqrt(p * (1 - p) / n_val)
+    shifts = [tuning_run(b)["best_val_acc"] - tuning_run(a)["best_val_acc"]
+              for a, b in (("reg_defaults", "seed1_reg_defaults"), ("reg_all_off", "seed1_reg_all_off"))]
+    plateau, none = tuning_run("sched_plateau"), tuning_run("sched_none")
+    tuning_require(same_but_time(plateau, none), "that --scheduler plateau and none gave the same results")
+    return (f"* **How much noise to expect:** with {n_val:,} validation images, the standard error of an accuracy "
+            f"near {p:.2f} is about {numfmt.percent_number(se, 1)} percentage points (pp). Running the same two "
+            "configurations with `--seed 1` (which changes the split, the subset, the initialization and the data "
+            f"order) moved their best validation accuracy by {spp(shifts[0])} and {spp(shifts[1])} pp "
+            "([seed replicate](#3-regularization-and-the-overfitting-gap)). **Differences under about "
+            f"{pp(tuning_noise())} pp between single runs are noise.** With the same seed, CPU runs repeat: "
+            "`--scheduler plateau` and `--scheduler none` below (the same training, since plateau never reduced "
+            "the LR) ended with the same accuracies and losses, to the four decimals "
+            "[`results.csv`](tuning/results.csv) keeps; only their seconds per epoch differ.")
+
+
+@region("tuning-summary", "docs/tuning.md")
+def tuning_summary() -> str:
+    """The guide's summary: each recommendation with the figures it rests on."""
+    lf = lr_find_result()
+    bss, lrs, cells = grid_cells()
+    small, large = bss[0], bss[-1]
+    best = grid_best_lr(small)
+    others = [cells[small, lr]["best_val_acc"] for lr in lrs[1:] if lr != best]
+    top = cells[small, best]["best_val_acc"]
+    diffs = [cells[small, lr]["best_val_acc"] - cells[large, lr]["best_val_acc"] for lr in lrs]
+    tuning_require(min(diffs) > 0, f"that batch {small} beat batch {large} at every LR")
+    tuning_require(grid_best_lr(large) == best, "that the best LR was the same at both batch sizes")
+    e6, e10 = tuning_run("epochs6_defaults"), tuning_run("reg_defaults")
+    annealed = annealed_runs()
+    tuning_require(all(r["best_epoch"] >= r["epochs"] - 2 for r in annealed),
+                   "that every one-cycle or cosine run peaked in its last three epochs")
+    s0, s1 = tuning_run("reg_defaults"), tuning_run("seed1_reg_defaults")
+    off0, off1 = tuning_run("reg_all_off"), tuning_run("seed1_reg_all_off")
+    sched = {k: tuning_run(f"sched_{k}") for k in ("cosine", "plateau", "none")} | {"onecycle": e10}
+    summary_json, trials = tune_study()
+    retrained = tuning_run("tune_best_retrained")
+    grid_epochs = cells[small, best]["epochs"]
+    rows = [
+        ["1. LR", "Run `fashionlab lr-find`. With one-cycle or cosine, set the **peak** LR near the *lowest-loss* "
+         "LR of the curve, not at the \"suggested\" steepest-descent LR. Then check three values a factor of 3 "
+         "apart.",
+         f"lr-find suggested {sci(lf['suggested_lr'])} and found the lowest loss at {sci(lf['min_loss_lr'])}. In "
+         f"a {grid_epochs}-epoch sweep at batch {small}, {best} was best ({acc4(top)}). {lrs[1]} to {lrs[-1]} were "
+         f"within {pp(top - min(others))} pp of it. {lrs[0]} was "
+         f"{pp(top - cells[small, lrs[0]]['best_val_acc'])} pp lower."],
+        ["2. batch size", f"On a CPU, use small batches ({small}). Re-sweep the LR when you change the batch size. "
+         "Don't rescale it by a rule.",
+         f"At equal epochs, batch {small} beat batch {large} at every LR by {pp(min(diffs))}–{pp(max(diffs))} pp, "
+         f"and an epoch took about as long ({s_range(tuning_experiment('grid'))} s). The best LR was {best} for "
+         "both batch sizes."],
+        ["3. epochs", "Give the run as many epochs as your budget allows, and set `--epochs` to that total, because "
+         "the schedule is stretched over it. If you use `--patience`, keep it ≥ 2.",
+         f"The recipe scored {acc4(e6['best_val_acc'])} at {e6['epochs']} epochs and {acc4(e10['best_val_acc'])} "
+         f"at {e10['epochs']}. Every one-cycle or cosine run peaked in its last three epochs. Mid-run dips under "
+         "one-cycle would have stopped `--patience 1` early."],
+        ["4. regularization", "Tune regularization at the budget you will actually train with. For short runs on "
+         "little data, turn dropout and augmentation down or off. Judge by validation accuracy and validation "
+         "loss, not by the train–val gap alone.",
+         f"At {off0['epochs']} epochs, switching everything off beat the recipe by "
+         f"{pp(off0['best_val_acc'] - s0['best_val_acc'])} pp (seed 0) and "
+         f"{pp(off1['best_val_acc'] - s1['best_val_acc'])} pp (seed 1), even though training accuracy reached "
+         f"{numfmt.percent(off0['final_train_acc'], 1)} (gap {spp(off0['final_gap_train_minus_val'])} pp). "
+         "Validation loss was still falling at the end."],
+        ["5. schedule", "Use a schedule that decays the LR to zero (`onecycle` or `cosine`). `plateau` needs long "
+         "runs.",
+         f"cosine {acc4(sched['cosine']['best_val_acc'])}, onecycle {acc4(sched['onecycle']['best_val_acc'])}, "
+         f"none {acc4(sched['none']['best_val_acc'])}. plateau gave {acc4(sched['plateau']['best_val_acc'])}, "
+         f"identical to none, because it never fired within {sched['plateau']['epochs']} epochs."],
+        ["6. search", "Use `fashionlab tune` once you know the ranges. Run ≥ 30 trials, so that the TPE sampler "
+         "gets past its 10 random start-up trials. Retrain the winner from `best.yaml`.",
+         f"A study of {len(trials)} trials trained for {numfmt.seconds(trials_seconds(), 0)} in all. Its best trial "
+         f"({acc4(summary_json['best_val_acc'])}) was reproduced by `fashionlab train --config best.yaml "
+         f"--train-subset 5000` ({acc4(retrained['best_val_acc'])})."],
+    ]
+    tuning_require(round(summary_json["best_val_acc"], 4) == retrained["best_val_acc"],
+                   "that retraining best.yaml reproduced the best trial")
+    return table(["step", "recommendation", "evidence (validation accuracy, cnn2, 10k subset)"],
+                 ["---", "---", "---"], rows)
+
+
+def md_bullets(items: list[str]) -> str:
+    return "\n".join(f"* {item}" for item in items)
+
+
+@region("tuning-lr-find", "docs/tuning.md")
+def tuning_lr_find() -> str:
+    """Section 1: the range test's output (lr_find.json) and what the sweep made of its suggestion."""
+    lf = lr_find_result()
+    cfg = lf["config"]
+    bss, lrs, cells = grid_cells()
+    small = bss[0]
+    best = grid_best_lr(small)
+    top = cells[small, best]["best_val_acc"]
+    alike = [lr for lr in lrs if lr != best and top - cells[small, lr]["best_val_acc"] < tuning_noise()]
+    low = lrs[0]
+    tuning_require(low not in alike and low != best, f"that {low} was clearly worse than {best}")
+    stop = (f"The test ran {lf['steps_run']} of its {cfg['steps']} steps and stopped for divergence at an LR of "
+            f"{lf['stopped_at_lr']:.1f}." if lf["diverged"] else
+            f"The test ran all {lf['steps_run']} steps without diverging.")
+    output = (f"suggested lr {lf['suggested_lr']:.2e} (steepest descent of the smoothed loss; lowest loss at "
+              f"{lf['min_loss_lr']:.2e})\n  try: fashionlab train --model {cfg['model']} --batch-size "
+              f"{cfg['batch_size']} --lr {lf['suggested_lr']:.2e}")
+    return "\n\n".join([
+        f"The range test raises the LR exponentially from {sci(cfg['start_lr'], 0)} to {cfg['end_lr']:g} over "
+        f"{cfg['steps']} steps, using the recipe's optimizer ({cfg['optimizer'].replace('adamw', 'AdamW')}), batch "
+        f"size ({cfg['batch_size']}) and augmentation. It follows the smoothed training loss and stops once the loss "
+        "diverges. It reads only the training split. Output ([`lr_find.json`](tuning/lr_find.json), "
+        f"{numfmt.seconds(lf['seconds'], 0)}):",
+        f"```\n{output}\n```",
+        "![LR range test](tuning/lr_find.png)",
+        stop,
+        "**How to read it.** The curve has three regions:",
+        md_bullets(["**Flat at the smallest LRs.** The LR is too small to change anything.",
+                    f"**Steepest fall near {sci(lf['suggested_lr'])}.** This is the red point, the printed "
+                    "suggestion.",
+                    f"**Lowest loss near {sci(lf['min_loss_lr'])}, then a blow-up** as the LR rises further."]),
+        "The suggestion is the *safe* end of the useful range. The [batch-size × LR sweep]"
+        "(#2-batch-size-and-learning-rate-together) shows that for a one-cycle schedule, whose LR rises to its peak "
+        f"and then anneals to zero, the best **peak** LR sits near the lowest-loss point instead (batch {small}):",
+        md_bullets([f"{best} was best.",
+                    f"{' and '.join(alike)} {'was' if len(alike) == 1 else 'were'} as good within noise.",
+                    f"{low}, which is only {float(low) / lf['suggested_lr']:.1f}× the suggestion, was already "
+                    f"{pp(top - cells[small, low]['best_val_acc'])} pp worse. The suggestion itself was not "
+                    "trained."]),
+    ])
+
+
+@region("tuning-grid", "docs/tuning.md")
+def tuning_grid() -> str:
+    """Section 2: the batch-size x LR sweep."""
+    import math
+
+    bss, lrs, cells = grid_cells()
+    small, large = bss[0], bss[-1]
+    rows_all = list(cells.values())
+    n_epochs = {r["epochs"] for r in rows_all}
+    tuning_require(len(n_epochs) == 1, "that every grid run trained for the same number of epochs")
+    (epochs,) = n_epochs
+    last = all(r["best_epoch"] == epochs for r in rows_all)
+    subset = recipe_config()["train_subset"]
+    body = []
+    for bs in bss:
+        cols = []
+        for lr in lrs:
+            r = cells[bs, lr]
+            text = acc4(r["best_val_acc"]) + ("" if last else f" ({r['best_epoch']})")
+            cols.append(f"**{text}**" if lr == grid_best_lr(bs) else text)
+        body.append([f"`--batch-size {bs}`", *cols, s_range([cells[bs, lr] for lr in lrs])])
+    head = "best val acc" + (f" (epoch {epochs} in every run)" if last else " (epoch)")
+    noise = tuning_noise()
+    gain = {bs: cells[bs, grid_best_lr(bs)]["best_val_acc"] - cells[bs, lrs[0]]["best_val_acc"] for bs in bss}
+    beyond = {bs: cells[bs, lrs[-1]]["best_val_acc"] - cells[bs, grid_best_lr(bs)]["best_val_acc"] for bs in bss}
+    tuning_require(all(abs(d) < noise for d in beyond.values()),
+                   f"that nothing changed within noise above the best LR up to {lrs[-1]}")
+    tuning_require(len({grid_best_lr(bs) for bs in bss}) == 1, "that the best LR was the same at both batch sizes")
+    best = grid_best_lr(small)
+    diffs = [cells[small, lr]["best_val_acc"] - cells[large, lr]["best_val_acc"] for lr in lrs]
+    tuning_require(min(diffs) > 0, f"that batch {small} won at every LR")
+    ratio = large // small
+    return "\n\n".join([
+        f"These are recipe defaults otherwise, with one-cycle over {epochs} epochs. Batch {small} gives "
+        f"{math.ceil(subset / small)} steps per epoch. Batch {large} gives {math.ceil(subset / large)}.",
+        table([head, *(f"lr {lr}" for lr in lrs), "s/epoch"], ["---"] * (len(lrs) + 2), body),
+        "![validation accuracy per epoch, batch size x LR](tuning/grid.png)",
+        md_bullets([
+            f"**The LR matters most at the low end.** Going from {lrs[0]} to {best} gained {pp(gain[small])} pp at "
+            f"batch {small} and {pp(gain[large])} pp at batch {large}. From {best} to {lrs[-1]} nothing changed "
+            "within noise. The optimum is broad on the high side, which matches the range test's lowest-loss point "
+            f"of {sci(lr_find_result()['min_loss_lr'])}.",
+            f"**Smaller batches won at every LR, by {pp(min(diffs))}–{pp(max(diffs))} pp.** With a fixed number of "
+            f"epochs, batch {small} takes {ratio}× more optimizer steps. On this CPU an epoch took about the same "
+            f"wall time at either batch size ({s_range([cells[small, lr] for lr in lrs])} s against "
+            f"{s_range([cells[large, lr] for lr in lrs])} s), so those extra steps were free. On a GPU, larger "
+            "batches usually make an epoch faster. Whether that outweighs the lost steps was not measured here. If "
+            "you try it, compare at equal *wall time*, not only at equal epochs.",
+            f"**The best LR did not scale with the batch size.** It was {best} for both batch sizes. A {ratio}× "
+            f"larger batch did not want a {ratio}× (linear rule) or {math.sqrt(ratio):g}× (square-root rule) larger "
+            "LR. Sweep the LR again after changing the batch size.",
+        ]),
+    ])
+
+
+REG_LABELS = {
+    "reg_defaults": "recipe defaults (dropout 0.3, wd 5e-4, flip/crop/erase, label smoothing 0.1)",
+    "reg_no_dropout": "`--dropout 0`", "reg_no_wd": "`--weight-decay 0`", "reg_no_aug": "`--augment none`",
+    "reg_all_off": "all off (`--dropout 0 --weight-decay 0 --augment none --label-smoothing 0`)",
+}
+
+
+@region("tuning-regularization", "docs/tuning.md")
+def tuning_regularization() -> str:
+    """Section 3: each regularizer off in turn, all off, and the seed replicate."""
+    runs_ = {r["run"]: r for r in tuning_experiment("regularization")}
+    tuning_require(set(runs_) == set(REG_LABELS), "the five regularization runs")
+    (epochs,) = {r["epochs"] for r in runs_.values()}
+    top = max(r["best_val_acc"] for r in runs_.values())
+    rows = []
+    for name, label in REG_LABELS.items():
+        r = runs_[name]
+        best = acc4(r["best_val_acc"])
+        best = (f"**{best}**" if r["best_val_acc"] == top else best) + f" ({r['best_epoch']})"
+        rows.append([label, best, acc4(r["final_val_acc"]), acc4(r["final_train_acc"]),
+                     f"{spp(r['final_gap_train_minus_val'])} pp"])
+    s0, s1 = tuning_run("reg_defaults"), tuning_run("seed1_reg_defaults")
+    off0, off1 = tuning_run("reg_all_off"), tuning_run("seed1_reg_all_off")
+    seed_rows = [[label, acc4(a["best_val_acc"]), acc4(b["best_val_acc"]), f"{spp(b['final_gap_train_minus_val'])} pp"]
+                 for label, a, b in (("recipe defaults", s0, s1), ("all off", off0, off1))]
+    noise = tuning_noise()
+    base = s0["best_val_acc"]
+    g_off0, g_off1 = off0["best_val_acc"] - base, off1["best_val_acc"] - s1["best_val_acc"]
+    g_drop, g_aug = runs_["reg_no_dropout"]["best_val_acc"] - base, runs_["reg_no_aug"]["best_val_acc"] - base
+    g_wd = runs_["reg_no_wd"]["best_val_acc"] - base
+    tuning_require(min(g_off0, g_off1) > noise, "that switching all regularization off gained more than noise")
+    tuning_require(all(abs(g - g_off0) < noise for g in (g_drop, g_aug)),
+                   "that removing dropout alone, or augmentation alone, gained about as much")
+    tuning_require(abs(g_wd) < noise, "that weight decay made no difference within noise")
+    tuning_require(top - off0["best_val_acc"] < noise, "that the all-off run's accuracy was close to the best")
+    cfg = recipe_config()
+    full = FASHION_MNIST_TRAIN - round(FASHION_MNIST_TRAIN * cfg["val_fraction"])
+    return "\n\n".join([
+        table([f"setting ({epochs} epochs)", "best val acc (epoch)", "final val acc", "final train acc",
+               "final gap (train − val)"], ["---"] * 5, rows),
+        "Seed replicate (the `seeds` step of the script; `--seed 1` changes the validation split too):",
+        table(["setting", "seed 0 best val acc", "seed 1 best val acc", "seed 1 final gap"], ["---"] * 4, seed_rows),
+        "![train vs validation accuracy, defaults vs all off; validation loss of all five]"
+        "(tuning/regularization.png)",
+        "What this shows:",
+        md_bullets([
+            f"**On a short run, the recipe's regularization costs accuracy.** Removing all of it gained {pp(g_off0)} "
+            f"pp (seed 0) and {pp(g_off1)} pp (seed 1). Removing dropout alone, or augmentation alone, gained about "
+            f"as much ({spp(g_drop)} and {spp(g_aug)} pp). Weight decay made no difference within noise "
+            f"({spp(g_wd)} pp). The `cnn2` recipe is meant for {cfg['epochs']} epochs on {full // 1000}k images. "
+            "Whether its regularization pays off there was not tested here. Run this same A/B comparison at the "
+            "budget you will actually use.",
+            "**A large gap is not yet a problem.** With everything off, training accuracy reached "
+            f"{numfmt.percent(off0['final_train_acc'], 1)} and the gap grew to "
+            f"{pp(off0['final_gap_train_minus_val'])} pp. Even so, its validation loss was still falling at the end, "
+            f"finishing at {off0['final_val_loss']:.4f} at epoch {off0['epochs']} ([results.csv](tuning/results.csv)), "
+            f"as the right-hand plot shows. Its best validation accuracy, {acc4(off0['best_val_acc'])}, was within "
+            f"noise of the best of the five ({acc4(top)}). The signal to add regularization is a **rising validation "
+            "loss or a stalling validation accuracy** while training accuracy still climbs. Within "
+            f"{epochs} epochs, none of these runs showed it.",
+        ]),
+    ])
+
+
+@region("tuning-epochs", "docs/tuning.md")
+def tuning_epochs() -> str:
+    """Section 4: the recipe at two lengths, and where the annealed runs peaked."""
+    rows = sorted(tuning_experiment("epochs"), key=lambda r: r["epochs"])
+    short, long_ = rows[0], rows[-1]
+    annealed = annealed_runs()
+    tuning_require(all(r["best_epoch"] >= r["epochs"] - 2 for r in annealed),
+                   "that every one-cycle or cosine run peaked in its last three epochs")
+    at_last = sum(r["best_epoch"] == r["epochs"] for r in annealed)
+    tuning_require(2 * at_last > len(annealed), "that most annealed runs peaked in their last epoch")
+    gain = long_["best_val_acc"] - short["best_val_acc"]
+    tuning_require(gain > tuning_noise(), "that more epochs helped")
+    return "\n\n".join([
+        table(["recipe defaults", "best val acc (epoch)"], ["---", "---"],
+              [[f"`--epochs {r['epochs']}`", f"{acc4(r['best_val_acc'])} ({r['best_epoch']})"] for r in rows]),
+        md_bullets([
+            f"**More epochs helped: {spp(gain)} pp from {short['epochs']} to {long_['epochs']}.** Every one-cycle and "
+            f"cosine run in this guide ({len(annealed)} runs) reached its best validation accuracy in its last three "
+            f"epochs, {at_last} of them in the very last one, because these schedules finish at an LR of about 0. So "
+            "`--epochs` does not set a point at which to stop. It is the length that the whole schedule is stretched "
+            "over. Set it to your full budget, and don't expect to get the same result by stopping a longer run "
+            "early.",
+        ]),
+    ])
+
+
+SCHED_LABELS = {
+    "reg_defaults": ("`onecycle` (recipe: 25% warm-up, then cosine annealing)", "rises, then anneals to about 0"),
+    "sched_cosine": ("`cosine` (no warm-up unless `--warmup-epochs`)", "anneals to about 0"),
+    "sched_plateau": ("`plateau` (halve on 3 stale epochs)", "constant: never reduced"),
+    "sched_none": ("`none`", "constant"),
+}
+
+
+@region("tuning-schedulers", "docs/tuning.md")
+def tuning_schedulers() -> str:
+    """Section 5: the four LR schedules."""
+    runs_ = {r["run"]: r for r in tuning_experiment("schedulers")}
+    tuning_require(set(runs_) == set(SCHED_LABELS), "the four scheduler runs")
+    (epochs,) = {r["epochs"] for r in runs_.values()}
+    top = max(r["best_val_acc"] for r in runs_.values())
+    rows = []
+    for name, (label, lr_text) in SCHED_LABELS.items():
+        r = runs_[name]
+        best = acc4(r["best_val_acc"])
+        rows.append([label, (f"**{best}**" if r["best_val_acc"] == top else best) + f" ({r['best_epoch']})",
+                     lr_text])
+    oc, cos, plateau, none = (runs_[n] for n in SCHED_LABELS)
+    tuning_require(same_but_time(plateau, none), "that plateau never reduced the LR (the same run as none)")
+    noise = tuning_noise()
+    g_cos, g_oc = cos["best_val_acc"] - none["best_val_acc"], oc["best_val_acc"] - none["best_val_acc"]
+    tuning_require(min(g_cos, g_oc) > noise, "that annealing beat a constant LR")
+    tuning_require(abs(g_cos - g_oc) < noise, "that cosine against one-cycle is within noise")
+    peak = sci(recipe_config()["lr"], 0)
+    return "\n\n".join([
+        table([f"`--scheduler` (peak LR {peak}, {epochs} epochs)", "best val acc (epoch)", "LR over the run"],
+              ["---"] * 3, rows),
+        "![validation accuracy and LR per epoch for each schedule](tuning/schedulers.png)",
+        md_bullets([
+            f"**Annealing to zero beat a constant LR.** Cosine and one-cycle gained {pp(g_cos)} and {pp(g_oc)} pp "
+            f"over `none`. Cosine against one-cycle ({spp(g_cos - g_oc)} pp) is within noise.",
+            f"**`plateau` did nothing in {epochs} epochs.** It halves the LR only after validation accuracy fails to "
+            "improve for 3 epochs in a row (`ReduceLROnPlateau(patience=2)`). Here accuracy improved at least every "
+            "third epoch, so the run matched `none`: every figure in [`results.csv`](tuning/results.csv) is the same "
+            f"but the seconds per epoch ({plateau['s_per_epoch']:.1f} s against {none['s_per_epoch']:.1f} s, timing "
+            "noise on the shared CPU). Use `plateau` for long runs, or when you don't know the length in advance.",
+        ]),
+    ])
+
+
+@region("tuning-study", "docs/tuning.md")
+def tuning_study() -> str:
+    """Section 6: the Optuna study's result (tune_summary.json) and its trials (tune_trials.csv)."""
+    s, trials = tune_study()
+    st = s["trials"]
+    best_n = s["best_trial"]
+    params = "\n".join(f"  {k} = {v:.4g}" if isinstance(v, float) else f"  {k} = {v}"
+                       for k, v in s["best_params"].items())
+    rows = []
+    for t in trials:
+        state = t["state"] if t["state"] != "pruned" else f"pruned (epoch {t['epochs']})"
+        n, acc = str(t["number"]), acc4(t["val_acc"])
+        if t["number"] == best_n:
+            n, acc = f"**{n}**", f"**{acc}**"
+        rows.append([n, state, acc, sci(t["lr"]), str(t["batch_size"]), f"{t['dropout']:.2f}",
+                     f"{t['label_smoothing']:.2f}", sci(t["weight_decay"]), t["scheduler"], t["augment"]])
+    tuning_require(len(trials) == sum(st.values()), "a trials table that matches the summary")
+    complete = sorted((t for t in trials if t["state"] == "complete"), key=lambda t: t["val_acc"])
+    flat = [t for t in complete if t["scheduler"] == "none"]
+    tuning_require(bool(flat) and complete[:len(flat)] == flat, "that the trials without a schedule scored lowest")
+    best = next(t for t in trials if t["number"] == best_n)
+    tuning_require(best["scheduler"] in ("onecycle", "cosine"), "that the best trial annealed its LR")
+    tuning_require(len(trials) <= 10, "that the study is within TPE's 10 random start-up trials")
+    aug = best["augment"]
+    aug_text = "no augmentation" if aug == "none" else f"`{aug}` augmentation only"
+    output = (f"study '{s['study']}': {len(trials)} trials ({st['complete']} complete, {st['pruned']} pruned, "
+              f"{st['fail']} failed) from {len(s['workers'])} worker(s)\n"
+              f"best: trial {best_n}, validation accuracy {s['best_val_acc']:.4f}\n{params}")
+    return "\n\n".join([
+        "Result ([`tune_summary.json`](tuning/tune_summary.json), [`tune_trials.csv`](tuning/tune_trials.csv); the "
+        f"trials trained for {numfmt.seconds(trials_seconds(), 0)} in all, the study's wall time was not recorded):",
+        f"```\n{output}\n```",
+        table(["trial", "state", "val acc", "lr", "batch", "dropout", "label sm.", "weight decay", "scheduler",
+               "augment"], ["---"] * 10, rows),
+        f"![parameter importances of the {len(trials)}-trial study](tuning/tune_importance.png)",
+        "Reading it:",
+        md_bullets([
+            "**The winner agrees with the manual experiments.** The best trial combined little regularization "
+            f"(dropout {best['dropout']:.2f}, {aug_text}, weight decay {sci(best['weight_decay'])}) with an annealing "
+            f"schedule (`{best['scheduler']}`). The {'trial' if len(flat) == 1 else f'{len(flat)} trials'} without "
+            "a schedule scored lowest among the complete trials.",
+            f"**Don't read the importances of a study this small.** The importance plot is fitted to {st['complete']} "
+            "complete trials, and the parameters are confounded with each other (its values are in the plot only, "
+            "not in a committed file). Also, Optuna's default TPE sampler makes its first 10 trials at random "
+            f"(`n_startup_trials=10`), so a study of {len(trials)} trials is pure random search. Run at least 30 "
+            "trials before the sampler starts exploiting what it has learned. The sampler is not seeded, so a rerun "
+            "samples different trials.",
+        ]),
+    ])
+
+
+@region("tuning-reuse", "docs/tuning.md")
+def tuning_reuse() -> str:
+    """Section 6: retraining best.yaml against the trial it came from."""
+    s, trials = tune_study()
+    trial = next(t for t in trials if t["number"] == s["best_trial"])
+    r = tuning_run("tune_best_retrained")
+    tuning_require(round(trial["val_acc"], 4) == r["best_val_acc"], "that the retrained run reproduced the trial")
+    return (f"This reproduced trial {trial['number']}: the retrained run's best validation accuracy was "
+            f"{acc4(r['best_val_acc'])} at epoch {r['best_epoch']} ([`results.csv`](tuning/results.csv)), the "
+            f"trial's {trial['val_acc']:.6f} ([`tune_trials.csv`](tuning/tune_trials.csv)) to the four decimals "
+            "results.csv keeps. To train the tuned configuration for real, override what only made tuning cheap. "
+            "Flags take precedence over `--config`:")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# regions: docs/results.md, prose figures (issue 28 item 5)
+
+
+@region("results-v2-choice", "docs/results.md")
+def results_v2_choice() -> str:
+    """The one-seed validation comparison the cnn2 v2 recipe was chosen on (same split: seed 0 of both)."""
+    import math
+
+    v2, v1 = runs("cnn2")[0], runs("cnn2-v1")[0]
+    if (v1.seed, v2.seed) != (0, 0):
+        raise ValueError("results-v2-choice: the choice rested on seed 0 of cnn2 and cnn2-v1")
+    a, b = (max(m["val_acc"] for m in r.metrics) for r in (v2, v1))
+    n_val = round(FASHION_MNIST_TRAIN * v2.config["val_fraction"])
+    se = math.sqrt(b * (1 - b) / n_val)
+    return (f"The choice rested on one seed: seed 0's best validation accuracy, {numfmt.percent(a)} for v2 against "
+            f"{numfmt.percent(b)} for v1 (same split), a {numfmt.percent_number(a - b)}-point difference from a "
+            f"single run, against a standard error of {numfmt.percent_number(se)} points for an accuracy measured "
+            f"on {n_val:,} validation images.")
+
+
+@region("results-photo-gap", "docs/results.md")
+def results_photo_gap() -> str:
+    """benchmarks/photo_gap.py on the claims study's cnn2 seed-0 run."""
+    d = json.loads((RESULTS / "photo_gap-claims-cnn2-seed0.json").read_text())
+    gap_pts = d["raw_acc"] - d["photo_acc"]
+    return (f"Measured {d['date']} on the claims study's `cnn2` seed-0 run (10 epochs; its results in "
+            f"[results/claims/cnn2/seed0](results/claims/cnn2/seed0)) with {d['n']:,} seeded test images: "
+            f"**{numfmt.percent(d['photo_acc'], 1)} on the photos against {numfmt.percent(d['raw_acc'], 1)} on the "
+            f"raw tensors, a gap of {numfmt.percent_number(gap_pts, 1)} points**, the two predictions agreeing on "
+            f"{numfmt.percent(d['agree'], 1)} of the images "
+            "([photo_gap-claims-cnn2-seed0.json](results/photo_gap-claims-cnn2-seed0.json)):")
+
+
 LABEL_AUDIT_TARGET = 0.5  # issue 29: at least half the flipped labels found, at least half the flagged truly flipped
 
 

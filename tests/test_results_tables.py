@@ -287,3 +287,33 @@ def test_a_summary_of_other_runs_is_refused(rt):
     s["models"][1]["accuracy"]["values"][0] += 0.0001
     with pytest.raises(ValueError, match="not the committed runs"):
         rt.claim_runs(s)
+
+
+def test_tuning_results_are_read_from_the_csv_and_bad_rows_are_refused(rt, tmp_path):
+    good = ROOT / "docs" / "tuning" / "results.csv"
+    rows = rt.read_tuning_results(good)
+    grid = [r for r in rows if r["experiment"] == "grid"]
+    assert len(grid) == 8 and all(isinstance(r["best_epoch"], int) for r in grid)
+    # the sweep's best cell in the generated guide is the CSV's, independently of the script
+    best = max(grid, key=lambda r: r["best_val_acc"])
+    body = region_text(rt, (ROOT / "docs" / "tuning.md").read_text(), "tuning-grid")
+    assert f"**{best['best_val_acc']:.4f}**" in body
+    lines = good.read_text().splitlines()
+    for broken, message in ((lines[1].replace(",0.8777,6,", ",0.8777,,", 1), "no best_epoch"),
+                            (lines[1].replace(",0.8777,6,", ",0.8777,six,", 1), "line 2"),
+                            (lines[1].replace(",0.8777,6,", ",1.8777,6,", 1), "outside 0..1"),
+                            (lines[1].replace(",0.8777,6,", ",0.8777,7,", 1), "best epoch 7 of 6")):
+        bad = tmp_path / "results.csv"
+        bad.write_text("\n".join([lines[0], broken, *lines[2:]]) + "\n")
+        with pytest.raises(ValueError, match=message):
+            rt.read_tuning_results(bad)
+
+
+def test_a_tuning_claim_the_data_no_longer_supports_stops_the_script(rt, monkeypatch):
+    rows = [dict(r) for r in rt.tuning_rows()]
+    for r in rows:  # batch 256 now wins at lr 1e-3 (0.8790 > 0.8777), still below its best: the text is false
+        if r["run"] == "grid_bs256_lr1e-3":
+            r["best_val_acc"] = 0.8790
+    monkeypatch.setattr(rt, "tuning_rows", lambda: tuple(rows))
+    with pytest.raises(ValueError, match="docs/tuning.md claims that batch 64 won at every LR"):
+        rt.tuning_grid()
