@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import fashionlab
     from fashionlab.budget import (
+        ESTIMATOR,
         choose,
         load_margin,
         load_measured,
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "time_utc": time.strftime("%H:%M", time.gmtime()),
         "command": " ".join(["python benchmarks/budget_check.py", *(argv if argv is not None else sys.argv[1:])]),
         "cpu": cpu_record(), "device": str(device), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "margin": margin,
+        "torch_threads": torch.get_num_threads(), "estimator": ESTIMATOR, "margin": margin,
         "results": rows,
     }
     json.dump(record, sys.stdout, indent=1)

@@ -724,13 +724,18 @@ def budget_times(r: dict) -> tuple[float, float, bool]:
 
 
 def budget_margin() -> Margin | None:
-    """measured.json's budget_margin: the largest actual / predicted time over every committed check's trained
-    budgets (at least 1: an estimate that ran short needs no margin)."""
-    ratios, machines, dates = [], set(), []
+    """measured.json's budget_margin: the largest actual / predicted time over the trained budgets of every
+    committed check of today's estimator (budget.ESTIMATOR; at least 1: an estimate that ran short needs none)."""
+    from fashionlab.budget import ESTIMATOR
+
+    ratios, machines, dates, sources = [], set(), [], []
     for path in budget_check_files():
         if not path.exists():
             continue
         d = json.loads(path.read_text())
+        if d.get("estimator", 1) != ESTIMATOR:
+            continue
+        sources.append(rel(path))
         for r in d["results"]:
             if r.get("recipe") is None:  # no recipe fitted: nothing trained
                 continue
@@ -740,8 +745,7 @@ def budget_margin() -> Margin | None:
         dates.append(d["date"])
     if not ratios:
         return None
-    return Margin(factor=round(max(1.0, max(ratios)), 3), checks=len(ratios),
-                  source=", ".join(rel(p) for p in budget_check_files() if p.exists()),
+    return Margin(factor=round(max(1.0, max(ratios)), 3), checks=len(ratios), source=", ".join(sources),
                   machine="; ".join(sorted(machines)), date=max(dates))
 
 
@@ -767,7 +771,8 @@ def perf_budget_check() -> str:
                    "predicted test accuracy (reference machine)", "test accuracy here", "difference (points)"],
                   ["---", "---", "---:", "---:", "---", "---:", "---:", "---:"], rows)
             + f"\n\n{d['date']} {d['time_utc']} UTC, {cpu_text(d['cpu'])}, torch {d['torch']}, "
-              f"{d['torch_threads']} threads, idle; one seed per "
+              f"{d['torch_threads']} threads, " + (d["conditions"] if d.get("conditions") else "idle")
+            + "; one seed per "
               f"budget. The predicted time is the kind the recipe's reference was measured as (training only, or "
               f"wall from process start); \"whole wait\" is the wall time from the step timing to the end of the "
               f"test evaluation. `{d['command']}` ([JSON](benchmarks/budget_check.json))."
@@ -776,10 +781,24 @@ def perf_budget_check() -> str:
 
 
 def margin_text() -> str:
+    from fashionlab.budget import ESTIMATOR
+
+    older = []
+    for path in budget_check_files():
+        d = json.loads(path.read_text()) if path.exists() else {}
+        if d and d.get("estimator", 1) != ESTIMATOR:
+            worst = max((budget_times(r)[1] / budget_times(r)[0], r["recipe"]) for r in d["results"] if r.get("recipe"))
+            older.append(f"[{path.name}](benchmarks/{path.name}) ({d['date']} {d['time_utc']} UTC: up to "
+                         f"{worst[0]:.2f}× the prediction, `{worst[1]}`)")
+    history = ("\n\nEarlier checks, of estimator 1 (reference step times from benchmarks/step_time.py, timed in "
+               "isolation): " + "; ".join(older) + ". cnn1's isolated reference step (measured cold) was 2.5× its "
+               "reference run's own seconds per step, so its estimate came out about 3× short; estimator "
+               f"{ESTIMATOR} takes the reference run's own time per step instead.") if older else ""
     m = budget_margin()
     if m is None:
-        return ""
-    return (f"\n\n**The margin.** A few timed steps miss part of a run's cost (the first training of a sitting, "
+        return history
+    return history + (f"\n\n**The margin.** A few timed steps miss part of a run's cost (the first training of a "
+            f"sitting, "
             f"data loading, evaluation), so `--budget` now fits a recipe's estimate times **{m.factor:.3f}**: the "
             f"largest actual / predicted time over the {m.checks} trained budgets of the committed checks "
             f"({m.source}; {m.machine}), written into the package's measured.json by this script.")
@@ -926,9 +945,27 @@ def reference_seconds(kind: str, entry: Recipe) -> tuple[float, str, str] | None
     return None
 
 
+def reference_steps(source: str) -> int | None:
+    """Training steps of the reference run(s) at SOURCE (a run folder, or a folder of seed<N> runs of one
+    recipe): epochs x batches per epoch, from its config.json (trainsetup.batches_per_epoch's rule)."""
+    path = ROOT / source
+    configs = [path / "config.json"] if (path / "config.json").is_file() else sorted(path.glob("seed*/config.json"))
+    if not configs:
+        return None
+    c = json.loads(configs[0].read_text())
+    n = (c.get("data") or {}).get("n_train")
+    if not n:
+        return None
+    full, rest = divmod(n, c["batch_size"])
+    return c["epochs"] * max(1, full + (rest > 1))
+
+
 def add_budget_references(out: dict[str, Recipe | None]) -> None:
-    """Each measured recipe's `budget_reference` per device kind: its time and step time on the reference
-    machine. A step time counts only if it was measured with every setting the recipe has today."""
+    """Each measured recipe's `budget_reference` per device kind: its time on the reference machine and the
+    seconds per training step of that very run (its time / its steps). The step time benchmarks/step_time.py took
+    in isolation is not used: measured cold, cnn1's was 27.3 ms where its reference run took 10.9 ms a step, and
+    --budget's estimate for it came out 3x short (docs/performance.md). The reference counts only if step_time.py
+    timed the recipe with every setting it has today (its machine is the reference machine)."""
     for kind, path in STEP_TIME_FILES.items():
         if not path.exists():
             continue
@@ -941,11 +978,14 @@ def add_budget_references(out: dict[str, Recipe | None]) -> None:
             if ref is None or step is None or step["settings"] != recipe_overrides(name):
                 continue
             seconds, seconds_kind, source = ref
+            steps = reference_steps(source)
+            if steps is None:
+                continue
             machine = d["machine"]
             entry.budget_reference[kind] = Reference(
                 seconds=seconds, seconds_kind=seconds_kind, seconds_source=source,
-                step_seconds=step["step_seconds"],
-                step_seconds_source=rel(path) if path.is_relative_to(ROOT) else str(path),
+                step_seconds=round(seconds / steps, 6),
+                step_seconds_source=f"{source}: its {seconds_kind.split(' of ')[0]} over its {steps:,} training steps",
                 batch_size=step["batch_size"], precision=step["precision"], machine=MACHINE,
                 step_machine=StepMachine(cpu=machine["cpu"], threads=machine["threads"], cuda=machine["cuda"]),
                 threads=machine["threads"], torch=d["torch"], date=step.get("measured", d["date"]))

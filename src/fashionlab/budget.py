@@ -1,15 +1,16 @@
 """`fashionlab train --budget 5m`: the most accurate measured recipe that fits a time budget on this machine.
 
 Each recipe in measured.json may carry, per device kind ("cpu", "cuda", "mps"), a reference: the recipe's
-measured time on the reference machine (`seconds`) and the seconds one training step took there
-(`step_seconds`, from `benchmarks/step_time.py`, which calls `measure_step_seconds` below). Here the same
-step is timed again (a few steps of the recipe's model at its batch size, precision and memory format, on
-random inputs: a few seconds in all), and the reference time is scaled by the ratio of the two step times:
+measured time on the reference machine (`seconds`) and the seconds per training step of that run (`step_seconds`:
+its time over its steps). Here one step is timed (`measure_step_seconds`: a few steps of the recipe's model at
+its batch size, precision and memory format, on random inputs: a few seconds in all), and the reference time is
+scaled by the ratio of the two:
 
-    estimate here = reference seconds × step seconds here / step seconds on the reference machine
+    estimate here = reference seconds × step seconds here / step seconds of the reference run
 
-The estimate assumes the whole run scales like one training step (data loading and evaluation are a small
-part of every measured recipe). Recipes are timed from the most accurate down; the first that fits is chosen.
+An isolated step misses part of a run's cost (validation, the first training of a sitting), so the estimate
+times measured.json's `budget_margin` (what the committed budget checks of this estimator found) must fit.
+Recipes are timed from the most accurate down; the first that fits is chosen.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from typing import Any
 from fashionlab.errors import ConfigError
 from fashionlab.measured import Recipe, Reference
 from fashionlab.numfmt import accuracy_over_seeds, duration, percent
+
+# Bump when the estimate's formula or its reference step times change: budget checks of an older estimator say
+# nothing of this one's error, and the margin is taken over this one's checks only.
+ESTIMATOR = 2  # 2: reference step time = the reference run's own seconds / steps (1: benchmarks/step_time.py's)
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 
