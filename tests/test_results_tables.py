@@ -317,3 +317,30 @@ def test_a_tuning_claim_the_data_no_longer_supports_stops_the_script(rt, monkeyp
     monkeypatch.setattr(rt, "tuning_rows", lambda: tuple(rows))
     with pytest.raises(ValueError, match="docs/tuning.md claims that batch 64 won at every LR"):
         rt.tuning_grid()
+
+
+def test_superseded_runs_are_each_listed_with_the_commit_they_came_from(rt):
+    """docs/results/superseded/ holds replaced recipe versions copied out of git history; sources.json names each."""
+    folder = ROOT / "docs" / "results" / "superseded"
+    src = json.loads((folder / "sources.json").read_text())
+    assert {p.name for p in folder.iterdir() if p.is_dir()} == set(src["folders"])
+    assert {p.name for p in folder.glob("*.json")} - {"sources.json"} == set(src["files"])
+    for name, s in src["folders"].items():
+        rs = rt.superseded(name)
+        assert len(s["commit"]) >= 7 and [r.seed for r in rs] == [0, 1, 2]
+        assert all(r.config["recipe"] == s["recipe"] for r in rs)
+
+
+def test_a_performance_claim_the_data_no_longer_supports_stops_the_script(rt, monkeypatch):
+    """docs/performance.md says ensembling lifted fastnet32's plateau: an ensemble file without a gain stops it."""
+    real = rt.bench
+
+    def bench(name):
+        d = real(name)
+        if name == "ensemble-fast95.json":
+            d = d | {"ensemble_val_acc": [min(d["member_val_acc"])] * len(d["ensemble_val_acc"])}
+        return d
+
+    monkeypatch.setattr(rt, "bench", bench)
+    with pytest.raises(ValueError, match="the docs claim"):
+        rt.perf_method_notes()
