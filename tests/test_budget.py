@@ -346,13 +346,18 @@ def test_results_tables_copies_step_times_of_unchanged_recipes(rt, tmp_path, mon
     monkeypatch.setattr(rt, "STEP_TIME_FILES", {"cpu": path})
     m = rt.measured()
     ref = m["fast"].budget_reference["cpu"]
-    assert ref.step_seconds == 0.03 and ref.seconds == m["fast"].seconds
+    # estimator 2: the reference step is the reference run's own time per step, not step_time.json's 0.03
+    config = json.loads((rt.ROOT / m["fast"].seconds_source / "seed0" / "config.json").read_text())
+    steps = config["epochs"] * -(-config["data"]["n_train"] // config["batch_size"])
+    assert ref.step_seconds == pytest.approx(m["fast"].seconds / steps, abs=1e-6) and ref.seconds == m["fast"].seconds
     assert ref.seconds_source == m["fast"].seconds_source and ref.threads == 2 and ref.step_machine.cpu == "test cpu"
-    assert m["cnn1"].budget_reference["cpu"].step_seconds == 0.01
+    assert f"over its {steps:,} training steps" in ref.step_seconds_source
+    assert m["cnn1"].budget_reference["cpu"].step_seconds != 0.01
     assert m["cnn2"].budget_reference == {}  # its settings changed since it was timed
     assert m["sota"] is None  # no measured accuracy: never a candidate
     just_enough = m["fast"].seconds + 1  # at the reference machine's speed, fast fits and is the more accurate
-    assert choose(just_enough, m, "cpu", lambda name: {"cnn1": 0.01, "fast": 0.03}[name]).chosen.recipe == "fast"
+    same_speed = {name: m[name].budget_reference["cpu"].step_seconds for name in ("cnn1", "fast")}
+    assert choose(just_enough, m, "cpu", same_speed.__getitem__).chosen.recipe == "fast"
 
     monkeypatch.setattr(rt, "STEP_TIME_FILES", {"cpu": tmp_path / "absent.json"})
     assert all(e is None or not e.budget_reference for e in rt.measured().values())
