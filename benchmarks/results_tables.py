@@ -2587,6 +2587,15 @@ def readme_label_audit() -> str:
               "([JSON](docs/benchmarks/label_audit.json)).")
 
 
+@region("readme-robustness", "README.md")
+def readme_robustness() -> str:
+    """Does augmentation make CNN_2 robust? benchmarks/robustness.py's answer from the claims study's runs."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import robustness
+
+    return robustness.render(ROOT)
+
+
 @region("readme-options", "README.md")
 def readme_options() -> str:
     """The training options, from TrainConfig's fields (the one place each is defined)."""
