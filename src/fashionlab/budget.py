@@ -59,8 +59,8 @@ def measure_step_seconds(cfg, device=None, *, warmup: int = 3, steps: int = 5,
     memory format, on random inputs of `shape` (C, H, W) in `n_classes` classes (a user's dataset; Fashion-MNIST's
     by default); `warmup` untimed steps first (oneDNN/cuDNN choose kernels then).
 
-    The same function times the reference machine (benchmarks/step_time.py) and the user's (--budget). It
-    leaves the global random state as it found it."""
+    The same function times the user's machine (--budget) and, for the record, the reference one
+    (benchmarks/step_time.py). It leaves the global random state as it found it."""
     import torch
 
     from fashionlab.device import resolve_device, resolve_precision

@@ -40,8 +40,9 @@ class StepMachine:
 
 @dataclass
 class Reference:
-    """For `train --budget` on one kind of device: the recipe's time on the reference machine and the seconds one
-    training step took there (benchmarks/step_time.py), so that a step timed here scales the time."""
+    """For `train --budget` on one kind of device: the recipe's time on the reference machine and the seconds per
+    training step of that run (its time over its steps), so that a step timed here scales the time. The machine
+    and settings are those benchmarks/step_time.py recorded for the recipe."""
 
     seconds: float
     seconds_kind: str
