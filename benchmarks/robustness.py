@@ -6,14 +6,13 @@ corruption suite, from `fashionlab evaluate RUN --corruptions`) and config.json,
 augmentation, the seed-level effect (seeds paired by number; hierarchical bootstrap CI over seeds and test images;
 paired t-test over seeds, Holm-adjusted over the corruptions) and a verdict word that follows the seed-level test.
 
-    python benchmarks/results_tables.py          # rewrite every region, this one too (robustness.py: the same)
+    python benchmarks/results_tables.py          # rewrite every region, this one too (`render` is called there)
     python benchmarks/results_tables.py --check  # exit 1 if README.md is not what the runs give
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,16 +98,3 @@ def render(root: Path) -> str:
                   f"seeds, not only large, to be called."]
     del flip, rot
     return "\n".join(lines) + "\n"
-
-
-def main() -> int:
-    """The region is one of benchmarks/results_tables.py's (so that its --check covers every figure): this
-    command runs that script with the same arguments."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import results_tables
-
-    return results_tables.main(sys.argv[1:])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
