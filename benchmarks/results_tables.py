@@ -1673,13 +1673,19 @@ REG_LABELS = {
 }
 
 
+def tuning_group(experiment: str, labels: dict, claim: str) -> tuple[dict[str, dict], int, float]:
+    """An experiment's runs by name (checked to be exactly those `labels` names), their one epoch count and
+    the best validation accuracy among them."""
+    runs_ = {r["run"]: r for r in tuning_experiment(experiment)}
+    tuning_require(set(runs_) == set(labels), claim)
+    (epochs,) = {r["epochs"] for r in runs_.values()}
+    return runs_, epochs, max(r["best_val_acc"] for r in runs_.values())
+
+
 @region("tuning-regularization", "docs/tuning.md")
 def tuning_regularization() -> str:
     """Section 3: each regularizer off in turn, all off, and the seed replicate."""
-    runs_ = {r["run"]: r for r in tuning_experiment("regularization")}
-    tuning_require(set(runs_) == set(REG_LABELS), "the five regularization runs")
-    (epochs,) = {r["epochs"] for r in runs_.values()}
-    top = max(r["best_val_acc"] for r in runs_.values())
+    runs_, epochs, top = tuning_group("regularization", REG_LABELS, "the five regularization runs")
     rows = []
     for name, label in REG_LABELS.items():
         r = runs_[name]
@@ -1767,10 +1773,7 @@ SCHED_LABELS = {
 @region("tuning-schedulers", "docs/tuning.md")
 def tuning_schedulers() -> str:
     """Section 5: the four LR schedules."""
-    runs_ = {r["run"]: r for r in tuning_experiment("schedulers")}
-    tuning_require(set(runs_) == set(SCHED_LABELS), "the four scheduler runs")
-    (epochs,) = {r["epochs"] for r in runs_.values()}
-    top = max(r["best_val_acc"] for r in runs_.values())
+    runs_, epochs, top = tuning_group("schedulers", SCHED_LABELS, "the four scheduler runs")
     rows = []
     for name, (label, lr_text) in SCHED_LABELS.items():
         r = runs_[name]

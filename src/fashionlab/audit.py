@@ -41,7 +41,7 @@ import numpy as np
 
 from fashionlab.config import TrainConfig, given, resolve
 from fashionlab.config import add_arguments as add_train_arguments
-from fashionlab.errors import ConfigError, FashionlabError, RunError
+from fashionlab.errors import ConfigError, FashionlabError, RunError, require_package
 
 INSTALL = "pip install 'fashionlab[audit]'"
 DEFAULT_FOLDS = 3
@@ -56,16 +56,8 @@ RANKED_BY = "self_confidence"
 
 def require() -> None:
     """Raise a one-line ConfigError unless cleanlab can be imported."""
-    try:
-        import cleanlab  # noqa: F401
-        from cleanlab.filter import find_label_issues  # noqa: F401
-        from cleanlab.rank import get_label_quality_scores  # noqa: F401
-    except ModuleNotFoundError:
-        raise ConfigError(f"audit-labels needs the cleanlab package, which is not installed: {INSTALL}") from None
-    except Exception as e:  # noqa: BLE001 - e.g. too old a version, or a dependency it cannot use
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ConfigError(f"audit-labels: the cleanlab package cannot be used ({first}); reinstall it: "
-                          f"{INSTALL}") from None
+    require_package("audit-labels", "cleanlab", ("cleanlab", "cleanlab.filter:find_label_issues",
+                                                  "cleanlab.rank:get_label_quality_scores"), INSTALL)
 
 
 def check_folds(folds: Any) -> int:

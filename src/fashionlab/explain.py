@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fashionlab.errors import ConfigError
+from fashionlab.errors import ConfigError, require_package
 
 INSTALL = "pip install 'fashionlab[explain]'"
 # Overlays are upscaled (nearest) until the longer side is at least this many pixels: a 28x28 image becomes 224.
@@ -30,13 +30,7 @@ MAX_ALPHA = 0.6
 
 def require() -> None:
     """Raise a one-line ConfigError unless captum can be imported."""
-    try:
-        import captum.attr  # noqa: F401
-    except ModuleNotFoundError:
-        raise ConfigError(f"--explain needs the captum package, which is not installed: {INSTALL}") from None
-    except Exception as e:  # noqa: BLE001 - e.g. a captum too old or too new for this torch
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ConfigError(f"--explain: the captum package cannot be used ({first}); reinstall it: {INSTALL}") from None
+    require_package("--explain", "captum", ("captum.attr",), INSTALL)
 
 
 def last_conv(model: nn.Module) -> nn.Conv2d:

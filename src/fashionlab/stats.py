@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +88,23 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * float(p_values[i])))
         adjusted[i] = running
     return adjusted
+
+
+def holm_both_levels(tests: list[dict[str, Any]], alpha: float) -> tuple[int, int]:
+    """Holm over a family of pair records (the report's: per-image "p_value", "consistent" and a "seed_level" with
+    "p"), each level apart: sets "p_adjusted" at both levels, seed_level["significant"] and "models_differ".
+    Returns how many tests each level had (per image, seed level)."""
+    images = [t for t in tests if t["p_value"] is not None]
+    for t, p_adj in zip(images, holm([t["p_value"] for t in images])):
+        t["p_adjusted"] = p_adj
+    seeds = [t["seed_level"] for t in tests if t["seed_level"]["p"] is not None]
+    for s, p_adj in zip(seeds, holm([s["p"] for s in seeds])):
+        s["p_adjusted"] = p_adj
+    for t in tests:
+        s = t["seed_level"]
+        s["significant"] = s["p_adjusted"] is not None and s["p_adjusted"] < alpha
+        t["models_differ"] = t["p_adjusted"] is not None and t["p_adjusted"] < alpha and t["consistent"]
+    return len(images), len(seeds)
 
 
 # ---------------------------------------------------------------- seed level: does the training choice differ?

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from fashionlab.config import NOT_RESULTS, PATHS, PROVENANCE_KEYS
-from fashionlab.errors import ConfigError
+from fashionlab.errors import require_package
 
 INSTALL = "pip install 'fashionlab[tensorboard]'"
 SUBDIR = "tensorboard"
@@ -57,15 +57,7 @@ NOT_HPARAMS = PATHS | frozenset(PROVENANCE_KEYS) | (NOT_RESULTS - {"label"})
 
 def require() -> None:
     """Raise a one-line ConfigError unless tensorboard (and torch's writer for it) can be imported."""
-    try:
-        import tensorboard  # noqa: F401
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ModuleNotFoundError:
-        raise ConfigError(f"--tensorboard needs the tensorboard package, which is not installed: {INSTALL}") from None
-    except Exception as e:  # noqa: BLE001 - e.g. too old a version, or a protobuf it cannot use
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ConfigError(f"--tensorboard: the tensorboard package cannot be used ({first}); "
-                          f"reinstall it: {INSTALL}") from None
+    require_package("--tensorboard", "tensorboard", ("tensorboard", "torch.utils.tensorboard:SummaryWriter"), INSTALL)
 
 
 def hparams_of(config: dict[str, Any]) -> dict[str, bool | int | float | str]:

@@ -24,7 +24,7 @@ from fashionlab.runformat import METRIC_COLUMNS, is_int, is_real
 from fashionlab.stats import (
     bootstrap_ci,
     format_p,
-    holm,
+    holm_both_levels,
     mcnemar_exact,
     mean_sd,
     paired_bootstrap_diff,
@@ -454,19 +454,11 @@ def _pair_summary(
 def _correct_for_multiplicity(comparisons: list[dict[str, Any]], alpha: float) -> None:
     """Holm-Bonferroni over the pairs of the family, for each level apart. The training-choice verdict (the only
     text saying better or worse) and `significant` follow the seed level; `models_differ` the per-image test."""
-    images = [c for c in comparisons if c["p_value"] is not None]
-    for c, p_adj in zip(images, holm([c["p_value"] for c in images])):
-        c["p_adjusted"] = p_adj
-    seeds = [c["seed_level"] for c in comparisons if c["seed_level"]["p"] is not None]
-    for s, p_adj in zip(seeds, holm([s["p"] for s in seeds])):
-        s["p_adjusted"] = p_adj
+    n_images, n_seeds = holm_both_levels(comparisons, alpha)
     for c in comparisons:
-        s = c["seed_level"]
-        s["significant"] = s["p_adjusted"] is not None and s["p_adjusted"] < alpha
-        c["significant"] = s["significant"]
-        c["models_differ"] = c["p_adjusted"] is not None and c["p_adjusted"] < alpha and c["consistent"]
-        c["verdict"] = _choice_verdict(c, alpha, len(seeds))
-        c["models_verdict"] = _models_verdict(c, alpha, len(images))
+        c["significant"] = c["seed_level"]["significant"]
+        c["verdict"] = _choice_verdict(c, alpha, n_seeds)
+        c["models_verdict"] = _models_verdict(c, alpha, n_images)
 
 
 def _choice_verdict(c: dict[str, Any], alpha: float, n_tests: int) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fashionlab.corruptions import CORRUPTIONS, SEVERITIES, mean_corruption_error
-from fashionlab.stats import MIN_SEED_PAIRS, format_p, holm, mcnemar_exact, mean_sd, seed_level
+from fashionlab.stats import MIN_SEED_PAIRS, format_p, holm_both_levels, mcnemar_exact, mean_sd, seed_level
 
 
 def robustness(groups: list, pairs: list[tuple[Any, Any]], n_boot: int, alpha: float, seed: int) -> dict[str, Any]:
@@ -46,7 +46,9 @@ def robustness(groups: list, pairs: list[tuple[Any, Any]], n_boot: int, alpha: f
         m["mce"] = mean_corruption_error(errors, base_errors) if all(
             sum(base_errors[c].values()) > 0 for c in names) else None
     tests = [_test(a, b, c, n_boot, alpha, seed) for a, b in pairs for c in names]
-    _holm(tests, alpha)
+    holm_both_levels(tests, alpha)
+    for t in tests:
+        t["verdict"] = _verdict(t)
     return {"available": True, "reason": "", "corruptions": names, "severities": list(SEVERITIES),
             "suite_seed": next(iter(suites))[0], "base": groups[0].label, "models": models, "comparisons": tests}
 
@@ -87,20 +89,6 @@ def _test(a, b, name: str, n_boot: int, alpha: float, seed: int) -> dict[str, An
             "seed_level": {"n_seeds": level.n_seeds, "effect": level.effect, "ci_low": level.ci_low,
                            "ci_high": level.ci_high, "p": level.p, "p_adjusted": None, "test": level.test,
                            "reason": level.reason}}
-
-
-def _holm(tests: list[dict[str, Any]], alpha: float) -> None:
-    images = [t for t in tests if t["p_value"] is not None]
-    for t, p in zip(images, holm([t["p_value"] for t in images])):
-        t["p_adjusted"] = p
-    seeds = [t["seed_level"] for t in tests if t["seed_level"]["p"] is not None]
-    for s, p in zip(seeds, holm([s["p"] for s in seeds])):
-        s["p_adjusted"] = p
-    for t in tests:
-        s = t["seed_level"]
-        s["significant"] = s["p_adjusted"] is not None and s["p_adjusted"] < alpha
-        t["models_differ"] = t["p_adjusted"] is not None and t["p_adjusted"] < alpha and t["consistent"]
-        t["verdict"] = _verdict(t)
 
 
 def _verdict(t: dict[str, Any]) -> str:
