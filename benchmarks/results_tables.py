@@ -1459,6 +1459,21 @@ def trials_seconds() -> float:
     return sum(t["seconds"] for t in tune_study()[1])
 
 
+TUNING_TABLE = ("setting", "best_val_acc", "best_epoch", "final_val_acc", "final_train_acc",
+                "final_gap_train_minus_val", "s_per_epoch")
+
+
+@region("tuning-results", "docs/tuning/results.md")
+def tuning_results() -> str:
+    """docs/tuning/results.md: results.csv as one table per experiment, in the file's order, figures as written."""
+    md: list[str] = []
+    for experiment in dict.fromkeys(r["experiment"] for r in tuning_rows()):
+        md += [f"### {experiment}", "", "| " + " | ".join(TUNING_TABLE) + " |", "|" + " --- |" * len(TUNING_TABLE)]
+        md += ["| " + " | ".join(str(r[c]) for c in TUNING_TABLE) + " |" for r in tuning_experiment(experiment)]
+        md.append("")
+    return "\n".join(md)
+
+
 @region("tuning-time", "docs/tuning.md")
 def tuning_time() -> str:
     """What the guide's runs took, as far as the committed files recorded it."""

@@ -344,3 +344,15 @@ def test_a_performance_claim_the_data_no_longer_supports_stops_the_script(rt, mo
     monkeypatch.setattr(rt, "bench", bench)
     with pytest.raises(ValueError, match="the docs claim"):
         rt.perf_method_notes()
+
+
+def test_tuning_results_table_follows_results_csv(rt, tmp_path):
+    # docs/tuning/results.md is rendered from results.csv: a figure edited by hand there is caught.
+    root = copy_docs(rt, tmp_path)
+    page = root / "docs" / "tuning" / "results.md"
+    text = page.read_text()
+    first = rt.tuning_experiment("grid")[0]
+    row = f"| {first['setting']} | {first['best_val_acc']} |"
+    assert row in region_text(rt, text, "tuning-results")
+    page.write_text(text.replace(row, f"| {first['setting']} | {first['best_val_acc'] + 0.01:.4f} |"))
+    assert rt.differences(root) == ["docs/tuning/results.md: region tuning-results"]

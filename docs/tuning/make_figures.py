@@ -3,8 +3,10 @@
     python docs/tuning/make_figures.py RUNS_DIR OUT_DIR
 
 Reads only metrics.csv (validation metrics; the test metrics each run also wrote are not used), the LR
-range test's files and the tune study's outputs. Writes results.csv, results.md, regularization.png,
-schedulers.png and grid.png into OUT_DIR, and copies lr_find.png and the study's plots and best.yaml.
+range test's files and the tune study's outputs. Writes results.csv, regularization.png, schedulers.png and
+grid.png into OUT_DIR, and copies lr_find.png and the study's plots and best.yaml. results.csv is the raw data:
+`python benchmarks/results_tables.py` renders results.md and the figures of docs/tuning.md from it (and its
+`--check` fails when they differ).
 """
 
 from __future__ import annotations
@@ -77,14 +79,6 @@ def main(runs: Path, out: Path) -> None:
             w = csv.DictWriter(f, fieldnames=list(table[0]), lineterminator="\n")
             w.writeheader()
             w.writerows(table)
-        cols = ["setting", "best_val_acc", "best_epoch", "final_val_acc", "final_train_acc",
-                "final_gap_train_minus_val", "s_per_epoch"]
-        md = []
-        for sec, rows in sections.items():
-            if rows:
-                md += [f"### {sec}", "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-                md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows] + [""]
-        (out / "results.md").write_text("\n".join(md))
 
     # Batch size x LR: validation accuracy per epoch.
     if sections["grid"]:
