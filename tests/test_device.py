@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fashionlab import device as device_module
 from fashionlab.config import build_config
-from fashionlab.device import autocast, resolve_device, resolve_precision
+from fashionlab.device import autocast, inference_precision, resolve_device, resolve_precision
 from fashionlab.errors import ConfigError
 from fashionlab.models import build_model
 from fashionlab.trainsetup import train_step
@@ -29,6 +30,16 @@ def test_auto_precision_on_the_cpu_is_bf16_only_with_native_support():
 def test_fp16_on_the_cpu_is_refused():
     with pytest.raises(ConfigError, match="fp16 is for GPUs"):
         resolve_precision("fp16", CPU)
+
+
+@pytest.mark.parametrize("native, recorded, expected", [
+    (True, "bf16", "bf16"), (True, "fp32", "fp32"), (True, "fp16", "bf16"), (True, "auto", "bf16"),
+    (False, "bf16", "fp32"), (False, "fp32", "fp32"), (False, "fp16", "fp32"), (False, "auto", "fp32")])
+def test_a_run_is_predicted_in_its_own_precision_where_this_cpu_has_it(monkeypatch, native, recorded, expected):
+    """A run trained elsewhere (fp16 on a GPU, bf16 on an AMX CPU) is still predicted here, never refused and never
+    in emulated bf16; on either kind of CPU."""
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: native)
+    assert inference_precision(recorded, CPU) == expected
 
 
 @pytest.mark.parametrize("bf16, expected", [(True, "bf16"), (False, "fp16")])

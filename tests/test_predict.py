@@ -323,6 +323,20 @@ def test_photos_of_test_images_score_like_the_raw_images(real_run, real_data, tm
     assert photo_acc >= raw_acc - 0.03  # measured: 0.850 raw vs 0.840 photo (gap 1.0 point)
 
 
+@pytest.mark.realdata
+def test_predict_gives_the_probabilities_evaluate_wrote(real_data, tmp_path):
+    """predict and evaluate read the same checkpoint the same way, in the run's precision where this machine has
+    it (bf16 here when the CPU has native bf16): predict's probabilities on the raw test images are the
+    test_probs.npy that evaluate wrote (both uncalibrated, softmax of the logits)."""
+    cfg = dict(model="cnn1", extra={"width": 8}, epochs=1, train_subset=2000, val_fraction=0.1, device="cpu",
+               precision="auto", channels_last=False, tta=True)
+    run = train(build_config(cfg | {"out": str(tmp_path / "run")}), data=real_data, verbose=False)
+    model = TorchModel(run, "best", "cpu")
+    expected = np.load(run / "test_probs.npy")
+    probs = torch.softmax(model.logits(real_data.test_x), 1).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------- doubtful inputs
 
 

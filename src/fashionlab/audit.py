@@ -217,7 +217,7 @@ def heldout_probs(run: Path, ds, idx: np.ndarray) -> np.ndarray:
     import torch
 
     from fashionlab.data.load import take
-    from fashionlab.device import resolve_device, resolve_precision
+    from fashionlab.device import inference_precision, resolve_device
     from fashionlab.evaluate import load_run_model, predict_logits
     from fashionlab.runfolder import RunFolder
 
@@ -225,7 +225,7 @@ def heldout_probs(run: Path, ds, idx: np.ndarray) -> np.ndarray:
     device = resolve_device(config["device"])
     model, _ = load_run_model(run, "best", device, trust_model_code=True)
     logits = predict_logits(model, take(ds.train_x, torch.from_numpy(idx)), device=device,
-                            precision=resolve_precision(config["precision"], device), tta=config["tta"],
+                            precision=inference_precision(config["precision"], device), tta=config["tta"],
                             channels_last=config["channels_last"])
     return torch.softmax(logits.double(), 1).float().numpy()
 

@@ -39,6 +39,16 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def inference_precision(recorded: str, device: torch.device) -> str:
+    """The precision to predict in with a model trained at `recorded` (a run's config): the run's own where this
+    device has it natively, else what `auto` picks here. A run trained in fp16 on a GPU, or in bf16 on a CPU with
+    native bf16, is still predicted on any machine: fp16 does not exist on a CPU, and emulated bf16 is slower than
+    fp32 (cpu_has_bf16)."""
+    if device.type == "cpu" and (recorded == "fp16" or (recorded == "bf16" and not cpu_has_bf16())):
+        return resolve_precision("auto", device)
+    return resolve_precision(recorded, device)
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()

@@ -17,7 +17,7 @@ from fashionlab.about import CLASSES
 from fashionlab.config import MAX_ENSEMBLE
 from fashionlab.data import as_input
 from fashionlab.data.stream import batches, materialize, ranges
-from fashionlab.device import autocast, resolve_device, resolve_precision
+from fashionlab.device import autocast, inference_precision, resolve_device
 from fashionlab.errors import RunError
 from fashionlab.models import (
     Classifier,
@@ -149,7 +149,7 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
     if not isinstance(device, torch.device):  # a name, from --device or the run's config: is it available here?
         device = resolve_device(device or config["device"])
     model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code, net=net)
-    precision = resolve_precision(config["precision"], device)
+    precision = inference_precision(config["precision"], device)
     logits = predict_logits(model, data.test_x, device=device, precision=precision, tta=config["tta"],
                             channels_last=config["channels_last"])
     y = data.test_y.cpu()

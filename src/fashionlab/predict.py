@@ -71,12 +71,14 @@ class InMemory:
 
 
 class TorchModel:
-    """A run folder's checkpoint, evaluated exactly as `fashionlab evaluate` does (fp32). net: the architecture
+    """A run folder's checkpoint, evaluated exactly as `fashionlab evaluate` does (in the run's precision where
+    this machine has it natively, device.inference_precision: bf16 on a CPU with AVX512-BF16 or AMX, faster than
+    fp32, docs/performance.md). net: the architecture
     object of a run trained from one (Python API). What predict needs of any model: classes, shape (C, H, W),
     fashion_mnist (whether photos are prepared the way Fashion-MNIST was made) and logits()."""
 
     def __init__(self, run_dir: Path, checkpoint: str, device: str, trust_model_code: bool = False, net=None):
-        from fashionlab.device import resolve_device
+        from fashionlab.device import inference_precision, resolve_device
         from fashionlab.evaluate import class_names, input_shape, load_run_model
         from fashionlab.runfolder import RunFolder
 
@@ -88,6 +90,7 @@ class TorchModel:
         self.model, ckpt = load_run_model(run_dir, checkpoint, self.device, trust_model_code=trust_model_code,
                                           net=net)
         self.tta, self.channels_last = bool(config["tta"]), bool(config["channels_last"])
+        self.precision = inference_precision(config["precision"], self.device)
         self.classes, self.shape = class_names(ckpt), input_shape(ckpt)
         self.fashion_mnist = (config.get("dataset") or FASHION_MNIST) == FASHION_MNIST
         self.temperature, self.uncalibrated_reason = folder.temperature(checkpoint)
@@ -95,7 +98,7 @@ class TorchModel:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         from fashionlab.evaluate import predict_logits
 
-        return predict_logits(self.model, x, device=self.device, tta=self.tta,
+        return predict_logits(self.model, x, device=self.device, precision=self.precision, tta=self.tta,
                               channels_last=self.channels_last)
 
     def heatmaps(self, x: torch.Tensor, targets: torch.Tensor, batch_size: int = 256) -> np.ndarray:
