@@ -9,6 +9,10 @@ import platform
 import subprocess
 
 FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni", "fma"}
+# Environment variables that stop oneDNN, ATen's kernels and MKL from using the newer instruction sets: set to
+# AVX2, a CPU with AVX-512/AMX runs the code paths an AVX2-only CPU would (an emulation of that CPU's software
+# path, not of its speed). A record made so says it.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def cpu_record() -> dict:
@@ -19,5 +23,6 @@ def cpu_record() -> dict:
                 "flags": []}
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     flags = set(fields.get("Flags", "").split())
+    caps = {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
     return {"model_name": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
-            "flags": sorted(flags & FLAGS)}
+            "flags": sorted(flags & FLAGS), **({"isa_caps": caps} if caps else {})}

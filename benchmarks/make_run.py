@@ -6,6 +6,9 @@ machine; the committed output is docs/benchmarks/make-run.json:
 
     python benchmarks/make_run.py > docs/benchmarks/make-run.json
     python benchmarks/make_run.py --target run-full > docs/benchmarks/make-run-full.json   # ~15 min more
+    # the software path of an AVX2-only CPU on this one (benchmarks/machine.py ISA_CAPS):
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/make_run.py > docs/benchmarks/make-run-avx2-capped.json
 
 The clone is of the committed HEAD of this repository, into a temporary folder that is removed afterwards.
 """
@@ -22,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from step_time import cpu_name  # the benchmarks' one reading of the CPU's name (this script's folder is on sys.path)
+from machine import cpu_record  # (this script's folder is on sys.path)
+from step_time import cpu_name  # the benchmarks' one reading of the CPU's name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,13 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}  # the clone makes its own .venv
         make = ["make", a.target, *a.make_args.split()]
         make_s, proc = run(make, clone, env)
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        tail = lines[-15:]
+        quick = [line for line in lines if line.startswith("quick: ")]  # what --quick chose, and why
     out = {"benchmark": "make_run", "command": " ".join(make), "commit": commit, "returncode": proc.returncode,
            "wall_s": round(make_s, 1), "clone_s": round(clone_s, 1),
            "measures": "wall seconds of the make command in a fresh clone: venv creation, pip install, data check, "
                        "the job itself (the clone's time is clone_s, not included)",
-           "output_tail": tail,
-           "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count()}, "python": platform.python_version(),
+           "output_tail": tail, "quick": quick,
+           "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count()}, "cpu": cpu_record(),
+           "python": platform.python_version(),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     json.dump(out, sys.stdout, indent=2)
     print()

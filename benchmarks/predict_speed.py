@@ -1,11 +1,15 @@
 """Where does `fashionlab predict` spend its time on a folder of images: reading them, or in the model? As JSON.
 
     python benchmarks/predict_speed.py > docs/benchmarks/predict_speed.json && python benchmarks/results_tables.py
+    # the software path of an AVX2-only CPU, on this one (benchmarks/machine.py ISA_CAPS):
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
+        python benchmarks/predict_speed.py > docs/benchmarks/predict_speed-avx2-capped.json
 
 Writes Fashion-MNIST's first --images test images as PNG files, trains a tiny run of each recipe (one epoch on 500
 images: the weights do not change the speed; the recipe's architecture, precision and TTA do), then, as
-`predict_items` does, reads and prepares every file (decode) and predicts them in one batch (model), timing each
-part; the model part in fp32 and in the run's own precision as this machine resolves it. Issue 30's target:
+`predict_items` does, reads and prepares every file (decode) and predicts them (model), timing each part: the
+model part as `predict` runs it now (TorchModel.logits), in the run's precision at each --batches size, and in fp32
+at the default batch. Each model time is the best of --repeats passes over all the images. Issue 30's target:
 less time in the model than in decoding. Run it idle: the point is time.
 """
 
@@ -17,15 +21,38 @@ import json
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from machine import cpu_record  # benchmarks/machine.py: run as a script, this folder is on sys.path
 
 
+def best_seconds(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return round(best, 3)
+
+
+def model_time(model, batch, precision: str, size: int | None, repeats: int) -> float:
+    """Best seconds of predicting `batch` with a TorchModel's network at `precision`, `size` images a pass."""
+    from fashionlab.evaluate import predict_logits
+
+    run = partial(predict_logits, model.model, device=model.device, precision=precision, tta=model.tta,
+                  channels_last=model.channels_last, batch_size=size)
+    run(batch[:512])  # warm-up: kernels chosen once
+    return best_seconds(partial(run, batch), repeats)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=10_000)
-    p.add_argument("--recipes", default="cnn1,cnn2")
+    p.add_argument("--recipes", default="cnn1,cnn2,fast")
+    p.add_argument("--batches", default="32,64,128,256,512,1024", help="images per forward pass to sweep")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--data-dir", help="Fashion-MNIST's folder (default: where fashionlab finds it)")
     a = p.parse_args(argv)
     import numpy as np
     import torch
@@ -33,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import fashionlab
     from fashionlab.data import load_fashion_mnist
-    from fashionlab.device import resolve_precision
-    from fashionlab.evaluate import predict_logits
+    from fashionlab.evaluate import inference_batch
     from fashionlab.predict import TorchModel, read_item
 
-    ds = load_fashion_mnist(None, download=False, progress=False)
+    ds = load_fashion_mnist(a.data_dir, download=False, progress=False)
+    sweep = [int(b) for b in a.batches.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="fashionlab-predict-speed-") as tmp:
         folder = Path(tmp) / "images"
@@ -48,36 +75,29 @@ def main(argv: list[str] | None = None) -> int:
             Image.fromarray(pixels).save(paths[-1])
         for recipe in a.recipes.split(","):
             run = fashionlab.train(recipe=recipe, epochs=1, train_subset=500, out=str(Path(tmp) / recipe),
-                                   verbose=False)
+                                   data_dir=a.data_dir, verbose=False)
             model = TorchModel(Path(run.path), "best", "cpu")
             start = time.perf_counter()
             items = [read_item(model, path, True) for path in paths]
-            decode = time.perf_counter() - start
+            decode = round(time.perf_counter() - start, 3)
             batch = torch.from_numpy(np.stack([r.pixels for r in items]))
-            precision = resolve_precision(run.config["precision"], model.device)
-            model_seconds = {}
-            for name in dict.fromkeys(["fp32", precision]):
-                predict_logits(model.model, batch[:256], device=model.device, precision=name, tta=model.tta,
-                               channels_last=model.channels_last)  # warm-up: kernels chosen once
-                start = time.perf_counter()
-                predict_logits(model.model, batch, device=model.device, precision=name, tta=model.tta,
-                               channels_last=model.channels_last)
-                model_seconds[name] = round(time.perf_counter() - start, 3)
-            start = time.perf_counter()
-            model.logits(batch)
+
+            by_batch = {str(size): model_time(model, batch, model.precision, size, a.repeats) for size in sweep}
+            model.logits(batch[:512])
             rows.append({"recipe": recipe, "model": run.config["model"], "tta": model.tta,
-                         "run_precision": precision, "decode_seconds": round(decode, 3),
-                         "model_seconds": model_seconds,
-                         "predict_model_seconds": round(time.perf_counter() - start, 3)})
+                         "precision": model.precision, "default_batch": inference_batch(model.device),
+                         "decode_seconds": decode, "model_seconds_by_batch": by_batch,
+                         "fp32_seconds": model_time(model, batch, "fp32", None, a.repeats),
+                         "predict_model_seconds": best_seconds(partial(model.logits, batch), a.repeats)})
             print(json.dumps(rows[-1]), file=sys.stderr)
     json.dump({"benchmark": "predict_speed", "date": datetime.date.today().isoformat(),
                "time_utc": time.strftime("%H:%M", time.gmtime()),
                "command": " ".join(["python benchmarks/predict_speed.py", *(argv or sys.argv[1:])]),
                "cpu": cpu_record(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-               "images": a.images, "results": rows}, sys.stdout, indent=1)
+               "images": a.images, "repeats": a.repeats, "results": rows}, sys.stdout, indent=1)
     print()
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

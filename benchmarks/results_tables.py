@@ -401,18 +401,28 @@ def readme_ci() -> str:
 
 @region("readme-make-run", "README.md")
 def readme_make_run() -> str:
-    """`make run`'s end-to-end time from a fresh clone (benchmarks/make_run.py), or what is still to measure."""
+    """`make run`'s end-to-end time from a fresh clone (benchmarks/make_run.py), or what is still to measure; and the
+    same with the instruction sets capped at AVX2 where that was measured."""
     if not (BENCH / "make-run.json").exists():
         return ("The end-to-end time of `make run` (venv creation included) is not measured yet: "
                 "`python benchmarks/make_run.py > docs/benchmarks/make-run.json` on an idle machine.")
-    d = bench("make-run.json")
+    text = (make_run_text("make-run.json")
+            + " `make run-full`'s is not measured end to end; its training times are above.")
+    if (BENCH / "make-run-avx2-capped.json").exists():
+        text += " " + make_run_text("make-run-avx2-capped.json")
+    return text
+
+
+def make_run_text(name: str) -> str:
+    d = bench(name)
     verdict = "" if d["returncode"] == 0 else f" (it exited with {d['returncode']})"
-    return (f"`{d['command']}` from a fresh clone takes {numfmt.minutes_seconds(d['wall_s'])} on the idle "
-            f"machine{verdict}: venv "
-            f"creation, installing the package and its dependencies (from pip's cache or PyPI), the data check and "
-            f"the quick comparison ({d['date']}, {d['machine']['logical_cpus']} CPUs, Python {d['python']}, "
-            f"`python benchmarks/make_run.py`, [JSON](docs/benchmarks/make-run.json)). `make run-full`'s is not "
-            f"measured end to end; its training times are above.")
+    machine = cpu_text(d["cpu"]) if "cpu" in d else f"{d['machine']['logical_cpus']} CPUs"
+    chose = [line.split("quick: ", 1)[1] for line in d.get("quick", [])]
+    return (f"`{env_prefix(d.get('cpu', {}))}{d['command']}` from a fresh clone takes "
+            f"{numfmt.minutes_seconds(d['wall_s'])} on the idle machine{verdict}: venv creation, installing the "
+            f"package and its dependencies (from pip's cache or PyPI), the data check and the quick comparison "
+            f"({d['date']}, {machine}, Python {d['python']}, commit {d['commit'][:7]}, [JSON](docs/benchmarks/{name}))"
+            + (f"; `--quick` said: \"{' '.join(chose)}\"" if chose else "") + ".")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -704,7 +714,21 @@ def perf_ladder() -> str:
 
 def cpu_text(cpu: dict) -> str:
     """A benchmark's CPU record (benchmarks/machine.py) as the tables name it."""
-    return f"{cpu['model_name']} ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])})"
+    return f"{cpu['model_name']} ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])}){caps_text(cpu)}"
+
+
+def env_prefix(cpu: dict) -> str:
+    """The environment a capped record's command ran with, as a shell prefix."""
+    return "".join(f"{k}={v} " for k, v in cpu.get("isa_caps", {}).items())
+
+
+def caps_text(cpu: dict) -> str:
+    """How a record made with the instruction sets capped (benchmarks/machine.py ISA_CAPS) says so."""
+    caps = cpu.get("isa_caps")
+    if not caps:
+        return ""
+    return (", instruction sets capped by " + ", ".join(f"`{k}={v}`" for k, v in caps.items())
+            + ": the software path of a CPU without them, at this CPU's clock and memory speed")
 
 
 def budget_check_files() -> list[Path]:
@@ -835,9 +859,11 @@ def perf_cpu_kinds() -> str:
                              f"{max(mine):,}" if mine else ""])
         batches = sorted({r["batch"] for r in d["results"]})
         parts.append(
-            f"**{cpu['model_name']}** ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])}), {d['date']} {d['time_utc']} "
+            f"**{cpu['model_name']}** ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])}){caps_text(cpu)}, "
+            f"{d['date']} {d['time_utc']} "
             f"UTC, torch {d['torch']}, batch {', '.join(map(str, batches))}; `--precision auto` picks **{auto}** "
-            f"here. `{d.get('command', 'python benchmarks/throughput.py')}` ([JSON](benchmarks/{path.name}))\n\n"
+            f"here. `{env_prefix(cpu)}{d.get('command', 'python benchmarks/throughput.py')}` "
+            f"([JSON](benchmarks/{path.name}))\n\n"
             + table(["model", "mode", "fastest cell (precision, memory format, threads, conv backend)", "img/s",
                      f"fp32, contiguous, {most} threads, oneDNN", "fastest vs that", f"best with auto's {auto}"],
                     ["---", "---", "---", "---:", "---:", "---:", "---:"], rows))
@@ -2469,6 +2495,43 @@ def perf_reference_replaced() -> str:
             f"{numfmt.seconds(new['wall_s'] / new['epoch'], 0)} in the run above, in a faster hour of this VM) is in "
             "[benchmarks/time_to_accuracy-fast.json](benchmarks/time_to_accuracy-fast.json), kept for the record and "
             "no longer quoted anywhere else.")
+
+
+def predict_speed_files() -> list[Path]:
+    """This CPU's own path first, then the runs with the instruction sets capped."""
+    def capped(path: Path) -> bool:
+        return bool(json.loads(path.read_text())["cpu"].get("isa_caps"))
+    return sorted(BENCH.glob("predict_speed*.json"), key=lambda path: (capped(path), path.name))
+
+
+@region("perf-predict-speed", "docs/performance.md")
+def perf_predict_speed() -> str:
+    """benchmarks/predict_speed.py: decode against model time of `predict` on a folder of PNGs, and the batch sweep
+    the inference batch was chosen from; one table per file (this CPU natively, and capped at AVX2)."""
+    parts = []
+    for path in predict_speed_files():
+        d = json.loads(path.read_text())
+        rows = []
+        for r in d["results"]:
+            sweep = {int(k): v for k, v in r["model_seconds_by_batch"].items()}
+            fastest = min(sweep, key=sweep.get)
+            ratio = r["predict_model_seconds"] / r["decode_seconds"]
+            rows.append([f"`{r['recipe']}`", "yes" if r["tta"] else "no", r["precision"],
+                         numfmt.seconds(r["decode_seconds"]),
+                         f"{numfmt.seconds(r['predict_model_seconds'])} ({ratio:.2f}× decode: "
+                         f"{'met' if ratio < 1 else '**not met**'})",
+                         numfmt.seconds(sweep[1024]) if 1024 in sweep else "",
+                         f"{fastest} ({numfmt.seconds(sweep[fastest])})",
+                         numfmt.seconds(r["fp32_seconds"])])
+        parts.append(
+            f"{d['images']:,} Fashion-MNIST test images as PNG files; {d['date']} {d['time_utc']} UTC, "
+            f"{cpu_text(d['cpu'])}, torch {d['torch']}, {d['torch_threads']} threads; best of {d['repeats']} "
+            f"passes. `{env_prefix(d['cpu'])}{d['command']}` ([JSON](benchmarks/{path.name}))\n\n"
+            + table(["recipe", "flip TTA", "precision (the run's, as this CPU runs it)", "decode every file",
+                     f"model, as `predict` runs it (batch {d['results'][0]['default_batch']}); target < decode",
+                     "model at batch 1024 (the old batch)", "fastest batch of the sweep", "model in fp32"],
+                    ["---", "---", "---", "---:", "---:", "---:", "---:", "---:"], rows))
+    return "\n\n".join(parts) or "(not measured yet)"
 
 
 @region("perf-int8", "docs/performance.md")

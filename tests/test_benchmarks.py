@@ -182,3 +182,13 @@ def test_ensemble_rejects_a_member_out_of_range(tmp_path):
                            "--out", str(tmp_path / "e")], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.realdata
+def test_predict_speed_times_decode_and_each_batch_size(real_data_dir):
+    d = run_script("predict_speed.py", "--images", "40", "--recipes", "cnn1", "--batches", "16,64", "--repeats", "1",
+                   "--data-dir", str(real_data_dir))
+    (row,) = d["results"]
+    assert d["images"] == 40 and row["recipe"] == "cnn1" and set(row["model_seconds_by_batch"]) == {"16", "64"}
+    assert row["decode_seconds"] > 0 and row["predict_model_seconds"] > 0 and row["fp32_seconds"] > 0
+    assert row["default_batch"] == 128 and d["cpu"]["model_name"]

@@ -31,12 +31,24 @@ from fashionlab.models import (
 from fashionlab.models.external import is_external
 from fashionlab.runfolder import RunFolder
 
+# Images per forward pass when predicting. On a CPU, small batches keep each layer's activations in cache: batch
+# norm, ReLU and pooling are memory-bound, and at 1024 they took most of CNN_2's time in a profile. The batch is
+# chosen from benchmarks/predict_speed.py's sweep (docs/performance.md, "Predicting a folder"), natively and with
+# the instruction sets capped at AVX2. A GPU wants large batches.
+CPU_INFERENCE_BATCH = 128
+GPU_INFERENCE_BATCH = 1024
+
+
+def inference_batch(device) -> int:
+    return CPU_INFERENCE_BATCH if torch.device(device).type == "cpu" else GPU_INFERENCE_BATCH
+
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x_uint8: torch.Tensor, *, device, precision: str = "fp32", tta: bool = False,
-                   channels_last: bool = True, batch_size: int = 1024) -> torch.Tensor:
+                   channels_last: bool = True, batch_size: int | None = None) -> torch.Tensor:
     """Logits (float32, on the CPU) of a Classifier for uint8 images [N, 28, 28]; with tta, averaged with the
-    mirror image."""
+    mirror image. batch_size: images per forward pass (default: inference_batch(device))."""
+    batch_size = batch_size or inference_batch(device)
     was_training = model.training
     model.eval()
     out = []

@@ -149,7 +149,9 @@ class OnnxModel:
         self.fixed_batch: int | None = inp.shape[0] if isinstance(inp.shape[0], int) else None
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        step = self.fixed_batch or 1024
+        from fashionlab.evaluate import CPU_INFERENCE_BATCH
+
+        step = self.fixed_batch or CPU_INFERENCE_BATCH  # onnxruntime runs on the CPU here
         out = []
         for i in range(0, len(x), step):
             chunk = x[i:i + step]
