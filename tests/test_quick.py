@@ -43,6 +43,7 @@ def test_the_cli_says_what_it_chose_and_the_runs_follow(tmp_path, synthetic_env,
     assert main(["run", "--quick", "--quick-minutes", "0.05", "--out", str(out), "--device", "cpu"]) == 0
     said = capsys.readouterr().out
     assert "quick: one training step here takes cnn1 50 ms, cnn2 200 ms" in said
+    assert "2 runs of 2 epochs on all 540 training images" in said
     for model in ("cnn1", "cnn2"):
         cfg = json.loads((out / f"{model}-seed0" / "config.json").read_text())
         # 540 training images, batch 128: 5 steps an epoch x (50 + 200 ms) x 1.15 = 1.44 s an epoch, so in 3 s
