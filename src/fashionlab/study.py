@@ -128,8 +128,9 @@ def time_box(configs: list[TrainConfig], minutes: float, n_train: int, log=print
     timed = ", ".join(f"{m} {s * 1000:.0f} ms" for m, s in step.items())
     data = (f"all {n_train:,} training images" if choice["train_subset"] is None
             else f"a stratified subset of {choice['train_subset']:,} of the {n_train:,} training images")
+    epochs = f"{choice['epochs']} epoch{'s' if choice['epochs'] != 1 else ''}"
     log(f"quick: one training step here takes {timed} (batch {configs[0].batch_size}); {len(configs)} runs of "
-        f"{choice['epochs']} epoch{'s' if choice['epochs'] != 1 else ''} on {data} should train in about {choice['estimate_seconds'] / 60:.1f} min "
+        f"{epochs} on {data} should train in about {choice['estimate_seconds'] / 60:.1f} min "
         f"(--quick-minutes {minutes:g})")
     return [dataclasses.replace(c, epochs=choice["epochs"], train_subset=choice["train_subset"]) for c in configs]
 
