@@ -8,9 +8,11 @@
 Writes Fashion-MNIST's first --images test images as PNG files, trains a tiny run of each recipe (one epoch on 500
 images: the weights do not change the speed; the recipe's architecture, precision and TTA do), then, as
 `predict_items` does, reads and prepares every file (decode) and predicts them (model), timing each part: the
-model part as `predict` runs it now (TorchModel.logits), in the run's precision at each --batches size, and in fp32
-at the default batch. Each model time is the best of --repeats passes over all the images. Issue 30's target:
-less time in the model than in decoding. Run it idle: the point is time.
+model part as `predict` runs it now (TorchModel.logits: the fused CPU graph of cpugraph), in the run's precision at
+each --batches size, and eagerly (the path before the graph) and in fp32 at the default batch; and eager against
+graph for a few image counts (--break-even), where cpugraph.MIN_IMAGES comes from. Each model time is the best of
+--repeats passes over all the images. Issue 30's target: less time in the model than in decoding. Run it idle: the
+point is time.
 """
 
 from __future__ import annotations
@@ -36,14 +38,28 @@ def best_seconds(fn, repeats: int) -> float:
     return round(best, 3)
 
 
-def model_time(model, batch, precision: str, size: int | None, repeats: int) -> float:
-    """Best seconds of predicting `batch` with a TorchModel's network at `precision`, `size` images a pass."""
+def model_time(model, batch, precision: str, size: int | None, repeats: int, graph: bool = True) -> float:
+    """Best seconds of predicting `batch` with a TorchModel's network at `precision`, `size` images a pass, through
+    the fused CPU graph (cpugraph, as `predict` does; its building counted in every pass) or eagerly."""
     from fashionlab.evaluate import predict_logits
 
     run = partial(predict_logits, model.model, device=model.device, precision=precision, tta=model.tta,
-                  channels_last=model.channels_last, batch_size=size)
+                  channels_last=model.channels_last, batch_size=size, graph=graph)
     run(batch[:512])  # warm-up: kernels chosen once
     return best_seconds(partial(run, batch), repeats)
+
+
+def break_even(model, batch, sizes: list[int], repeats: int) -> dict[str, dict[str, float]]:
+    """Eager against graph seconds for the first n images, n below and above cpugraph.MIN_IMAGES: the graph's fixed
+    cost (trace, freeze, two profiling passes) against what it saves; where MIN_IMAGES comes from."""
+    import fashionlab.cpugraph as cpugraph
+
+    chosen, cpugraph.MIN_IMAGES = cpugraph.MIN_IMAGES, 0  # the graph at every n, for this measurement only
+    try:
+        return {str(n): {way: model_time(model, batch[:n], model.precision, None, repeats, graph=way == "graph")
+                         for way in ("eager", "graph")} for n in sizes}
+    finally:
+        cpugraph.MIN_IMAGES = chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipes", default="cnn1,cnn2,fast")
     p.add_argument("--batches", default="32,64,128,256,512,1024", help="images per forward pass to sweep")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--break-even", default="256,512,1024,2048,4096",
+                   help="image counts at which eager and graph prediction are compared (cpugraph.MIN_IMAGES)")
     p.add_argument("--data-dir", help="Fashion-MNIST's folder (default: where fashionlab finds it)")
     a = p.parse_args(argv)
     import numpy as np
@@ -87,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"recipe": recipe, "model": run.config["model"], "tta": model.tta,
                          "precision": model.precision, "default_batch": inference_batch(model.device),
                          "decode_seconds": decode, "model_seconds_by_batch": by_batch,
+                         "eager_seconds": model_time(model, batch, model.precision, None, a.repeats, graph=False),
                          "fp32_seconds": model_time(model, batch, "fp32", None, a.repeats),
-                         "predict_model_seconds": best_seconds(partial(model.logits, batch), a.repeats)})
+                         "fp32_eager_seconds": model_time(model, batch, "fp32", None, a.repeats, graph=False),
+                         "predict_model_seconds": best_seconds(partial(model.logits, batch), a.repeats),
+                         "break_even": break_even(model, batch, [int(n) for n in a.break_even.split(",")],
+                                                  a.repeats)})
             print(json.dumps(rows[-1]), file=sys.stderr)
     json.dump({"benchmark": "predict_speed", "date": datetime.date.today().isoformat(),
                "time_utc": time.strftime("%H:%M", time.gmtime()),

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("pure helpers", ("stats", "numfmt", "calibration", "reading", "redact", "files")),
     ("leaves: devices, images, recipes, models", (
         "device", "imageprep", "recipes", "measured", "corruptions", "explain",
-        "models.external", "models.registry", "models.cnn", "models.resnet", "models")),
+        "models.external", "models.registry", "models.cnn", "models.resnet", "models", "cpugraph")),
     ("options", ("config",)),
     ("run-file formats", ("runformat",)),
     ("run folder", ("runfolder",)),

@@ -15,6 +15,7 @@ from torch import nn
 
 from fashionlab.about import CLASSES
 from fashionlab.config import MAX_ENSEMBLE
+from fashionlab.cpugraph import graph_for, onednn_fusion
 from fashionlab.data import as_input
 from fashionlab.data.stream import batches, materialize, ranges
 from fashionlab.device import autocast, inference_precision, resolve_device
@@ -45,21 +46,26 @@ def inference_batch(device) -> int:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x_uint8: torch.Tensor, *, device, precision: str = "fp32", tta: bool = False,
-                   channels_last: bool = True, batch_size: int | None = None) -> torch.Tensor:
+                   channels_last: bool = True, batch_size: int | None = None, graph: bool = True) -> torch.Tensor:
     """Logits (float32, on the CPU) of a Classifier for uint8 images [N, 28, 28]; with tta, averaged with the
-    mirror image. batch_size: images per forward pass (default: inference_batch(device))."""
+    mirror image. batch_size: images per forward pass (default: inference_batch(device)). On a CPU, a built-in
+    model predicting many images runs as one fused graph (cpugraph: the same numbers to float rounding, faster;
+    benchmarks/predict_speed.py); graph=False: always eagerly (benchmarks compare the two)."""
     batch_size = batch_size or inference_batch(device)
     was_training = model.training
     model.eval()
-    out = []
+    out, fused = [], None
     for part in batches(x_uint8, ranges(len(x_uint8), batch_size)):  # FileImages: decoded ahead by workers
         x = as_input(part.to(device))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(x).float()
+        if graph and not out:  # built once, traced with the first batch
+            fused = graph_for(model, x, precision, len(x_uint8))
+        with onednn_fusion(fused is not None), autocast(device, "fp32" if fused is not None else precision):
+            net = fused if fused is not None else model
+            logits = net(x).float()
             if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
+                logits = (logits + net(x.flip(3)).float()) / 2
         out.append(logits.cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10)
