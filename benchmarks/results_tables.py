@@ -2506,12 +2506,14 @@ def predict_speed_files() -> list[Path]:
 
 @region("perf-predict-speed", "docs/performance.md")
 def perf_predict_speed() -> str:
-    """benchmarks/predict_speed.py: decode against model time of `predict` on a folder of PNGs, and the batch sweep
-    the inference batch was chosen from; one table per file (this CPU natively, and capped at AVX2)."""
+    """benchmarks/predict_speed.py: decode against model time of `predict` on a folder of PNGs (the fused CPU graph
+    against eager), the batch sweep the inference batch was chosen from, and the image count from which the graph
+    pays (cpugraph.MIN_IMAGES); one pair of tables per file (this CPU natively, and capped at AVX2)."""
     parts = []
     for path in predict_speed_files():
         d = json.loads(path.read_text())
-        rows = []
+        rows, even_rows = [], []
+        counts = list(d["results"][0]["break_even"])
         for r in d["results"]:
             sweep = {int(k): v for k, v in r["model_seconds_by_batch"].items()}
             fastest = min(sweep, key=sweep.get)
@@ -2520,17 +2522,23 @@ def perf_predict_speed() -> str:
                          numfmt.seconds(r["decode_seconds"]),
                          f"{numfmt.seconds(r['predict_model_seconds'])} ({ratio:.2f}× decode: "
                          f"{'met' if ratio < 1 else '**not met**'})",
-                         numfmt.seconds(sweep[1024]) if 1024 in sweep else "",
+                         f"{numfmt.seconds(r['eager_seconds'])} "
+                         f"({r['eager_seconds'] / r['predict_model_seconds']:.1f}× the graph's)",
                          f"{fastest} ({numfmt.seconds(sweep[fastest])})",
-                         numfmt.seconds(r["fp32_seconds"])])
+                         f"{numfmt.seconds(r['fp32_seconds'])} / {numfmt.seconds(r['fp32_eager_seconds'])}"])
+            even_rows.append([f"`{r['recipe']}`"] + [
+                f"{r['break_even'][n]['eager']:.2f} → {r['break_even'][n]['graph']:.2f}" for n in counts])
         parts.append(
             f"{d['images']:,} Fashion-MNIST test images as PNG files; {d['date']} {d['time_utc']} UTC, "
             f"{cpu_text(d['cpu'])}, torch {d['torch']}, {d['torch_threads']} threads; best of {d['repeats']} "
             f"passes. `{env_prefix(d['cpu'])}{d['command']}` ([JSON](benchmarks/{path.name}))\n\n"
             + table(["recipe", "flip TTA", "precision (the run's, as this CPU runs it)", "decode every file",
-                     f"model, as `predict` runs it (batch {d['results'][0]['default_batch']}); target < decode",
-                     "model at batch 1024 (the old batch)", "fastest batch of the sweep", "model in fp32"],
-                    ["---", "---", "---", "---:", "---:", "---:", "---:", "---:"], rows))
+                     f"model, as `predict` runs it (fused graph, batch {d['results'][0]['default_batch']}); "
+                     "target < decode", "model eagerly (before the graph)", "fastest batch of the sweep (graph)",
+                     "model in fp32: graph / eager"],
+                    ["---", "---", "---", "---:", "---:", "---:", "---:", "---:"], rows)
+            + "\n\nSeconds for the first n images, eager → graph (the graph's building counted in every pass):\n\n"
+            + table(["recipe"] + [f"n = {int(n):,}" for n in counts], ["---"] + ["---:"] * len(counts), even_rows))
     return "\n\n".join(parts) or "(not measured yet)"
 
 

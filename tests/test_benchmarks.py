@@ -187,8 +187,11 @@ def test_ensemble_rejects_a_member_out_of_range(tmp_path):
 @pytest.mark.realdata
 def test_predict_speed_times_decode_and_each_batch_size(real_data_dir):
     d = run_script("predict_speed.py", "--images", "40", "--recipes", "cnn1", "--batches", "16,64", "--repeats", "1",
-                   "--data-dir", str(real_data_dir))
+                   "--break-even", "8,40", "--data-dir", str(real_data_dir))
     (row,) = d["results"]
     assert d["images"] == 40 and row["recipe"] == "cnn1" and set(row["model_seconds_by_batch"]) == {"16", "64"}
     assert row["decode_seconds"] > 0 and row["predict_model_seconds"] > 0 and row["fp32_seconds"] > 0
+    assert row["eager_seconds"] > 0 and row["fp32_eager_seconds"] > 0
+    assert set(row["break_even"]) == {"8", "40"} and all(v["eager"] > 0 and v["graph"] > 0
+                                                          for v in row["break_even"].values())
     assert row["default_batch"] == 128 and d["cpu"]["model_name"]

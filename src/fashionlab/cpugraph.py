@@ -11,8 +11,9 @@ normalized in fp32, then cast, which is what autocast computes for these layers.
 
 Used only where it is safe and pays (`graph_for`): on a CPU; for a Classifier or Ensemble whose every module is
 PyTorch's or fashionlab's own (a user's model may branch on its input, which a trace would freeze into one
-branch); and for at least MIN_IMAGES images, since building the graph and its two profiling passes cost about
-0.15 s. Anything else, or a model the tracer refuses, is predicted eagerly: the same numbers, slower.
+branch); and for at least MIN_IMAGES images, from where what the graph saves pays for building it and for its
+two profiling passes (the break-even table of docs/performance.md). Anything else, or a model the tracer refuses,
+is predicted eagerly: the same numbers, slower.
 """
 
 from __future__ import annotations
