@@ -15,6 +15,7 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,3 +357,34 @@ def test_tuning_results_table_follows_results_csv(rt, tmp_path):
     assert row in region_text(rt, text, "tuning-results")
     page.write_text(text.replace(row, f"| {first['setting']} | {first['best_val_acc'] + 0.01:.4f} |"))
     assert rt.differences(root) == ["docs/tuning/results.md: region tuning-results"]
+
+
+def test_the_claims_statistics_are_what_the_committed_predictions_give(real_data):
+    """summary.json (which the README's claims section is rendered from) against the raw data, with scipy as the
+    oracle: from each committed run's test_predictions.npy and the real test labels, the per-seed differences, the
+    seed-level paired t-test and every seed pair's exact McNemar test of each arm against the base."""
+    from scipy import stats
+
+    s = json.loads((CLAIMS_FULL / "summary.json").read_text())
+    assert s["test_sha256"] == real_data.test_sha256  # the labels these predictions were scored against
+    y = real_data.test_y.numpy()
+    correct = {arm.name: {int(p.parent.name.removeprefix("seed")): np.load(p) == y
+                          for p in arm.glob("seed*/test_predictions.npy")}
+               for arm in CLAIMS_FULL.iterdir() if arm.is_dir()}
+    base = correct[s["base"]]
+    compared = [c for c in s["comparisons"] if c["a"] == s["base"]]
+    assert sorted(c["b"] for c in compared) == sorted(set(correct) - {s["base"]})
+    for c in compared:
+        arm, sl = correct[c["b"]], c["seed_level"]
+        seeds = sorted(base)
+        assert sl["seeds"] == seeds == sorted(arm)
+        acc_a, acc_b = (np.array([100 * runs[k].mean() for k in seeds]) for runs in (base, arm))
+        assert sl["differences"] == pytest.approx(acc_b - acc_a, abs=0.005)  # stored to 2 decimals
+        assert sl["effect"] == pytest.approx(np.mean(acc_b - acc_a), abs=1e-9)
+        assert sl["p"] == pytest.approx(stats.ttest_rel(acc_b, acc_a).pvalue, rel=1e-6)
+        for pair in c["pairs"]:
+            a, b = base[pair["seed_a"]], arm[pair["seed_b"]]
+            only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+            assert {pair["b"], pair["c"]} == {only_a, only_b}
+            exact = stats.binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue
+            assert pair["p_value"] == pytest.approx(exact, rel=1e-9)
