@@ -22,7 +22,11 @@ def test_evaluate_corruptions_writes_accuracies_that_match_the_per_image_file(ru
         for s in SEVERITIES:
             assert summary[name][str(s)] == correct[f"{name}/{s}"].mean()
     assert summary["test_sha256"] == test["test_sha256"]
-    assert "corruptions: clean" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "corruptions: clean" in said
+    # one line per corruption with the time left, the last without (nothing is left)
+    lines = [ln for ln in said.splitlines() if " passes (" in ln]
+    assert len(lines) == len(CORRUPTIONS) and all(" left" in ln for ln in lines[:-1]) and " left" not in lines[-1]
 
     first = (run / "corruptions.json").read_text()
     assert main(["evaluate", str(run), "--corruptions", "--device", "cpu"]) == 0

@@ -30,6 +30,7 @@ from fashionlab.models import (
     model_names,
 )
 from fashionlab.models.external import is_external
+from fashionlab.numfmt import duration
 from fashionlab.runfolder import RunFolder
 
 # Images per forward pass when predicting. On a CPU, small batches keep each layer's activations in cache: batch
@@ -207,9 +208,13 @@ def evaluate_corruptions(folder: RunFolder, model: nn.Module, data, device, prec
         return predict_logits(model, x_uint8, device=device, precision=precision, tta=config["tta"],
                               channels_last=config["channels_last"]).argmax(1)
 
+    start = time.perf_counter()
+
     def progress(done: int, total: int, label: str) -> None:  # one line per corruption, readable in a log too
         if verbose and label.endswith(f"/{suite.SEVERITIES[-1]}"):
-            print(f"corruptions: {done}/{total} passes ({label.split('/')[0]} done)", flush=True)
+            left = (time.perf_counter() - start) / done * (total - done)  # the mean pass so far, times those to go
+            print(f"corruptions: {done}/{total} passes ({label.split('/')[0]} done)"
+                  + (f" | ~{duration(left)} left" if done < total else ""), flush=True)
 
     correct = suite.corruption_correctness(predict, materialize(data.test_x), data.test_y.cpu(), progress=progress)
     summary = suite.summarize_corruptions(correct) | {"checkpoint": checkpoint, "test_sha256": data.test_sha256}
