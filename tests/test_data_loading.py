@@ -167,6 +167,21 @@ def test_decoding_in_worker_processes_gives_what_one_process_gives(digits_dir):
                for a, b in zip(one, two) if a.error is None)
 
 
+def test_a_long_decode_says_how_far_it_is_and_the_time_left_in_a_log(digits_dir, monkeypatch, capsys):
+    """Off a terminal (capsys is not one) a line every LINE_SECONDS; here every chunk, with the interval at 0."""
+    import fashionlab.data.decoding as decoding
+
+    monkeypatch.setattr(decoding, "LINE_SECONDS", 0.0)
+    paths = sorted(str(p) for p in (digits_dir / "train").rglob("*.png"))[:200]
+    decode_files(paths, None, (6, 6), workers=1)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("decoding images: ")]
+    assert len(lines) == 199 and lines[0].startswith("decoding images: 1/200 | ~") and lines[-1].endswith(" left")
+    assert "199/200" in lines[-1]  # none for the last image: the closing line says it is done
+    monkeypatch.setattr(decoding, "LINE_SECONDS", 3600.0)
+    decode_files(paths, None, (6, 6), workers=1)
+    assert "decoding images: " not in capsys.readouterr().err  # a short decode is quiet
+
+
 def test_auto_streams_what_does_not_fit_the_budget_and_says_so(digits_dir, monkeypatch):
     chosen = read_dataset(str(digits_dir), loading="auto")
     assert chosen.loading == "memory" and "within" in chosen.loading_note and "budget" in chosen.loading_note

@@ -32,12 +32,14 @@ import PIL
 
 from fashionlab.data.sources import cache_home
 from fashionlab.imageprep import DatasetImage, read_dataset_image, read_dataset_images
+from fashionlab.numfmt import duration
 from fashionlab.reading import MiB, read_bytes
 
 CACHE_FORMAT = 1  # bump when what an entry holds changes: older entries are then ignored
 MAX_WORKERS = 8  # decoding scales with cores; past 8 the parent collecting the results is the limit
 POOL_MIN = 2000  # fewer files decode in this process: starting workers (~0.3 s each) would cost more
 CHUNK = 64  # files per task sent to a worker: amortises the pickling of small results
+LINE_SECONDS = 10.0  # off a terminal, a progress line this often: a log shows a long decode moving, and its end
 
 
 def workers_for(n_files: int, workers: int | None = None) -> int:
@@ -92,12 +94,16 @@ def _pool_context():
 
 
 class _Bar:
-    """A rich progress bar on a terminal; nothing elsewhere (decode_files prints one line at the end)."""
+    """A rich progress bar on a terminal; elsewhere (a log, a notebook's captured output) a line every LINE_SECONDS
+    with the count and the time left (decode_files prints one more line at the end)."""
 
     def __init__(self, total: int, label: str, progress: bool):
         self.total, self.label = total, label
         self.show = progress and sys.stderr.isatty() and total >= 1000
+        self.lines = progress and not sys.stderr.isatty()
         self.bar = self.task = None
+        self.done, self.start = 0, time.perf_counter()
+        self.last = self.start
 
     def __enter__(self):
         if self.show:
@@ -111,8 +117,13 @@ class _Bar:
         return self
 
     def advance(self, k: int) -> None:
+        self.done += k
         if self.bar is not None:
             self.bar.advance(self.task, k)
+        elif self.lines and self.done < self.total and (now := time.perf_counter()) - self.last >= LINE_SECONDS:
+            self.last = now
+            left = (now - self.start) / self.done * (self.total - self.done)  # the mean rate so far
+            print(f"{self.label}: {self.done:,}/{self.total:,} | ~{duration(left)} left", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
