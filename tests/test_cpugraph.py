@@ -38,11 +38,11 @@ def images(channels: int = 1, size: int = 28) -> torch.Tensor:
 
 def both_ways(monkeypatch, model, x, precision):
     """(eager logits, graph logits) from predict_logits, flip TTA on."""
-    eager = predict_logits(model, x, device=torch.device("cpu"), precision=precision, tta=True, graph=False)
+    eager = predict_logits(model, x, device=torch.device("cpu"), precision=precision, tta=True)
     monkeypatch.setattr(cpugraph, "MIN_IMAGES", 100)
-    example = as_input(x[:128]).contiguous(memory_format=torch.channels_last)
-    assert cpugraph.graph_for(model, example, precision, len(x)) is not None  # the graph path is the one tested
-    graph = predict_logits(model, x, device=torch.device("cpu"), precision=precision, tta=True)
+    cached = cpugraph.CpuGraph(model)
+    graph = predict_logits(model, x, device=torch.device("cpu"), precision=precision, tta=True, graph=cached)
+    assert cached.builds == 1  # the graph path is the one tested
     return eager, graph
 
 
@@ -89,13 +89,14 @@ def test_eager_where_a_graph_is_not_safe_or_does_not_pay():
     assert cpugraph.graph_for(classifier("cnn1").net, x, "fp32", 10_000) is None  # not a Classifier
     assert cpugraph.graph_for(classifier("cnn1"), x, "fp32", cpugraph.MIN_IMAGES - 1) is None
     assert cpugraph.graph_for(classifier("cnn1"), x, "fp16", 10_000) is None
+    assert cpugraph.graph_for(classifier("wrn40-4"), x, "fp32", 10_000) is None  # 8.9M parameters
     assert cpugraph.graph_for(classifier("cnn1"), x, "fp32", 10_000) is not None
 
 
 def test_without_torch_jit_the_eager_path_gives_the_same_numbers(monkeypatch):
     """torch.jit is deprecated in torch 2.13: where a later torch drops it, prediction still works, eagerly."""
     model, x = classifier("cnn2"), images()
-    eager = predict_logits(model, x, device=torch.device("cpu"), precision="fp32", tta=True, graph=False)
+    eager = predict_logits(model, x, device=torch.device("cpu"), precision="fp32", tta=True)
     monkeypatch.setattr(cpugraph, "MIN_IMAGES", 100)
 
     def gone(*args, **kwargs):
@@ -103,7 +104,8 @@ def test_without_torch_jit_the_eager_path_gives_the_same_numbers(monkeypatch):
 
     monkeypatch.setattr(torch.jit, "trace", gone)
     assert cpugraph.graph_for(model, as_input(x[:128]), "fp32", N) is None
-    assert torch.equal(predict_logits(model, x, device=torch.device("cpu"), precision="fp32", tta=True), eager)
+    assert torch.equal(predict_logits(model, x, device=torch.device("cpu"), precision="fp32", tta=True,
+                                      graph=cpugraph.CpuGraph(model)), eager)
 
 
 def test_building_the_graph_warns_nobody():
@@ -115,3 +117,36 @@ def test_building_the_graph_warns_nobody():
             "assert c.graph_for(m, torch.rand(128, 1, 28, 28), 'bf16', 10_000) is not None\n")
     proc = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_model_is_traced_once_and_only_with_enough_images(monkeypatch):
+    """torch.jit keeps memory of every trace: one graph per model and precision, reused; none for a small call."""
+    monkeypatch.setattr(cpugraph, "MIN_IMAGES", 100)
+    model, x = classifier("cnn1"), images()
+    cached = cpugraph.CpuGraph(model)
+    predict_logits(model, x[:50], device=torch.device("cpu"), graph=cached)
+    assert cached.builds == 0
+    first = predict_logits(model, x, device=torch.device("cpu"), graph=cached)
+    again = predict_logits(model, x, device=torch.device("cpu"), graph=cached)
+    assert cached.builds == 1 and torch.equal(first, again)  # the call before does not change a result
+    # a small call after it is padded to the graph's batch: each image computed as in the large call
+    assert torch.equal(predict_logits(model, x[:50], device=torch.device("cpu"), graph=cached), first[:50])
+    predict_logits(model, x, device=torch.device("cpu"), precision="bf16", graph=cached)
+    assert cached.builds == 2
+
+
+def test_evaluate_builds_one_graph_for_test_validation_and_every_corruption(run, monkeypatch):
+    from fashionlab.cli import main
+
+    monkeypatch.setattr(cpugraph, "MIN_IMAGES", 10)
+    built = []
+    real = cpugraph.graph_for
+
+    def counted(*args, **kwargs):
+        graph = real(*args, **kwargs)
+        built.append(graph is not None)
+        return graph
+
+    monkeypatch.setattr(cpugraph, "graph_for", counted)
+    assert main(["evaluate", str(run), "--corruptions", "--device", "cpu"]) == 0
+    assert built == [True]  # 1 + 1 + 61 predictions, one trace

@@ -216,6 +216,7 @@ def heldout_probs(run: Path, ds, idx: np.ndarray) -> np.ndarray:
     (the run's normalisation, precision and TTA)."""
     import torch
 
+    from fashionlab.cpugraph import CpuGraph
     from fashionlab.data.load import take
     from fashionlab.device import inference_precision, resolve_device
     from fashionlab.evaluate import load_run_model, predict_logits
@@ -226,7 +227,7 @@ def heldout_probs(run: Path, ds, idx: np.ndarray) -> np.ndarray:
     model, _ = load_run_model(run, "best", device, trust_model_code=True)
     logits = predict_logits(model, take(ds.train_x, torch.from_numpy(idx)), device=device,
                             precision=inference_precision(config["precision"], device), tta=config["tta"],
-                            channels_last=config["channels_last"])
+                            channels_last=config["channels_last"], graph=CpuGraph(model))
     return torch.softmax(logits.double(), 1).float().numpy()
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from fashionlab.about import CLASSES
 from fashionlab.config import MAX_ENSEMBLE
-from fashionlab.cpugraph import graph_for, onednn_fusion
+from fashionlab.cpugraph import CpuGraph, onednn_fusion
 from fashionlab.data import as_input
 from fashionlab.data.stream import batches, materialize, ranges
 from fashionlab.device import autocast, inference_precision, resolve_device
@@ -47,27 +47,35 @@ def inference_batch(device) -> int:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x_uint8: torch.Tensor, *, device, precision: str = "fp32", tta: bool = False,
-                   channels_last: bool = True, batch_size: int | None = None, graph: bool = True) -> torch.Tensor:
+                   channels_last: bool = True, batch_size: int | None = None,
+                   graph: CpuGraph | None = None) -> torch.Tensor:
     """Logits (float32, on the CPU) of a Classifier for uint8 images [N, 28, 28]; with tta, averaged with the
-    mirror image. batch_size: images per forward pass (default: inference_batch(device)). On a CPU, a built-in
-    model predicting many images runs as one fused graph (cpugraph: the same numbers to float rounding, faster;
-    benchmarks/predict_speed.py); graph=False: always eagerly (benchmarks compare the two)."""
+    mirror image. batch_size: images per forward pass (default: inference_batch(device)). graph: the model's
+    CpuGraph, for a model whose weights are fixed: on a CPU a built-in model predicting many images then runs as
+    one fused graph (cpugraph: the same numbers to float rounding, faster; benchmarks/predict_speed.py); None:
+    eagerly (training's validation, whose weights change every epoch)."""
     batch_size = batch_size or inference_batch(device)
     was_training = model.training
     model.eval()
     out, fused = [], None
     for part in batches(x_uint8, ranges(len(x_uint8), batch_size)):  # FileImages: decoded ahead by workers
-        x = as_input(part.to(device))
+        x, n = as_input(part.to(device)), len(part)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if graph and not out:  # built once, traced with the first batch
-            fused = graph_for(model, x, precision, len(x_uint8))
-        with onednn_fusion(fused is not None), autocast(device, "fp32" if fused is not None else precision):
-            net = fused if fused is not None else model
+        if graph is not None and not out:  # built on the first call with enough images, then reused
+            fused = graph.get(x, precision, len(x_uint8))
+        net = fused[0] if fused is not None and n <= fused[1] else None
+        if net is not None and n < fused[1]:
+            # the graph sees one input shape: a new one would be profiled unfused first, so an image's logits
+            # would depend on the calls before (and each shape costs memory)
+            x = torch.cat([x, x.new_zeros((fused[1] - n, *x.shape[1:]))])
+            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        with onednn_fusion(net is not None), autocast(device, "fp32" if net is not None else precision):
+            net = net if net is not None else model
             logits = net(x).float()
             if tta:
                 logits = (logits + net(x.flip(3)).float()) / 2
-        out.append(logits.cpu())
+        out.append(logits[:n].cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10)
 
@@ -169,22 +177,23 @@ def evaluate_run(run_dir: Path | str, checkpoint: str = "best", *, data=None, de
         device = resolve_device(device or config["device"])
     model, ckpt = load_run_model(run_dir, checkpoint, device, trust_model_code=trust_model_code, net=net)
     precision = inference_precision(config["precision"], device)
+    graph = CpuGraph(model)  # one fused graph for the test set, the validation split and the corruptions
     logits = predict_logits(model, data.test_x, device=device, precision=precision, tta=config["tta"],
-                            channels_last=config["channels_last"])
+                            channels_last=config["channels_last"], graph=graph)
     y = data.test_y.cpu()
     probs = F.softmax(logits, 1)
     pred = probs.argmax(1).numpy()
     metrics = test_metrics(y.numpy(), pred, config, ckpt, model, folder, data.test_sha256, checkpoint,
                            list(data.classes))
     metrics["test_loss"] = F.cross_entropy(logits, y).item()
-    metrics |= calibration(logits, y, validation_logits(model, data, config, device, precision))
+    metrics |= calibration(logits, y, validation_logits(model, data, config, device, precision, graph))
     write_outputs(folder, y.numpy(), pred, probs.numpy(), metrics, list(data.classes))
     folder.write_test_logits(logits.numpy(), y.numpy())
     if verbose:
         print(f"test accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
               f"({checkpoint} checkpoint, epoch {metrics['best_epoch']}) -> {run_dir}")
     if corruptions:
-        evaluate_corruptions(folder, model, data, device, precision, config, checkpoint, verbose)
+        evaluate_corruptions(folder, model, data, device, precision, config, checkpoint, verbose, graph)
     return metrics
 
 
@@ -198,7 +207,7 @@ def check_corruptions(data) -> None:
 
 
 def evaluate_corruptions(folder: RunFolder, model: nn.Module, data, device, precision: str, config: dict,
-                         checkpoint: str, verbose: bool) -> dict[str, Any]:
+                         checkpoint: str, verbose: bool, graph: CpuGraph | None = None) -> dict[str, Any]:
     """Accuracy on every corruption and severity of the suite (the same corrupted images for every model: seeded,
     independent of batching), predicted exactly as the clean test set is; writes corruptions.json and
     corruptions.npz (per-image correctness, what McNemar per corruption needs)."""
@@ -206,7 +215,7 @@ def evaluate_corruptions(folder: RunFolder, model: nn.Module, data, device, prec
 
     def predict(x_uint8: torch.Tensor) -> torch.Tensor:
         return predict_logits(model, x_uint8, device=device, precision=precision, tta=config["tta"],
-                              channels_last=config["channels_last"]).argmax(1)
+                              channels_last=config["channels_last"], graph=graph).argmax(1)
 
     start = time.perf_counter()
 
@@ -226,7 +235,7 @@ def evaluate_corruptions(folder: RunFolder, model: nn.Module, data, device, prec
     return summary
 
 
-def validation_logits(model: nn.Module, data, config: dict, device, precision: str):
+def validation_logits(model: nn.Module, data, config: dict, device, precision: str, graph: CpuGraph | None = None):
     """(logits, labels) of the run's own validation split (the one its training held out: same fraction and seed),
     predicted as the test set is; None for a run without one. Calibration is fitted on these, never on test."""
     from fashionlab.data.load import split
@@ -236,7 +245,7 @@ def validation_logits(model: nn.Module, data, config: dict, device, precision: s
     seed = config["seed"] if config.get("split_seed") is None else config["split_seed"]
     s = split(data, config["val_fraction"], seed)  # the training's own definition (data.load.split)
     logits = predict_logits(model, s.val_x, device=device, precision=precision, tta=config["tta"],
-                            channels_last=config["channels_last"])
+                            channels_last=config["channels_last"], graph=graph)
     return logits, s.val_y.cpu()
 
 

@@ -78,6 +78,7 @@ class TorchModel:
     fashion_mnist (whether photos are prepared the way Fashion-MNIST was made) and logits()."""
 
     def __init__(self, run_dir: Path, checkpoint: str, device: str, trust_model_code: bool = False, net=None):
+        from fashionlab.cpugraph import CpuGraph
         from fashionlab.device import inference_precision, resolve_device
         from fashionlab.evaluate import class_names, input_shape, load_run_model
         from fashionlab.runfolder import RunFolder
@@ -91,6 +92,7 @@ class TorchModel:
                                           net=net)
         self.tta, self.channels_last = bool(config["tta"]), bool(config["channels_last"])
         self.precision = inference_precision(config["precision"], self.device)
+        self.graph = CpuGraph(self.model)  # built on the first prediction with enough images, then kept
         self.classes, self.shape = class_names(ckpt), input_shape(ckpt)
         self.fashion_mnist = (config.get("dataset") or FASHION_MNIST) == FASHION_MNIST
         self.temperature, self.uncalibrated_reason = folder.temperature(checkpoint)
@@ -99,7 +101,7 @@ class TorchModel:
         from fashionlab.evaluate import predict_logits
 
         return predict_logits(self.model, x, device=self.device, precision=self.precision, tta=self.tta,
-                              channels_last=self.channels_last)
+                              channels_last=self.channels_last, graph=self.graph)
 
     def heatmaps(self, x: torch.Tensor, targets: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Grad-CAM maps (float32 [N, H, W] in [0, 1]) of uint8 images for classes `targets`, of the last conv
