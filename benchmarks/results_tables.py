@@ -712,9 +712,10 @@ def perf_ladder() -> str:
     return text
 
 
-def cpu_text(cpu: dict) -> str:
-    """A benchmark's CPU record (benchmarks/machine.py) as the tables name it."""
-    return f"{cpu['model_name']} ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])}){caps_text(cpu)}"
+def cpu_text(cpu: dict, bold: bool = False) -> str:
+    """A benchmark's CPU record (benchmarks/machine.py) as the tables name it (bold: the name in bold)."""
+    name = f"**{cpu['model_name']}**" if bold else cpu["model_name"]
+    return f"{name} ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])}){caps_text(cpu)}"
 
 
 def env_prefix(cpu: dict) -> str:
@@ -859,10 +860,9 @@ def perf_cpu_kinds() -> str:
                              f"{max(mine):,}" if mine else ""])
         batches = sorted({r["batch"] for r in d["results"]})
         parts.append(
-            f"**{cpu['model_name']}** ({cpu['cpus']} CPUs; {', '.join(cpu['flags'])}){caps_text(cpu)}, "
-            f"{d['date']} {d['time_utc']} "
-            f"UTC, torch {d['torch']}, batch {', '.join(map(str, batches))}; `--precision auto` picks **{auto}** "
-            f"here. `{env_prefix(cpu)}{d.get('command', 'python benchmarks/throughput.py')}` "
+            f"{cpu_text(cpu, bold=True)}, {d['date']} {d['time_utc']} UTC, torch {d['torch']}, batch "
+            f"{', '.join(map(str, batches))}; `--precision auto` picks **{auto}** here. "
+            f"`{env_prefix(cpu)}{d.get('command', 'python benchmarks/throughput.py')}` "
             f"([JSON](benchmarks/{path.name}))\n\n"
             + table(["model", "mode", "fastest cell (precision, memory format, threads, conv backend)", "img/s",
                      f"fp32, contiguous, {most} threads, oneDNN", "fastest vs that", f"best with auto's {auto}"],

@@ -64,14 +64,14 @@ def predict_logits(model: nn.Module, x_uint8: torch.Tensor, *, device, precision
             x = x.contiguous(memory_format=torch.channels_last)
         if graph is not None and not out:  # built on the first call with enough images, then reused
             fused = graph.get(x, precision, len(x_uint8))
-        net = fused[0] if fused is not None and n <= fused[1] else None
-        if net is not None and n < fused[1]:
+        on_graph = fused is not None and n <= fused[1]
+        if on_graph and n < fused[1]:
             # the graph sees one input shape: a new one would be profiled unfused first, so an image's logits
             # would depend on the calls before (and each shape costs memory)
             x = torch.cat([x, x.new_zeros((fused[1] - n, *x.shape[1:]))])
             x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        with onednn_fusion(net is not None), autocast(device, "fp32" if net is not None else precision):
-            net = net if net is not None else model
+        net = fused[0] if on_graph else model
+        with onednn_fusion(on_graph), autocast(device, "fp32" if on_graph else precision):
             logits = net(x).float()
             if tta:
                 logits = (logits + net(x.flip(3)).float()) / 2
