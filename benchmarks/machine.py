@@ -15,6 +15,33 @@ FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"
 ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
+def cpu_quota() -> float | None:
+    """The CPUs' worth of time this process's cgroup may use (its CFS quota over its period), None when unlimited.
+    Run inside a cgroup with a quota, a benchmark sees a slower machine (every step takes longer by the ratio of the
+    CPU count to the quota; not a slower clock, memory or cache). A record made so says it."""
+    try:
+        lines = open("/proc/self/cgroup").read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        base = "/sys/fs/cgroup" + path.rstrip("/")
+        try:
+            if controllers == "":  # cgroup v2: "max 100000" when unlimited
+                quota, period = open(base + "/cpu.max").read().split()
+            elif "cpu" in controllers.split(","):  # cgroup v1: -1 when unlimited
+                fs = "/sys/fs/cgroup/" + controllers + path.rstrip("/")
+                quota = open(fs + "/cpu.cfs_quota_us").read().strip()
+                period = open(fs + "/cpu.cfs_period_us").read().strip()
+            else:
+                continue
+        except (OSError, ValueError):
+            continue
+        if quota not in ("max", "-1"):
+            return int(quota) / int(period)
+    return None
+
+
 def cpu_record() -> dict:
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -24,5 +51,7 @@ def cpu_record() -> dict:
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     flags = set(fields.get("Flags", "").split())
     caps = {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
+    quota = cpu_quota()
     return {"model_name": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
-            "flags": sorted(flags & FLAGS), **({"isa_caps": caps} if caps else {})}
+            "flags": sorted(flags & FLAGS), **({"isa_caps": caps} if caps else {}),
+            **({"cpu_quota": round(quota, 3)} if quota is not None else {})}

@@ -9,6 +9,14 @@ machine; the committed output is docs/benchmarks/make-run.json:
     # the software path of an AVX2-only CPU on this one (benchmarks/machine.py ISA_CAPS):
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
         python benchmarks/make_run.py > docs/benchmarks/make-run-avx2-capped.json
+    # ... and a slower machine's step times: the same, inside a cgroup whose CPU quota is 0.3 CPU (as root, cgroup v1;
+    # the record says so, benchmarks/machine.py cpu_quota):
+    G=/sys/fs/cgroup/cpu/slow; mkdir -p $G; echo 10000 > $G/cpu.cfs_period_us; echo 3000 > $G/cpu.cfs_quota_us
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 sh -c \
+        "echo \\$\\$ > $G/tasks; exec python benchmarks/make_run.py" > docs/benchmarks/make-run-avx2-capped-slow.json
+
+`make setup data` runs first and is timed apart (setup_s), so job_s is the main job alone, as a user who has run
+`make` once before waits for it; wall_s is the two together.
 
 The clone is of the committed HEAD of this repository, into a temporary folder that is removed afterwards.
 """
@@ -26,7 +34,6 @@ import time
 from pathlib import Path
 
 from machine import cpu_record  # (this script's folder is on sys.path)
-from step_time import cpu_name  # the benchmarks' one reading of the CPU's name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,17 +56,21 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode:
             sys.exit(f"error: git clone failed: {proc.stderr.strip()[:200]}")
         env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}  # the clone makes its own .venv
+        setup_s, proc = run(["make", "setup", "data"], clone, env)
+        if proc.returncode:
+            sys.exit(f"error: make setup data failed: {(proc.stdout + proc.stderr).strip()[-400:]}")
         make = ["make", a.target, *a.make_args.split()]
         make_s, proc = run(make, clone, env)
         lines = (proc.stdout + proc.stderr).strip().splitlines()
         tail = lines[-15:]
         quick = [line for line in lines if line.startswith("quick: ")]  # what --quick chose, and why
     out = {"benchmark": "make_run", "command": " ".join(make), "commit": commit, "returncode": proc.returncode,
-           "wall_s": round(make_s, 1), "clone_s": round(clone_s, 1),
-           "measures": "wall seconds of the make command in a fresh clone: venv creation, pip install, data check, "
-                       "the job itself (the clone's time is clone_s, not included)",
-           "output_tail": tail, "quick": quick,
-           "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count()}, "cpu": cpu_record(),
+           "wall_s": round(setup_s + make_s, 1), "setup_s": round(setup_s, 1), "job_s": round(make_s, 1),
+           "clone_s": round(clone_s, 1),
+           "measures": "wall seconds in a fresh clone: setup_s of `make setup data` (venv creation, pip install, data "
+                       "check), then job_s of the make command (the job itself); wall_s their sum (the clone's time "
+                       "is clone_s, not included)",
+           "output_tail": tail, "quick": quick, "cpu": cpu_record(),
            "python": platform.python_version(),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     json.dump(out, sys.stdout, indent=2)

@@ -408,20 +408,27 @@ def readme_make_run() -> str:
                 "`python benchmarks/make_run.py > docs/benchmarks/make-run.json` on an idle machine.")
     text = (make_run_text("make-run.json")
             + " `make run-full`'s is not measured end to end; its training times are above.")
-    if (BENCH / "make-run-avx2-capped.json").exists():
-        text += " " + make_run_text("make-run-avx2-capped.json")
+    for name in ("make-run-avx2-capped.json", "make-run-avx2-capped-slow.json"):
+        if (BENCH / name).exists():
+            text += " " + make_run_text(name)
     return text
 
 
 def make_run_text(name: str) -> str:
     d = bench(name)
     verdict = "" if d["returncode"] == 0 else f" (it exited with {d['returncode']})"
-    machine = cpu_text(d["cpu"]) if "cpu" in d else f"{d['machine']['logical_cpus']} CPUs"
     chose = [line.split("quick: ", 1)[1] for line in d.get("quick", [])]
-    return (f"`{env_prefix(d.get('cpu', {}))}{d['command']}` from a fresh clone takes "
-            f"{numfmt.minutes_seconds(d['wall_s'])} on the idle machine{verdict}: venv creation, installing the "
-            f"package and its dependencies (from pip's cache or PyPI), the data check and the quick comparison "
-            f"({d['date']}, {machine}, Python {d['python']}, commit {d['commit'][:7]}, [JSON](docs/benchmarks/{name}))"
+    if "job_s" in d:  # setup and job timed apart (benchmarks/make_run.py since 2026-12-06 03:40 UTC)
+        took = (f"{numfmt.minutes_seconds(d['wall_s'])} on the idle machine{verdict}: "
+                f"{numfmt.minutes_seconds(d['setup_s'])} of setup (venv creation, installing the package and its "
+                f"dependencies from pip's cache or PyPI, the data check), then **"
+                f"{numfmt.minutes_seconds(d['job_s'])} for the main job** (the quick comparison and its report)")
+    else:
+        took = (f"{numfmt.minutes_seconds(d['wall_s'])} on the idle machine{verdict}: venv creation, installing the "
+                f"package and its dependencies (from pip's cache or PyPI), the data check and the quick comparison")
+    return (f"`{env_prefix(d['cpu'])}{d['command']}` from a fresh clone takes {took} "
+            f"({d['date']}, {cpu_text(d['cpu'])}, Python {d['python']}, commit {d['commit'][:7]}, "
+            f"[JSON](docs/benchmarks/{name}))"
             + (f"; `--quick` said: \"{' '.join(chose)}\"" if chose else "") + ".")
 
 
@@ -724,12 +731,17 @@ def env_prefix(cpu: dict) -> str:
 
 
 def caps_text(cpu: dict) -> str:
-    """How a record made with the instruction sets capped (benchmarks/machine.py ISA_CAPS) says so."""
-    caps = cpu.get("isa_caps")
-    if not caps:
-        return ""
-    return (", instruction sets capped by " + ", ".join(f"`{k}={v}`" for k, v in caps.items())
-            + ": the software path of a CPU without them, at this CPU's clock and memory speed")
+    """How a record made with the instruction sets capped (benchmarks/machine.py ISA_CAPS), or inside a cgroup with a
+    CPU quota (machine.cpu_quota), says so."""
+    caps, quota = cpu.get("isa_caps"), cpu.get("cpu_quota")
+    text = ""
+    if caps:
+        text += (", instruction sets capped by " + ", ".join(f"`{k}={v}`" for k, v in caps.items())
+                 + ": the software path of a CPU without them, at this CPU's clock and memory speed")
+    if quota is not None:
+        text += (f"; CPU time limited to {quota:g} CPU by a cgroup quota, so each step takes longer as on a slower "
+                 f"machine (clock, caches and memory as this one's)")
+    return text
 
 
 def budget_check_files() -> list[Path]:
