@@ -7,31 +7,69 @@ import json
 import pytest
 
 from fashionlab.config import build_config
-from fashionlab.study import MIN_SUBSET, OVERHEAD, quick_choice
+from fashionlab.study import MIN_SUBSET, MIN_VAL, OVERHEAD, quick_choice
 
 
 def configs(*models: str, batch: int = 100):
     return [build_config({"model": m, "batch_size": batch, "out": f"/tmp/x-{m}"}) for m in models]
 
 
+FM = {"n_train": 54_000, "n_val": 6_000, "n_test": 10_000}  # Fashion-MNIST's split at --val-fraction 0.1
+
+
 def test_all_epochs_on_all_images_when_they_fit():
     c = configs("cnn1", "cnn2")
-    choice = quick_choice(c, {"cnn1": 0.001, "cnn2": 0.002}, minutes=2, n_train=54_000)
-    assert choice["epochs"] == 3 and choice["train_subset"] is None
-    assert choice["estimate_seconds"] == pytest.approx(OVERHEAD * 3 * 540 * 0.003)
+    choice = quick_choice(c, {"cnn1": 0.001, "cnn2": 0.002}, {"cnn1": 1e-5, "cnn2": 2e-5}, minutes=2, **FM)
+    assert choice["epochs"] == 3 and choice["train_subset"] is None and choice["val_subset"] is None
+    # 540 steps of 1 + 2 ms per epoch, 3 epochs; 3 validations of 6,000 images, then 10,000 test and 6,000
+    # validation images once more, each predicted in 0.01 + 0.02 ms
+    assert choice["estimate_seconds"] == pytest.approx(OVERHEAD * 3 * 540 * 0.003 + (3 * 6000 + 16_000) * 3e-5)
 
 
 def test_fewer_epochs_then_a_subset_when_the_machine_is_slow():
     c = configs("cnn1", "cnn2")
-    # 540 steps an epoch at 0.1 + 0.1 s: 108 s of steps per epoch, with the overhead 124 s; 2 minutes fit no epoch
-    choice = quick_choice(c, {"cnn1": 0.1, "cnn2": 0.1}, minutes=2, n_train=54_000)
-    assert choice["epochs"] == 2 and MIN_SUBSET <= choice["train_subset"] < 54_000
-    assert choice["estimate_seconds"] <= 120 * 1.01
-    # one epoch fits: 1 epoch on everything
-    assert quick_choice(c, {"cnn1": 0.1, "cnn2": 0.1}, minutes=2.1, n_train=54_000)["epochs"] == 1
+    no_predict = {"cnn1": 0.0, "cnn2": 0.0}
+    # 540 steps an epoch at 0.1 + 0.1 s: 108 s of steps per epoch, with the overhead 119 s; 2 minutes fit one
+    one = quick_choice(c, {"cnn1": 0.1, "cnn2": 0.1}, no_predict, minutes=2, **FM)
+    assert one["epochs"] == 1 and one["train_subset"] is None
+    # at 0.12 s no epoch fits: 2 epochs on a subset
+    choice = quick_choice(c, {"cnn1": 0.12, "cnn2": 0.12}, no_predict, minutes=2, **FM)
+    assert choice["epochs"] == 2 and MIN_SUBSET <= choice["train_subset"] < 54_000 and choice["val_subset"] is None
+    assert 120 * 0.95 <= choice["estimate_seconds"] <= 120
     # hopelessly slow: 1 epoch on the smallest subset, and the estimate says so honestly
-    slow = quick_choice(c, {"cnn1": 10.0, "cnn2": 10.0}, minutes=2, n_train=54_000)
+    slow = quick_choice(c, {"cnn1": 10.0, "cnn2": 10.0}, no_predict, minutes=2, **FM)
     assert slow["epochs"] == 1 and slow["train_subset"] == MIN_SUBSET and slow["estimate_seconds"] > 120
+
+
+def test_validation_and_the_test_evaluation_count_and_then_the_validation_split_shrinks():
+    """On a slow machine predicting is a large part of the job (measured: an AVX2-capped CPU at 0.3 CPU spent
+    more time validating and evaluating cnn2 with flip TTA than training it). The test set is never cut."""
+    c = configs("cnn1", "cnn2")
+    step, predict = {"cnn1": 0.3, "cnn2": 1.6}, {"cnn1": 0.0008, "cnn2": 0.0074}
+    choice = quick_choice(c, step, predict, minutes=2, **FM)
+    assert MIN_VAL <= choice["val_subset"] < 6_000 and choice["train_subset"] >= MIN_SUBSET
+    assert choice["estimate_seconds"] <= 120
+    # the estimate, by hand: training, validation after each epoch and once more, the whole test set
+    e, n, v = choice["epochs"], choice["train_subset"], choice["val_subset"]
+    steps = -(-n // 100)
+    assert choice["estimate_seconds"] == pytest.approx(OVERHEAD * e * steps * 1.9 + 0.0082 * ((e + 1) * v + 10_000))
+    # with the full validation split the same training would not fit
+    assert OVERHEAD * e * steps * 1.9 + 0.0082 * ((e + 1) * 6_000 + 10_000) > 120
+    # slower still: nothing fits; the smallest job, and the estimate says it is over
+    worst = quick_choice(c, step, {"cnn1": 0.01, "cnn2": 0.02}, minutes=2, **FM)
+    assert (worst["epochs"], worst["train_subset"], worst["val_subset"]) == (1, MIN_SUBSET, MIN_VAL)
+    assert worst["estimate_seconds"] > 120
+
+
+def test_subsets_stay_within_what_the_classes_allow():
+    """An imbalanced dataset: a class-balanced subset can be no larger than its smallest class times the classes."""
+    c = configs("cnn1")
+    choice = quick_choice(c, {"cnn1": 0.5}, {"cnn1": 0.001}, minutes=1, n_train=20_000, n_val=3_000, n_test=500,
+                          train_limit=1_200, val_limit=1_100)
+    assert choice["train_subset"] <= 1_200 and (choice["val_subset"] or 3_000) <= 3_000
+    small = quick_choice(c, {"cnn1": 0.5}, {"cnn1": 0.05}, minutes=1, n_train=20_000, n_val=3_000, n_test=500,
+                         train_limit=800, val_limit=400)
+    assert small["train_subset"] == 800 and small["val_subset"] == 400
 
 
 def test_the_cli_says_what_it_chose_and_the_runs_follow(tmp_path, synthetic_env, capsys, monkeypatch):
@@ -39,16 +77,18 @@ def test_the_cli_says_what_it_chose_and_the_runs_follow(tmp_path, synthetic_env,
     from fashionlab.cli import main
 
     monkeypatch.setattr(budget, "measure_step_seconds", lambda cfg, **k: {"cnn1": 0.05, "cnn2": 0.2}[cfg.model])
+    monkeypatch.setattr(budget, "measure_predict_seconds", lambda cfg, **k: {"cnn1": 1e-4, "cnn2": 4e-4}[cfg.model])
     out = tmp_path / "job"
     assert main(["run", "--quick", "--quick-minutes", "0.05", "--out", str(out), "--device", "cpu"]) == 0
     said = capsys.readouterr().out
-    assert "quick: one training step here takes cnn1 50 ms, cnn2 200 ms" in said
-    assert "2 runs of 2 epochs on all 540 training images" in said
+    assert "quick: one training step here takes cnn1 50 ms, cnn2 200 ms (batch 128) and predicting an image " \
+           "cnn1 0.1 ms, cnn2 0.4 ms" in said
+    assert "2 runs of 2 epochs on all 540 training images should train and evaluate in about" in said
     for model in ("cnn1", "cnn2"):
         cfg = json.loads((out / f"{model}-seed0" / "config.json").read_text())
-        # 540 training images, batch 128: 5 steps an epoch x (50 + 200 ms) x 1.15 = 1.44 s an epoch, so in 3 s
-        # two epochs fit on every image and three do not
-        assert cfg["epochs"] == 2 and cfg["train_subset"] is None
+        # 540 training images, batch 128: 5 steps an epoch x (50 + 200 ms) x 1.1 = 1.375 s an epoch, and 60
+        # validation images at 0.5 ms, 0.03 s; then 60 + 200 test images, 0.13 s: in 3 s two epochs fit, three not
+        assert cfg["epochs"] == 2 and cfg["train_subset"] is None and cfg["val_subset"] is None
     assert main(["run", "--quick-minutes", "1"]) == 2  # without --quick
 
 
@@ -67,3 +107,57 @@ def test_steps_are_timed_on_the_datasets_images(monkeypatch):
     seen.clear()
     measure_step_seconds(cfg, warmup=1, steps=1)
     assert {(s, c) for s, _, c in seen} == {((64, 1, 28, 28), 10)}
+
+
+def test_predictions_are_timed_as_validation_predicts(monkeypatch):
+    """measure_predict_seconds runs evaluate.predict_logits on images of the dataset's shape, with the run's TTA."""
+    import fashionlab.evaluate as evaluate
+    from fashionlab.budget import measure_predict_seconds
+
+    seen = []
+    real = evaluate.predict_logits
+    monkeypatch.setattr(evaluate, "predict_logits", lambda model, x, **k: seen.append(
+        (tuple(x.shape), k["tta"])) or real(model, x, **k))
+    cfg = build_config({"model": "cnn1", "device": "cpu", "precision": "fp32", "tta": True})
+    assert measure_predict_seconds(cfg, images=64, shape=(3, 20, 12), n_classes=4) > 0
+    assert seen[-1] == ((64, 3, 20, 12), True) and all(t for _, t in seen)
+
+
+def test_a_validation_subset_is_what_validation_and_calibration_use(tmp_path, synthetic_env, monkeypatch):
+    """--val-subset N: a stratified N of the validation split, recorded in config.json, and the same N images
+    when `evaluate` fits the calibration temperature later."""
+    import torch
+
+    import fashionlab.evaluate as evaluate
+    from fashionlab.cli import main
+    from fashionlab.data.load import load_for, split
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "cnn1", "--model-arg", "width=8", "--epochs", "1", "--val-subset", "20",
+                 "--device", "cpu", "--quiet", "--out", str(run)]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["val_subset"] == 20 and cfg["data"]["n_val"] == 20
+    data = load_for(build_config({"device": "cpu"}))
+    whole, sub = split(data, 0.1, cfg["seed"]), split(data, 0.1, cfg["seed"], val_subset=20)
+    assert len(sub.val_y) == 20 and torch.bincount(sub.val_y).tolist() == [2] * 10  # stratified
+    rows = {bytes(x.numpy()) for x in whole.val_x}
+    assert all(bytes(x.numpy()) in rows for x in sub.val_x)  # drawn from the validation split
+    assert torch.equal(sub.train_x, whole.train_x)  # the training images are the same
+    fitted = []
+    real = evaluate.calibration
+    monkeypatch.setattr(evaluate, "calibration", lambda logits, y, val: fitted.append(val[1]) or real(logits, y, val))
+    assert main(["evaluate", str(run)]) == 0
+    assert torch.equal(fitted[0], sub.val_y)
+
+
+def test_val_subset_errors_are_one_line(tmp_path, synthetic_env, capsys):
+    from fashionlab.cli import main
+
+    for args, says in ((["--val-subset", "5"], "--val-subset must be at least 10"),
+                       (["--val-subset", "100", "--val-fraction", "0"], "--val-subset needs a validation split"),
+                       (["--val-subset", "100000"], "--val-subset 100000 is more than the")):
+        assert main(["train", "--model", "cnn1", "--epochs", "1", "--device", "cpu", "--quiet",
+                     "--out", str(tmp_path / "never"), *args]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "never").exists()

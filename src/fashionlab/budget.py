@@ -15,6 +15,7 @@ Recipes are timed from the most accurate down; the first that fits is chosen.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import statistics
@@ -63,26 +64,9 @@ def measure_step_seconds(cfg, device=None, *, warmup: int = 3, steps: int = 5,
     (benchmarks/step_time.py). It leaves the global random state as it found it."""
     import torch
 
-    from fashionlab.device import resolve_device, resolve_precision
-    from fashionlab.trainsetup import Splits, make_ema, make_model, make_optimizer, to_input, train_step
+    from fashionlab.trainsetup import make_ema, make_optimizer, to_input, train_step
 
-    device = resolve_device(cfg.device) if device is None else torch.device(device)
-    precision = resolve_precision(cfg.precision, device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elif device.type == "mps":
-            torch.mps.synchronize()
-
-    fork = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork):
-        one = shape if shape[0] > 1 else shape[1:]  # one channel: [N, H, W], as a dataset holds it
-        none = torch.zeros(0, *one, dtype=torch.uint8)
-        labels = torch.zeros(0, dtype=torch.long)
-        stats = (0.286, 0.353) if shape[0] == 1 else ([0.5] * shape[0], [0.25] * shape[0])  # FM's; any will do
-        splits = Splits(none, labels, none, labels, *stats, classes=tuple(map(str, range(n_classes))), shape=shape)
-        model = make_model(cfg, device, splits)  # seeds torch with cfg.seed, as training does
+    with _timing_model(cfg, device, shape, n_classes) as (model, device, precision, one, sync):
         opt = make_optimizer(cfg, model)
         ema = make_ema(cfg, model)
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -101,6 +85,60 @@ def measure_step_seconds(cfg, device=None, *, warmup: int = 3, steps: int = 5,
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def measure_predict_seconds(cfg, device=None, *, images: int = 256, shape: tuple[int, int, int] = (1, 28, 28),
+                            n_classes: int = 10) -> float:
+    """Seconds to predict one image with cfg's model as training's validation does (evaluate.predict_logits, eager,
+    at the inference batch, in cfg's precision and memory format; both views with --tta), on `images` random
+    inputs of `shape` after one untimed batch. The test evaluation runs a fused graph on a CPU, so for it this is an
+    upper bound. Leaves the global random state as it found it."""
+    import torch
+
+    from fashionlab.evaluate import inference_batch, predict_logits
+
+    with _timing_model(cfg, device, shape, n_classes) as (model, device, precision, one, sync):
+        x = torch.randint(0, 256, (images, *one), dtype=torch.uint8)
+
+        def predict(part: torch.Tensor) -> None:
+            predict_logits(model, part, device=device, precision=precision, tta=cfg.tta,
+                           channels_last=cfg.channels_last)
+
+        predict(x[:inference_batch(device)])
+        sync()
+        t0 = time.perf_counter()
+        predict(x)
+        sync()
+        return (time.perf_counter() - t0) / images
+
+
+@contextlib.contextmanager
+def _timing_model(cfg, device, shape: tuple[int, int, int], n_classes: int):
+    """cfg's model built as training builds it, for inputs of `shape` in `n_classes` classes, inside a fork of the
+    random state: (model, device, precision, one image's shape as a dataset holds it, a device sync)."""
+    import torch
+
+    from fashionlab.device import resolve_device, resolve_precision
+    from fashionlab.trainsetup import Splits, make_model
+
+    device = resolve_device(cfg.device) if device is None else torch.device(device)
+    precision = resolve_precision(cfg.precision, device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
+
+    fork = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):
+        one = shape if shape[0] > 1 else shape[1:]  # one channel: [N, H, W], as a dataset holds it
+        none = torch.zeros(0, *one, dtype=torch.uint8)
+        labels = torch.zeros(0, dtype=torch.long)
+        stats = (0.286, 0.353) if shape[0] == 1 else ([0.5] * shape[0], [0.25] * shape[0])  # FM's; any will do
+        splits = Splits(none, labels, none, labels, *stats, classes=tuple(map(str, range(n_classes))), shape=shape)
+        model = make_model(cfg, device, splits)  # seeds torch with cfg.seed, as training does
+        yield model, device, precision, one, sync
 
 
 def recipe_config(name: str, device: str = "auto"):

@@ -143,6 +143,9 @@ class TrainConfig:
                                    "validation split uses that instead)")
     train_subset: int | None = opt(None, lo=2, hi=2**31 - 1, why="at least one per class",
                                    help="train on a stratified subset of N images")
+    val_subset: int | None = opt(None, lo=2, hi=2**31 - 1, why="at least one per class",
+                                 help="validate (and fit the calibration temperature) on a stratified subset of N "
+                                      "images of the validation split; the test set stays whole")
     exclude: str | None = opt(None, help="train without the training items listed in FILE, a CSV with an index column "
                                          "(e.g. audit-labels' label_issues.csv); indices count the dataset's training "
                                          "items in file order from 0. The validation split stays as without it")
@@ -221,6 +224,11 @@ class TrainConfig:
             # known before reading a file: 60,000 training images, 10 classes (own data is checked once read)
             raise ConfigError(f"--train-subset must be in 10..60000 for Fashion-MNIST (one per class up to all "
                               f"training images), got {self.train_subset}")
+        if self.dataset == FASHION_MNIST and self.val_subset is not None and self.val_subset < 10:
+            raise ConfigError(f"--val-subset must be at least 10 for Fashion-MNIST (one per class), got "
+                              f"{self.val_subset}")
+        if self.val_subset is not None and self.val_fraction == 0:
+            raise ConfigError("--val-subset needs a validation split (--val-fraction > 0)")
         if self.image_size is not None:
             parse_image_size(self.image_size)
         if self.scheduler == "plateau" and self.val_fraction == 0:

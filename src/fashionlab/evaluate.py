@@ -243,7 +243,8 @@ def validation_logits(model: nn.Module, data, config: dict, device, precision: s
     if not config.get("val_fraction") and getattr(data, "val_x", None) is None:
         return None
     seed = config["seed"] if config.get("split_seed") is None else config["split_seed"]
-    s = split(data, config["val_fraction"], seed)  # the training's own definition (data.load.split)
+    s = split(data, config["val_fraction"], seed,  # the training's own definition (data.load.split)
+              val_subset=config.get("val_subset"))  # (a run from before --val-subset has none)
     logits = predict_logits(model, s.val_x, device=device, precision=precision, tta=config["tta"],
                             channels_last=config["channels_last"], graph=graph)
     return logits, s.val_y.cpu()

@@ -13,13 +13,15 @@ from fashionlab.files import check_new_folder, check_outside, make_folder
 from fashionlab.models import known_model, model_names
 from fashionlab.recipes import RECIPES, recipe_for
 
-# --quick: at most this many epochs each, fewer (and a stratified subset of the training images) when the steps timed
-# on this machine say the whole job would not train in --quick-minutes.
+# --quick: at most this many epochs each; fewer, a stratified subset of the training images, then of the validation
+# split, when the times measured on this machine say the whole job would not train and evaluate in --quick-minutes.
 QUICK = {"epochs": 3}
 QUICK_MINUTES = 2.0
-# Validation, logging and checkpoints on top of the timed steps (measured: ~10% for cnn2 at 54k/6k images).
-OVERHEAD = 1.15
+# Checkpoints, logging and the first batches of an epoch on top of the timed training steps (validation and the
+# test evaluation are estimated apart, from the timed predictions).
+OVERHEAD = 1.1
 MIN_SUBSET = 1000  # 100 images a class: fewer and a 'comparison' is noise
+MIN_VAL = 1000  # 100 a class: the best epoch and the calibration temperature are chosen on these
 # What a variant may not set: the job sets these per run.
 NOT_VARIANT_KEYS = {"label", "seed", "out", "data_dir", "device", "model", "recipe"}
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -88,51 +90,82 @@ def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epo
     return configs
 
 
-def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], minutes: float,
-                 n_train: int) -> dict[str, Any]:
-    """The epochs (1 to QUICK's) and training-set size that let every run of the job train in `minutes`, from the
-    seconds of one training step of each run's model measured here: the most epochs on all training images that
-    fit; else 2 epochs (1 if even that needs fewer than MIN_SUBSET images) on the stratified subset that fits. Every
-    run gets the same epochs and subset, so the comparison stays fair."""
+def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], predict_seconds: dict[str, float],
+                 minutes: float, *, n_train: int, n_val: int, n_test: int, train_limit: int | None = None,
+                 val_limit: int | None = None) -> dict[str, Any]:
+    """What lets the whole job fit in `minutes`: every run's training, its validation after each epoch, and its
+    test evaluation (the test set, and the validation split again for the calibration temperature), from the
+    seconds of one training step and of predicting one image (both views with TTA) of each run's model, measured
+    here. In order: the most epochs (1 to QUICK's) on all training images that fit; else 2 epochs (then 1) on the
+    largest stratified subset of at least MIN_SUBSET training images that fits; else the same on a stratified
+    subset of the validation split (at least MIN_VAL images); else the smallest of these, over the box (the
+    estimate says so). The test set stays whole: the runs are compared on it. train_limit, val_limit: the largest
+    class-balanced subsets the splits allow (data.stratified_subset). Every run gets the same choice, so the
+    comparison stays fair."""
     budget = 60 * minutes
+    predict = sum(predict_seconds[c.model] for c in configs)  # one image, predicted by every run
+    per_image = sum(OVERHEAD * step_seconds[c.model] / c.batch_size for c in configs)  # one image trained on by each
+    train_limit = min(n_train, train_limit or n_train)
+    val_limit = min(n_val, val_limit or n_val)
 
-    def seconds(epochs: int, n: int) -> float:
-        return sum(OVERHEAD * epochs * -(-n // c.batch_size) * step_seconds[c.model] for c in configs)
+    def seconds(epochs: int, n: int, v: int) -> float:
+        train = sum(OVERHEAD * epochs * -(-n // c.batch_size) * step_seconds[c.model] for c in configs)
+        return train + predict * (epochs * v + v + n_test)
 
-    most = QUICK["epochs"]
-    for epochs in range(most, 0, -1):
-        if seconds(epochs, n_train) <= budget:
-            return {"epochs": epochs, "train_subset": None, "estimate_seconds": seconds(epochs, n_train)}
-    per_image = seconds(1, n_train) / n_train  # seconds per training image per epoch, the whole job
-    for epochs in (2, 1):
-        n = int(budget / (epochs * per_image))
-        if n >= MIN_SUBSET or epochs == 1:
-            n = min(max(MIN_SUBSET, n), n_train)
-            return {"epochs": epochs, "train_subset": n, "estimate_seconds": seconds(epochs, n)}
-    raise AssertionError("unreachable")
+    def choice(epochs: int, n: int, v: int) -> dict[str, Any]:
+        return {"epochs": epochs, "train_subset": None if n == n_train else n,
+                "val_subset": None if v == n_val else v, "estimate_seconds": seconds(epochs, n, v)}
+
+    for epochs in range(QUICK["epochs"], 0, -1):
+        if seconds(epochs, n_train, n_val) <= budget:
+            return choice(epochs, n_train, n_val)
+    smallest_n, smallest_v = min(MIN_SUBSET, train_limit), min(MIN_VAL, val_limit, n_val)
+    # the validation images that fit beside one epoch on the smallest subset (validated after it, then once more)
+    fitting_v = int((budget - seconds(1, smallest_n, 0) - predict * n_test) / (2 * predict)) if predict else n_val
+    for v in (n_val, max(smallest_v, min(val_limit, fitting_v))):
+        for epochs in (2, 1):
+            n = min(train_limit, int((budget - predict * ((epochs + 1) * v + n_test)) / (epochs * per_image)))
+            while n > smallest_n and seconds(epochs, n, v) > budget:  # a last, partial batch is a whole step
+                n -= max(c.batch_size for c in configs)
+            if n >= smallest_n:
+                return choice(epochs, n, v)
+    return choice(1, smallest_n, smallest_v)
 
 
-def time_box(configs: list[TrainConfig], minutes: float, n_train: int, log=print,
-             shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10) -> list[TrainConfig]:
-    """--quick: time a few steps of each model here (as --budget does) on images of `shape` (C, H, W), then fit
-    the job into `minutes`."""
+def time_box(configs: list[TrainConfig], minutes: float, data, log=print) -> list[TrainConfig]:
+    """--quick: time a few training steps and predictions of each model here (as --budget does) on images of the
+    dataset's shape, then fit the job into `minutes`."""
     import dataclasses
 
-    from fashionlab.budget import measure_step_seconds
+    from fashionlab.budget import measure_predict_seconds, measure_step_seconds
+    from fashionlab.data import balanced_limit
+    from fashionlab.data.load import split_for
 
-    step = {}
+    s = split_for(configs[0], data)  # the split of every run, but for a variant's --exclude
+    shape, n_classes = (data.channels, *data.size), len(data.classes)
+    step, predict = {}, {}
     for cfg in configs:
         if cfg.model not in step:
             step[cfg.model] = measure_step_seconds(cfg, shape=shape, n_classes=n_classes)
-    choice = quick_choice(configs, step, minutes, n_train)
-    timed = ", ".join(f"{m} {s * 1000:.0f} ms" for m, s in step.items())
-    data = (f"all {n_train:,} training images" if choice["train_subset"] is None
-            else f"a stratified subset of {choice['train_subset']:,} of the {n_train:,} training images")
+            predict[cfg.model] = measure_predict_seconds(cfg, shape=shape, n_classes=n_classes)
+    n_train, n_val, n_test = len(s.train_y), len(s.val_y), len(data.test_y)
+    choice = quick_choice(configs, step, predict, minutes, n_train=n_train, n_val=n_val, n_test=n_test,
+                          train_limit=balanced_limit(s.train_y), val_limit=balanced_limit(s.val_y))
+    timed = ", ".join(f"{m} {t * 1000:.0f} ms" for m, t in step.items())
+    tta = " (both flip views)" if any(c.tta for c in configs) else ""
+    predicted = ", ".join(f"{m} {t * 1000:.1f} ms" for m, t in predict.items())
+    data_text = (f"all {n_train:,} training images" if choice["train_subset"] is None
+                 else f"a stratified subset of {choice['train_subset']:,} of the {n_train:,} training images")
+    if choice["val_subset"] is not None:
+        data_text += f", validated on a stratified {choice['val_subset']:,} of the {n_val:,} validation images"
     epochs = f"{choice['epochs']} epoch{'s' if choice['epochs'] != 1 else ''}"
-    log(f"quick: one training step here takes {timed} (batch {configs[0].batch_size}); {len(configs)} runs of "
-        f"{epochs} on {data} should train in about {choice['estimate_seconds'] / 60:.1f} min "
-        f"(--quick-minutes {minutes:g})")
-    return [dataclasses.replace(c, epochs=choice["epochs"], train_subset=choice["train_subset"]) for c in configs]
+    over = (f"; more than the box: the smallest job --quick makes (the {n_test:,} test images are always evaluated "
+            f"whole)" if choice["estimate_seconds"] > 60 * minutes else "")
+    log(f"quick: one training step here takes {timed} (batch {configs[0].batch_size}) and predicting an image "
+        f"{predicted}{tta}; {len(configs)} runs of {epochs} on {data_text} should train and evaluate in about "
+        f"{choice['estimate_seconds'] / 60:.1f} min (--quick-minutes {minutes:g}){over}")
+    return [dataclasses.replace(c, epochs=choice["epochs"], train_subset=choice["train_subset"],
+                                val_subset=choice["val_subset"]) for c in configs]
 
 
 def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: str | None = None,
@@ -161,9 +194,7 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
     if corruptions:
         check_corruptions(data)
     if quick and epochs is None:
-        n_train = round(len(data.train_y) * (1 - configs[0].val_fraction))
-        configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, n_train,
-                                                  shape=(data.channels, *data.size), n_classes=len(data.classes))]
+        configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, data)]
     make_folder(out_dir)
     runs = []
     for cfg in configs:

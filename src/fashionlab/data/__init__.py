@@ -17,7 +17,7 @@ from fashionlab.errors import ConfigError, DataError
 __all__ = [
     "CLASSES", "DataSource", "FashionMNIST", "as_input", "channel_stats", "load_fashion_mnist", "locate", "pixel_stats",
     "read_idx",
-    "stratified_split", "stratified_subset",
+    "stratified_split", "stratified_subset", "balanced_limit",
 ]
 
 
@@ -97,13 +97,18 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
     return _sorted_cat(train), _sorted_cat(val)
 
 
+def balanced_limit(labels: torch.Tensor) -> int:
+    """The largest subset stratified_subset can take of `labels`: the smallest class's count, once per class."""
+    counts = torch.unique(torch.as_tensor(labels), return_counts=True)[1]
+    return len(counts) * int(counts.min()) if len(counts) else 0
+
+
 def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Sorted indices of `n` samples, as equally many per class as possible (the remainder goes to
     randomly chosen classes)."""
     labels = torch.as_tensor(labels)
     classes = torch.unique(labels).tolist()
-    counts = [int((labels == c).sum()) for c in classes]
-    limit = len(classes) * min(counts, default=0)
+    limit = balanced_limit(labels)
     if not 0 < n <= limit:
         raise ConfigError(f"subset size must be in 1..{limit} for a class-balanced subset of these labels, got {n}")
     gen = _generator(seed)

@@ -77,11 +77,12 @@ def take(x, idx: torch.Tensor):
 
 
 def split(ds, val_fraction: float, seed: int, train_subset: int | None = None,
-          exclude: Exclusion | None = None) -> SplitArrays:
+          exclude: Exclusion | None = None, val_subset: int | None = None) -> SplitArrays:
     """The run's training and validation images: the dataset's own validation split when it has one, else a
-    stratified `val_fraction` of train (seeded); then the --exclude items leave the training portion (validation
-    is the same with or without them); then a stratified subset of what is left. The one definition, used by
-    training and by evaluation (calibration is fitted on this validation split)."""
+    stratified `val_fraction` of train (seeded), and of that a stratified `val_subset`; then the --exclude items
+    leave the training portion (validation is the same with or without them); then a stratified subset of what is
+    left. The one definition, used by training and by evaluation (calibration is fitted on this validation
+    split)."""
     n_classes = len(ds.classes)
     if getattr(ds, "val_x", None) is not None:
         train_x, train_y, val_x, val_y = ds.train_x, ds.train_y, ds.val_x, ds.val_y
@@ -89,6 +90,11 @@ def split(ds, val_fraction: float, seed: int, train_subset: int | None = None,
     else:
         train_idx, val_idx = stratified_split(ds.train_y, val_fraction, seed)
         train_x, train_y, val_x, val_y = ds.train_x, ds.train_y, take(ds.train_x, val_idx), ds.train_y[val_idx]
+    if val_subset is not None:
+        if val_subset > len(val_y):
+            raise ConfigError(f"--val-subset {val_subset} is more than the {len(val_y)} validation images")
+        keep = stratified_subset(val_y, val_subset, seed)
+        val_x, val_y = take(val_x, keep), val_y[keep]
     excluded = None
     if exclude is not None:
         exclude.check_range(len(ds.train_y))
@@ -109,7 +115,7 @@ def split_for(cfg: TrainConfig, ds, exclude: Exclusion | None = None) -> SplitAr
     """The split of `cfg`; exclude: its --exclude file already read (else it is read here)."""
     if exclude is None and cfg.exclude is not None:
         exclude = read_exclude(cfg.exclude)
-    return split(ds, cfg.val_fraction, cfg.data_seed(), cfg.train_subset, exclude)
+    return split(ds, cfg.val_fraction, cfg.data_seed(), cfg.train_subset, exclude, cfg.val_subset)
 
 
 def check_exclude(cfg: TrainConfig, ds=None) -> None:
