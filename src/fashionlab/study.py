@@ -153,7 +153,7 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print) -> lis
                           train_limit=balanced_limit(s.train_y), val_limit=balanced_limit(s.val_y))
     timed = ", ".join(f"{m} {t * 1000:.0f} ms" for m, t in step.items())
     tta = " (both flip views)" if any(c.tta for c in configs) else ""
-    predicted = ", ".join(f"{m} {t * 1000:.1f} ms" for m, t in predict.items())
+    predicted = ", ".join(f"{m} {t * 1000:.2g} ms" for m, t in predict.items())  # 0.02 ms, 5.1 ms, 12 ms
     data_text = (f"all {n_train:,} training images" if choice["train_subset"] is None
                  else f"a stratified subset of {choice['train_subset']:,} of the {n_train:,} training images")
     if choice["val_subset"] is not None:
