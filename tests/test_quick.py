@@ -61,6 +61,16 @@ def test_validation_and_the_test_evaluation_count_and_then_the_validation_split_
     assert worst["estimate_seconds"] > 120
 
 
+def test_the_time_spent_timing_counts_in_the_box():
+    c = configs("cnn1", "cnn2")
+    step, predict = {"cnn1": 0.01, "cnn2": 0.045}, {"cnn1": 1e-4, "cnn2": 4e-4}
+    free = quick_choice(c, step, predict, minutes=2, **FM)
+    spent = quick_choice(c, step, predict, minutes=2, spent=30, **FM)
+    # 3 epochs: 98 s of steps and 17 s of predictions fit in 120 s, but not after 30 s of timing
+    assert (free["epochs"], spent["epochs"]) == (3, 2)
+    assert spent["estimate_seconds"] == pytest.approx(30 + OVERHEAD * 2 * 540 * 0.055 + 5e-4 * (3 * 6_000 + 10_000))
+
+
 def test_subsets_stay_within_what_the_classes_allow():
     """An imbalanced dataset: a class-balanced subset can be no larger than its smallest class times the classes."""
     c = configs("cnn1")

@@ -92,7 +92,7 @@ def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epo
 
 def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], predict_seconds: dict[str, float],
                  minutes: float, *, n_train: int, n_val: int, n_test: int, train_limit: int | None = None,
-                 val_limit: int | None = None) -> dict[str, Any]:
+                 val_limit: int | None = None, spent: float = 0.0) -> dict[str, Any]:
     """What lets the whole job fit in `minutes`: every run's training, its validation after each epoch, and its
     test evaluation (the test set, and the validation split again for the calibration temperature), from the
     seconds of one training step and of predicting one image (both views with TTA) of each run's model, measured
@@ -100,9 +100,10 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
     largest stratified subset of at least MIN_SUBSET training images that fits; else the same on a stratified
     subset of the validation split (at least MIN_VAL images); else the smallest of these, over the box (the
     estimate says so). The test set stays whole: the runs are compared on it. train_limit, val_limit: the largest
-    class-balanced subsets the splits allow (data.stratified_subset). Every run gets the same choice, so the
-    comparison stays fair."""
-    budget = 60 * minutes
+    class-balanced subsets the splits allow (data.stratified_subset). spent: seconds the job has already taken
+    (timing these), counted in the box and in the estimate. Every run gets the same choice, so the comparison stays
+    fair."""
+    box = 60 * minutes
     predict = sum(predict_seconds[c.model] for c in configs)  # one image, predicted by every run
     per_image = sum(OVERHEAD * step_seconds[c.model] / c.batch_size for c in configs)  # one image trained on by each
     train_limit = min(n_train, train_limit or n_train)
@@ -110,22 +111,22 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
 
     def seconds(epochs: int, n: int, v: int) -> float:
         train = sum(OVERHEAD * epochs * -(-n // c.batch_size) * step_seconds[c.model] for c in configs)
-        return train + predict * (epochs * v + v + n_test)
+        return spent + train + predict * (epochs * v + v + n_test)
 
     def choice(epochs: int, n: int, v: int) -> dict[str, Any]:
         return {"epochs": epochs, "train_subset": None if n == n_train else n,
                 "val_subset": None if v == n_val else v, "estimate_seconds": seconds(epochs, n, v)}
 
     for epochs in range(QUICK["epochs"], 0, -1):
-        if seconds(epochs, n_train, n_val) <= budget:
+        if seconds(epochs, n_train, n_val) <= box:
             return choice(epochs, n_train, n_val)
     smallest_n, smallest_v = min(MIN_SUBSET, train_limit), min(MIN_VAL, val_limit, n_val)
     # the validation images that fit beside one epoch on the smallest subset (validated after it, then once more)
-    fitting_v = int((budget - seconds(1, smallest_n, 0) - predict * n_test) / (2 * predict)) if predict else n_val
+    fitting_v = int((box - seconds(1, smallest_n, 0) - predict * n_test) / (2 * predict)) if predict else n_val
     for v in (n_val, max(smallest_v, min(val_limit, fitting_v))):
         for epochs in (2, 1):
-            n = min(train_limit, int((budget - predict * ((epochs + 1) * v + n_test)) / (epochs * per_image)))
-            while n > smallest_n and seconds(epochs, n, v) > budget:  # a last, partial batch is a whole step
+            n = min(train_limit, int((box - spent - predict * ((epochs + 1) * v + n_test)) / (epochs * per_image)))
+            while n > smallest_n and seconds(epochs, n, v) > box:  # a last, partial batch is a whole step
                 n -= max(c.batch_size for c in configs)
             if n >= smallest_n:
                 return choice(epochs, n, v)
@@ -144,13 +145,15 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print) -> lis
     s = split_for(configs[0], data)  # the split of every run, but for a variant's --exclude
     shape, n_classes = (data.channels, *data.size), len(data.classes)
     step, predict = {}, {}
+    t0 = time.perf_counter()
     for cfg in configs:
         if cfg.model not in step:
             step[cfg.model] = measure_step_seconds(cfg, shape=shape, n_classes=n_classes)
             predict[cfg.model] = measure_predict_seconds(cfg, shape=shape, n_classes=n_classes)
     n_train, n_val, n_test = len(s.train_y), len(s.val_y), len(data.test_y)
     choice = quick_choice(configs, step, predict, minutes, n_train=n_train, n_val=n_val, n_test=n_test,
-                          train_limit=balanced_limit(s.train_y), val_limit=balanced_limit(s.val_y))
+                          train_limit=balanced_limit(s.train_y), val_limit=balanced_limit(s.val_y),
+                          spent=time.perf_counter() - t0)
     timed = ", ".join(f"{m} {t * 1000:.0f} ms" for m, t in step.items())
     tta = " (both flip views)" if any(c.tta for c in configs) else ""
     predicted = ", ".join(f"{m} {t * 1000:.2g} ms" for m, t in predict.items())  # 0.02 ms, 5.1 ms, 12 ms
@@ -163,7 +166,7 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print) -> lis
             f"whole)" if choice["estimate_seconds"] > 60 * minutes else "")
     log(f"quick: one training step here takes {timed} (batch {configs[0].batch_size}) and predicting an image "
         f"{predicted}{tta}; {len(configs)} runs of {epochs} on {data_text} should train and evaluate in about "
-        f"{choice['estimate_seconds'] / 60:.1f} min (--quick-minutes {minutes:g}){over}")
+        f"{choice['estimate_seconds'] / 60:.1f} min, timing included (--quick-minutes {minutes:g}){over}")
     return [dataclasses.replace(c, epochs=choice["epochs"], train_subset=choice["train_subset"],
                                 val_subset=choice["val_subset"]) for c in configs]
 
