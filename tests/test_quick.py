@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fashionlab.config import build_config
-from fashionlab.study import MIN_SUBSET, MIN_VAL, OVERHEAD, quick_choice
+from fashionlab.study import MIN_STEPS, MIN_SUBSET, MIN_VAL, OVERHEAD, quick_choice
 
 
 def configs(*models: str, batch: int = 100):
@@ -36,28 +36,29 @@ def test_fewer_epochs_then_a_subset_when_the_machine_is_slow():
     choice = quick_choice(c, {"cnn1": 0.12, "cnn2": 0.12}, no_predict, minutes=2, **FM)
     assert choice["epochs"] == 2 and MIN_SUBSET <= choice["train_subset"] < 54_000 and choice["val_subset"] is None
     assert 120 * 0.95 <= choice["estimate_seconds"] <= 120
-    # hopelessly slow: 1 epoch on the smallest subset, and the estimate says so honestly
+    # hopelessly slow: 1 epoch of MIN_STEPS steps, and the estimate says so honestly
     slow = quick_choice(c, {"cnn1": 10.0, "cnn2": 10.0}, no_predict, minutes=2, **FM)
-    assert slow["epochs"] == 1 and slow["train_subset"] == MIN_SUBSET and slow["estimate_seconds"] > 120
+    assert slow["epochs"] == 1 and slow["train_subset"] == MIN_STEPS * 100 and slow["estimate_seconds"] > 120
 
 
 def test_validation_and_the_test_evaluation_count_and_then_the_validation_split_shrinks():
     """On a slow machine predicting is a large part of the job (measured: an AVX2-capped CPU at 0.3 CPU spent
     more time validating and evaluating cnn2 with flip TTA than training it). The test set is never cut."""
     c = configs("cnn1", "cnn2")
-    step, predict = {"cnn1": 0.3, "cnn2": 1.6}, {"cnn1": 0.0008, "cnn2": 0.0074}
+    step, predict = {"cnn1": 0.2, "cnn2": 0.8}, {"cnn1": 0.0008, "cnn2": 0.005}
     choice = quick_choice(c, step, predict, minutes=2, **FM)
     assert MIN_VAL <= choice["val_subset"] < 6_000 and choice["train_subset"] >= MIN_SUBSET
+    assert choice["epochs"] * -(-choice["train_subset"] // 100) >= MIN_STEPS
     assert choice["estimate_seconds"] <= 120
     # the estimate, by hand: training, validation after each epoch and once more, the whole test set
     e, n, v = choice["epochs"], choice["train_subset"], choice["val_subset"]
     steps = -(-n // 100)
-    assert choice["estimate_seconds"] == pytest.approx(OVERHEAD * e * steps * 1.9 + 0.0082 * ((e + 1) * v + 10_000))
+    assert choice["estimate_seconds"] == pytest.approx(OVERHEAD * e * steps * 1.0 + 0.0058 * ((e + 1) * v + 10_000))
     # with the full validation split the same training would not fit
-    assert OVERHEAD * e * steps * 1.9 + 0.0082 * ((e + 1) * 6_000 + 10_000) > 120
+    assert OVERHEAD * e * steps * 1.0 + 0.0058 * ((e + 1) * 6_000 + 10_000) > 120
     # slower still: nothing fits; the smallest job, and the estimate says it is over
     worst = quick_choice(c, step, {"cnn1": 0.01, "cnn2": 0.02}, minutes=2, **FM)
-    assert (worst["epochs"], worst["train_subset"], worst["val_subset"]) == (1, MIN_SUBSET, MIN_VAL)
+    assert (worst["epochs"], worst["train_subset"], worst["val_subset"]) == (1, MIN_STEPS * 100, MIN_VAL)
     assert worst["estimate_seconds"] > 120
 
 

@@ -21,6 +21,9 @@ QUICK_MINUTES = 2.0
 # test evaluation are estimated apart, from the timed predictions).
 OVERHEAD = 1.1
 MIN_SUBSET = 1000  # 100 images a class: fewer and a 'comparison' is noise
+# Training steps a run takes at the least: fewer and batch norm's running statistics are still mostly their initial
+# values (measured, AVX2-capped CPU at 0.3 CPU: cnn2 validated at 10% after 8 steps, at 68% after 26).
+MIN_STEPS = 24
 MIN_VAL = 1000  # 100 a class: the best epoch and the calibration temperature are chosen on these
 # What a variant may not set: the job sets these per run.
 NOT_VARIANT_KEYS = {"label", "seed", "out", "data_dir", "device", "model", "recipe"}
@@ -97,7 +100,8 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
     test evaluation (the test set, and the validation split again for the calibration temperature), from the
     seconds of one training step and of predicting one image (both views with TTA) of each run's model, measured
     here. In order: the most epochs (1 to QUICK's) on all training images that fit; else 2 epochs (then 1) on the
-    largest stratified subset of at least MIN_SUBSET training images that fits; else the same on a stratified
+    largest stratified subset of at least MIN_SUBSET training images, and MIN_STEPS steps, that fits; else the
+    same on a stratified
     subset of the validation split (at least MIN_VAL images); else the smallest of these, over the box (the
     estimate says so). The test set stays whole: the runs are compared on it. train_limit, val_limit: the largest
     class-balanced subsets the splits allow (data.stratified_subset). spent: seconds the job has already taken
@@ -120,17 +124,24 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
     for epochs in range(QUICK["epochs"], 0, -1):
         if seconds(epochs, n_train, n_val) <= box:
             return choice(epochs, n_train, n_val)
-    smallest_n, smallest_v = min(MIN_SUBSET, train_limit), min(MIN_VAL, val_limit, n_val)
-    # the validation images that fit beside one epoch on the smallest subset (validated after it, then once more)
-    fitting_v = int((box - seconds(1, smallest_n, 0) - predict * n_test) / (2 * predict)) if predict else n_val
+    batch = max(c.batch_size for c in configs)
+
+    def smallest_n(epochs: int) -> int:
+        return min(train_limit, max(MIN_SUBSET, -(-MIN_STEPS // epochs) * batch))
+
+    smallest_v = min(MIN_VAL, val_limit)
+    # the validation images that fit beside the smallest training (validated after its epoch, then once more)
+    fitting_v = int((box - seconds(1, smallest_n(1), 0) - predict * n_test) / (2 * predict)) if predict else n_val
     for v in (n_val, max(smallest_v, min(val_limit, fitting_v))):
         for epochs in (2, 1):
-            n = min(train_limit, int((box - spent - predict * ((epochs + 1) * v + n_test)) / (epochs * per_image)))
-            while n > smallest_n and seconds(epochs, n, v) > box:  # a last, partial batch is a whole step
-                n -= max(c.batch_size for c in configs)
-            if n >= smallest_n:
+            least = smallest_n(epochs)
+            n = min(train_limit, max(least, int((box - spent - predict * ((epochs + 1) * v + n_test))
+                                                / (epochs * per_image))))
+            while n > least and seconds(epochs, n, v) > box:  # a last, partial batch is a whole step
+                n = max(least, n - batch)
+            if seconds(epochs, n, v) <= box:
                 return choice(epochs, n, v)
-    return choice(1, smallest_n, smallest_v)
+    return choice(1, smallest_n(1), smallest_v)
 
 
 def time_box(configs: list[TrainConfig], minutes: float, data, log=print) -> list[TrainConfig]:
