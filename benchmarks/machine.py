@@ -15,20 +15,20 @@ FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni"
 ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
-def cpu_quota() -> float | None:
-    """The CPUs' worth of time this process's cgroup may use (its CFS quota over its period), None when unlimited.
-    Run inside a cgroup with a quota, a benchmark sees a slower machine (every step takes longer by the ratio of the
-    CPU count to the quota; not a slower clock, memory or cache). A record made so says it."""
+def cpu_quota() -> tuple[float, int] | None:
+    """(the CPUs' worth of time this process's cgroup may use: its CFS quota over its period, the period in
+    microseconds), None when unlimited. Run inside a cgroup with a quota, a benchmark sees a slower machine (every
+    step takes longer; not a slower clock, memory or cache, and threads that wait for each other by spinning use up
+    the quota too, more so with a short period). A record made so says it."""
     try:
         lines = open("/proc/self/cgroup").read().splitlines()
     except OSError:
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        base = "/sys/fs/cgroup" + path.rstrip("/")
         try:
             if controllers == "":  # cgroup v2: "max 100000" when unlimited
-                quota, period = open(base + "/cpu.max").read().split()
+                quota, period = open("/sys/fs/cgroup" + path.rstrip("/") + "/cpu.max").read().split()
             elif "cpu" in controllers.split(","):  # cgroup v1: -1 when unlimited
                 fs = "/sys/fs/cgroup/" + controllers + path.rstrip("/")
                 quota = open(fs + "/cpu.cfs_quota_us").read().strip()
@@ -38,7 +38,7 @@ def cpu_quota() -> float | None:
         except (OSError, ValueError):
             continue
         if quota not in ("max", "-1"):
-            return int(quota) / int(period)
+            return int(quota) / int(period), int(period)
     return None
 
 
@@ -54,4 +54,4 @@ def cpu_record() -> dict:
     quota = cpu_quota()
     return {"model_name": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
             "flags": sorted(flags & FLAGS), **({"isa_caps": caps} if caps else {}),
-            **({"cpu_quota": round(quota, 3)} if quota is not None else {})}
+            **({"cpu_quota": round(quota[0], 3), "cpu_quota_period_us": quota[1]} if quota is not None else {})}

@@ -9,9 +9,10 @@ machine; the committed output is docs/benchmarks/make-run.json:
     # the software path of an AVX2-only CPU on this one (benchmarks/machine.py ISA_CAPS):
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
         python benchmarks/make_run.py > docs/benchmarks/make-run-avx2-capped.json
-    # ... and a slower machine's step times: the same, inside a cgroup whose CPU quota is 0.3 CPU (as root, cgroup v1;
-    # the record says so, benchmarks/machine.py cpu_quota):
-    G=/sys/fs/cgroup/cpu/slow; mkdir -p $G; echo 10000 > $G/cpu.cfs_period_us; echo 3000 > $G/cpu.cfs_quota_us
+    # ... and a slower machine's step times: the same, inside a cgroup whose CPU quota is 0.5 CPU over 100 ms periods
+    # (as root, cgroup v1; the record says so, benchmarks/machine.py cpu_quota). Its steps: cnn1 ~0.2 s, cnn2 ~1 s at
+    # batch 128, about the AVX2-only EPYC of issue 30 (cnn2 ~100 training images/s per core) or slower:
+    G=/sys/fs/cgroup/cpu/slow; mkdir -p $G; echo 100000 > $G/cpu.cfs_period_us; echo 50000 > $G/cpu.cfs_quota_us
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 sh -c \
         "echo \\$\\$ > $G/tasks; exec python benchmarks/make_run.py" > docs/benchmarks/make-run-avx2-capped-slow.json
 

@@ -739,8 +739,9 @@ def caps_text(cpu: dict) -> str:
         text += (", instruction sets capped by " + ", ".join(f"`{k}={v}`" for k, v in caps.items())
                  + ": the software path of a CPU without them, at this CPU's clock and memory speed")
     if quota is not None:
-        text += (f"; CPU time limited to {quota:g} CPU by a cgroup quota, so each step takes longer as on a slower "
-                 f"machine (clock, caches and memory as this one's)")
+        period = f" per {cpu['cpu_quota_period_us'] / 1000:g} ms" if "cpu_quota_period_us" in cpu else ""
+        text += (f"; CPU time limited to {quota:g} CPU{period} by a cgroup quota, so each step takes longer as on a "
+                 f"slower machine (clock, caches and memory as this one's)")
     return text
 
 
