@@ -172,3 +172,33 @@ def test_val_subset_errors_are_one_line(tmp_path, synthetic_env, capsys):
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "never").exists()
+
+
+def test_quick_on_your_own_folder_with_its_own_validation_split(tmp_path, capsys):
+    """--quick times the dataset's own split (its val folder here, not --val-fraction of train) and, when nothing
+    fits, the subsets it takes stay within what the classes allow: the runs train, and nothing is left half-made."""
+    from PIL import Image
+
+    from fashionlab.cli import main
+    from test_own_data import digits
+
+    x, y = digits()
+    root = tmp_path / "digits"
+    for i in range(len(y)):
+        split = ("test", "val", "train", "train", "train")[i % 5]
+        (root / split / str(y[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i]).save(root / split / str(y[i]) / f"{i:04d}.png")
+    out = tmp_path / "job"
+    assert main(["run", "--data", str(root), "--image-size", "16", "--quick", "--quick-minutes", "0.001",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert "more than the box" in said
+    val_counts = [sum(1 for i in range(len(y)) if i % 5 == 1 and y[i] == c) for c in range(10)]
+    train_counts = [sum(1 for i in range(len(y)) if i % 5 >= 2 and y[i] == c) for c in range(10)]
+    for model in ("cnn1", "cnn2"):
+        cfg = json.loads((out / f"{model}-seed0" / "config.json").read_text())
+        # the smallest job: 1 epoch on the largest class-balanced subsets (the smallest class, once per class)
+        assert cfg["epochs"] == 1
+        assert cfg["train_subset"] == 10 * min(train_counts) and cfg["data"]["n_train"] == 10 * min(train_counts)
+        assert cfg["val_subset"] == 10 * min(val_counts) and cfg["data"]["n_val"] == 10 * min(val_counts)
+    assert (out / "report" / "report.html").exists()

@@ -15,9 +15,9 @@ from fashionlab.data.sources import DataSource, locate
 from fashionlab.errors import ConfigError, DataError
 
 __all__ = [
-    "CLASSES", "DataSource", "FashionMNIST", "as_input", "channel_stats", "load_fashion_mnist", "locate", "pixel_stats",
-    "read_idx",
-    "stratified_split", "stratified_subset", "balanced_limit",
+    "CLASSES", "DataSource", "FashionMNIST", "as_input", "balanced_limit", "channel_stats", "load_fashion_mnist",
+    "locate", "pixel_stats", "read_idx",
+    "stratified_split", "stratified_subset",
 ]
 
 
