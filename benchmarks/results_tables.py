@@ -418,14 +418,10 @@ def make_run_text(name: str) -> str:
     d = bench(name)
     verdict = "" if d["returncode"] == 0 else f" (it exited with {d['returncode']})"
     chose = [line.split("quick: ", 1)[1] for line in d.get("quick", [])]
-    if "job_s" in d:  # setup and job timed apart (benchmarks/make_run.py since 2026-12-06 03:40 UTC)
-        took = (f"{numfmt.minutes_seconds(d['wall_s'])} on the idle machine{verdict}: "
-                f"{numfmt.minutes_seconds(d['setup_s'])} of setup (venv creation, installing the package and its "
-                f"dependencies from pip's cache or PyPI, the data check), then **"
-                f"{numfmt.minutes_seconds(d['job_s'])} for the main job** (the quick comparison and its report)")
-    else:
-        took = (f"{numfmt.minutes_seconds(d['wall_s'])} on the idle machine{verdict}: venv creation, installing the "
-                f"package and its dependencies (from pip's cache or PyPI), the data check and the quick comparison")
+    took = (f"{numfmt.minutes_seconds(d['wall_s'])} on the idle machine{verdict}: "
+            f"{numfmt.minutes_seconds(d['setup_s'])} of setup (venv creation, installing the package and its "
+            f"dependencies from pip's cache or PyPI, the data check), then **"
+            f"{numfmt.minutes_seconds(d['job_s'])} for the main job** (the quick comparison and its report)")
     return (f"`{env_prefix(d['cpu'])}{d['command']}` from a fresh clone takes {took} "
             f"({d['date']}, {cpu_text(d['cpu'])}, Python {d['python']}, commit {d['commit'][:7]}, "
             f"[JSON](docs/benchmarks/{name}))"
