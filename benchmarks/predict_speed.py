@@ -9,10 +9,10 @@ Writes Fashion-MNIST's first --images test images as PNG files, trains a tiny ru
 images: the weights do not change the speed; the recipe's architecture, precision and TTA do), then, as
 `predict_items` does, reads and prepares every file (decode) and predicts them (model), timing each part: the
 model part as `predict` runs it now (TorchModel.logits: the fused CPU graph of cpugraph), in the run's precision at
-each --batches size, and eagerly (the path before the graph) and in fp32 at the default batch; and eager against
-graph for a few image counts (--break-even), where cpugraph.MIN_IMAGES comes from. Each model time is the best of
---repeats passes over all the images. Issue 30's target: less time in the model than in decoding. Run it idle: the
-point is time.
+each --batches size; at the default batch, eagerly (the path before the graph), in fp32, and in int8 (eagerly: not
+a path of `predict`); and eager against graph for a few image counts (--break-even), where cpugraph.MIN_IMAGES
+comes from. Each model time is the best of --repeats passes over all the images. Issue 30's target: less time in
+the model than in decoding. Run it idle: the point is time.
 """
 
 from __future__ import annotations
@@ -50,6 +50,24 @@ def model_time(model, batch, precision: str, size: int | None, repeats: int, gra
                               channels_last=model.channels_last, batch_size=size,
                               graph=CpuGraph(model.model) if graph else None)
 
+    run(batch[:512])  # warm-up: kernels chosen once
+    return best_seconds(partial(run, batch), repeats)
+
+
+def int8_time(model, batch, repeats: int) -> float:
+    """Best seconds of predicting `batch` with the network quantized to int8 (FX post-training static, oneDNN's
+    kernels: the engine that follows the ISA caps; calibrated on 512 of the images), channels-last, eagerly, with
+    the run's TTA: the path issue 30 asks about, which `predict` does not take (docs/performance.md says why)."""
+    import copy
+
+    from throughput import quantize_int8
+
+    from fashionlab.data import as_input
+    from fashionlab.evaluate import predict_logits
+
+    quantized = quantize_int8(copy.deepcopy(model.model).eval(), as_input(batch[:512]), engine="onednn")
+    run = partial(predict_logits, quantized, device=model.device, precision="fp32", tta=model.tta,
+                  channels_last=True)
     run(batch[:512])  # warm-up: kernels chosen once
     return best_seconds(partial(run, batch), repeats)
 
@@ -121,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                          "eager_seconds": model_time(model, batch, model.precision, None, a.repeats, graph=False),
                          "fp32_seconds": model_time(model, batch, "fp32", None, a.repeats),
                          "fp32_eager_seconds": model_time(model, batch, "fp32", None, a.repeats, graph=False),
+                         "int8_seconds": int8_time(model, batch, a.repeats),
                          "predict_model_seconds": best_seconds(partial(predict_once, model, batch), a.repeats),
                          "break_even": break_even(model, batch, [int(n) for n in a.break_even.split(",")],
                                                   a.repeats)})

@@ -41,17 +41,18 @@ def timed(fn, min_seconds: float, warmup: int = 2) -> float:
     return n / elapsed
 
 
-def quantize_int8(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
-    """Post-training static int8 quantization (FX graph mode, x86 backend: VNNI kernels on this CPU).
+def quantize_int8(model: torch.nn.Module, x: torch.Tensor, engine: str = "x86") -> torch.nn.Module:
+    """Post-training static int8 quantization (FX graph mode, x86 backend: VNNI kernels on this CPU; "onednn":
+    oneDNN's kernels alone, the engine that honours ONEDNN_MAX_CPU_ISA, where fbgemm picks its own from the CPU).
     Calibrated on the benchmark's random batch: right for speed, not for accuracy (docs/performance.md
     checks accuracy with real calibration images)."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    torch.backends.quantized.engine = "x86"
+    torch.backends.quantized.engine = engine
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its own deprecation
-        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example_inputs=(x[:8],))
+        prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example_inputs=(x[:8],))
         prepared(x)
         return convert_fx(prepared)
 
