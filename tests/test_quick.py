@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +73,57 @@ def test_the_time_spent_timing_counts_in_the_box():
     assert spent["estimate_seconds"] == pytest.approx(30 + OVERHEAD * 2 * 540 * 0.055 + 5e-4 * (3 * 6_000 + 10_000))
 
 
+def test_the_corruption_suite_counts_in_the_box():
+    """run --quick --corruptions: every run predicts the test set once more for each corruption and severity, and
+    makes the corrupted copies first; both count, and the test set is still never cut."""
+    c = configs("cnn1", "cnn2")
+    step, predict = {"cnn1": 0.02, "cnn2": 0.04}, {"cnn1": 1e-5, "cnn2": 2e-5}
+    clean = quick_choice(c, step, predict, minutes=2, **FM)
+    suite = quick_choice(c, step, predict, minutes=2, test_passes=61, corrupt_seconds=5e-5, **FM)
+    assert clean["epochs"] == 3 and clean["train_subset"] is None
+    # by hand: 10,000 test images x (61 passes x 0.03 ms + 2 runs x 0.05 ms of corrupting) = 19.3 s more, so the
+    # third epoch (540 steps of 60 ms with the 1.1 overhead, and 6,000 validation images: 35.8 s) no longer fits
+    assert (suite["epochs"], suite["train_subset"]) == (2, None)
+    assert suite["estimate_seconds"] == pytest.approx(OVERHEAD * 2 * 540 * 0.06 + (3 * 6_000 + 61 * 10_000) * 3e-5
+                                                      + 2 * 10_000 * 5e-5)
+    assert clean["estimate_seconds"] + 19.3 > 120 > suite["estimate_seconds"]
+
+
+def test_the_corruption_suite_is_timed_on_every_corruption_and_severity(monkeypatch):
+    import torch
+
+    import fashionlab.corruptions as corruptions
+    from fashionlab.budget import measure_corruption_seconds
+
+    seen = []
+    real = corruptions.corrupt
+    monkeypatch.setattr(corruptions, "corrupt", lambda x, name, severity, *a, **k: seen.append(
+        (name, severity, len(x))) or real(x, name, severity, *a, **k))
+    images = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
+    assert measure_corruption_seconds(images) > 0
+    assert sorted(seen) == sorted((n, s, 8) for n in corruptions.CORRUPTIONS for s in corruptions.SEVERITIES)
+
+
+def test_run_quick_corruptions_times_the_suite_and_says_so(synthetic_env, monkeypatch):
+    import fashionlab.budget as budget
+    from fashionlab.data.load import load_for
+    from fashionlab.study import CORRUPTION_SAMPLE, plan, time_box
+
+    monkeypatch.setattr(budget, "measure_step_seconds", lambda cfg, **k: 0.05)
+    monkeypatch.setattr(budget, "measure_predict_seconds", lambda cfg, **k: 1e-4)
+    sample = []
+    monkeypatch.setattr(budget, "measure_corruption_seconds", lambda x: sample.append(x.shape) or 2e-3)
+    c = plan(["cnn1"], [], seeds=1, quick=True, epochs=None, out_dir=Path("/tmp/unused"), device="cpu",
+             data_dir=None)
+    data, said = load_for(c[0]), []
+    time_box(c, 1, data, said.append)
+    assert sample == [] and "corruption" not in said[0]
+    time_box(c, 1, data, said.append, corruptions=True)
+    assert sample == [(CORRUPTION_SAMPLE, 28, 28)]  # real test images, as the dataset holds them
+    assert ", the corruption suite included (60 corrupted copies of each test image, 2 ms an image to make), in " \
+           "about" in said[1]
+
+
 def test_subsets_stay_within_what_the_classes_allow():
     """An imbalanced dataset: a class-balanced subset can be no larger than its smallest class times the classes."""
     c = configs("cnn1")
@@ -93,7 +145,7 @@ def test_the_cli_says_what_it_chose_and_the_runs_follow(tmp_path, synthetic_env,
     assert main(["run", "--quick", "--quick-minutes", "0.05", "--out", str(out), "--device", "cpu"]) == 0
     said = capsys.readouterr().out
     assert "quick: one training step here takes cnn1 50 ms, cnn2 200 ms (batch 128) and predicting an image " \
-           "cnn1 0.1 ms, cnn2 0.4 ms" in said
+           "cnn1 0.1 ms, cnn2 0.4 ms (both flip views);" in said  # cnn2's recipe predicts with flip TTA, cnn1's not
     assert "2 runs of 2 epochs on all 540 training images should train and evaluate in about" in said
     for model in ("cnn1", "cnn2"):
         cfg = json.loads((out / f"{model}-seed0" / "config.json").read_text())

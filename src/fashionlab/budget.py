@@ -112,6 +112,19 @@ def measure_predict_seconds(cfg, device=None, *, images: int = 256, shape: tuple
         return (time.perf_counter() - t0) / images
 
 
+def measure_corruption_seconds(images) -> float:
+    """Seconds to make one image's corrupted copies, every corruption at every severity of the suite (what
+    `evaluate --corruptions` makes of each test image before predicting it), timed on `images` (uint8, as the
+    dataset holds them: a few dozen are enough)."""
+    from fashionlab.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+
+    t0 = time.perf_counter()
+    for name in CORRUPTIONS:
+        for severity in SEVERITIES:
+            corrupt(images, name, severity)
+    return (time.perf_counter() - t0) / len(images)
+
+
 @contextlib.contextmanager
 def _timing_model(cfg, device, shape: tuple[int, int, int], n_classes: int):
     """cfg's model built as training builds it, for inputs of `shape` in `n_classes` classes, inside a fork of the

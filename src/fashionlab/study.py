@@ -25,6 +25,7 @@ MIN_SUBSET = 1000  # 100 images a class: fewer and a 'comparison' is noise
 # values (measured, AVX2-capped CPU at 0.3 CPU: cnn2 validated at 10% after 8 steps, at 68% after 26).
 MIN_STEPS = 24
 MIN_VAL = 1000  # 100 a class: the best epoch and the calibration temperature are chosen on these
+CORRUPTION_SAMPLE = 64  # test images --quick --corruptions corrupts to time the suite (one of its random blocks)
 # What a variant may not set: the job sets these per run.
 NOT_VARIANT_KEYS = {"label", "seed", "out", "data_dir", "device", "model", "recipe"}
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -95,7 +96,8 @@ def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epo
 
 def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], predict_seconds: dict[str, float],
                  minutes: float, *, n_train: int, n_val: int, n_test: int, train_limit: int | None = None,
-                 val_limit: int | None = None, spent: float = 0.0) -> dict[str, Any]:
+                 val_limit: int | None = None, spent: float = 0.0, test_passes: int = 1,
+                 corrupt_seconds: float = 0.0) -> dict[str, Any]:
     """What lets the whole job fit in `minutes`: every run's training, its validation after each epoch, and its
     test evaluation (the test set, and the validation split again for the calibration temperature), from the
     seconds of one training step and of predicting one image (both views with TTA) of each run's model, measured
@@ -105,17 +107,20 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
     subset of the validation split (at least MIN_VAL images); else the smallest of these, over the box (the
     estimate says so). The test set stays whole: the runs are compared on it. train_limit, val_limit: the largest
     class-balanced subsets the splits allow (data.stratified_subset). spent: seconds the job has already taken
-    (timing these), counted in the box and in the estimate. Every run gets the same choice, so the comparison stays
+    (timing these), counted in the box and in the estimate. test_passes: passes over the test set each run
+    predicts (1; with the corruption suite, 1 + its corruptions × severities), and corrupt_seconds the seconds each
+    run takes to make one test image's corrupted copies. Every run gets the same choice, so the comparison stays
     fair."""
     box = 60 * minutes
     predict = sum(predict_seconds[c.model] for c in configs)  # one image, predicted by every run
+    test = n_test * (predict * test_passes + len(configs) * corrupt_seconds)  # whatever the choice
     per_image = sum(OVERHEAD * step_seconds[c.model] / c.batch_size for c in configs)  # one image trained on by each
     train_limit = min(n_train, train_limit or n_train)
     val_limit = min(n_val, val_limit or n_val)
 
     def seconds(epochs: int, n: int, v: int) -> float:
         train = sum(OVERHEAD * epochs * -(-n // c.batch_size) * step_seconds[c.model] for c in configs)
-        return spent + train + predict * (epochs * v + v + n_test)
+        return spent + train + predict * (epochs * v + v) + test
 
     def choice(epochs: int, n: int, v: int) -> dict[str, Any]:
         return {"epochs": epochs, "train_subset": None if n == n_train else n,
@@ -131,11 +136,11 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
 
     smallest_v = min(MIN_VAL, val_limit)
     # the validation images that fit beside the smallest training (validated after its epoch, then once more)
-    fitting_v = int((box - seconds(1, smallest_n(1), 0) - predict * n_test) / (2 * predict)) if predict else n_val
+    fitting_v = int((box - seconds(1, smallest_n(1), 0)) / (2 * predict)) if predict else n_val
     for v in (n_val, max(smallest_v, min(val_limit, fitting_v))):
         for epochs in (2, 1):
             least = smallest_n(epochs)
-            n = min(train_limit, max(least, int((box - spent - predict * ((epochs + 1) * v + n_test))
+            n = min(train_limit, max(least, int((box - spent - predict * (epochs + 1) * v - test)
                                                 / (epochs * per_image))))
             while n > least and seconds(epochs, n, v) > box:  # a last, partial batch is a whole step
                 n = max(least, n - batch)
@@ -144,12 +149,15 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
     return choice(1, smallest_n(1), smallest_v)
 
 
-def time_box(configs: list[TrainConfig], minutes: float, data, log=print) -> list[TrainConfig]:
+def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
+             corruptions: bool = False) -> list[TrainConfig]:
     """--quick: time a few training steps and predictions of each model here (as --budget does) on images of the
-    dataset's shape, then fit the job into `minutes`."""
+    dataset's shape, and with `corruptions` the making of the corruption suite's copies of a few test images,
+    then fit the job into `minutes`."""
     import dataclasses
 
-    from fashionlab.budget import measure_predict_seconds, measure_step_seconds
+    from fashionlab.budget import measure_corruption_seconds, measure_predict_seconds, measure_step_seconds
+    from fashionlab.corruptions import CORRUPTIONS, SEVERITIES
     from fashionlab.data import balanced_limit
     from fashionlab.data.load import split_for
 
@@ -161,13 +169,17 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print) -> lis
         if cfg.model not in step:
             step[cfg.model] = measure_step_seconds(cfg, shape=shape, n_classes=n_classes)
             predict[cfg.model] = measure_predict_seconds(cfg, shape=shape, n_classes=n_classes)
+    passes = 1 + len(CORRUPTIONS) * len(SEVERITIES) if corruptions else 1
+    # test_x[:n] is a tensor, decoded if the test set is streamed from files
+    corrupt = measure_corruption_seconds(data.test_x[:CORRUPTION_SAMPLE]) if corruptions else 0.0
     n_train, n_val, n_test = len(s.train_y), len(s.val_y), len(data.test_y)
     choice = quick_choice(configs, step, predict, minutes, n_train=n_train, n_val=n_val, n_test=n_test,
                           train_limit=balanced_limit(s.train_y), val_limit=balanced_limit(s.val_y),
-                          spent=time.perf_counter() - t0)
+                          spent=time.perf_counter() - t0, test_passes=passes, corrupt_seconds=corrupt)
     timed = ", ".join(f"{m} {t * 1000:.0f} ms" for m, t in step.items())
-    tta = " (both flip views)" if any(c.tta for c in configs) else ""
-    predicted = ", ".join(f"{m} {t * 1000:.2g} ms" for m, t in predict.items())  # 0.02 ms, 5.1 ms, 12 ms
+    tta = {c.model: c.tta for c in reversed(configs)}  # as timed: each model's first run
+    predicted = ", ".join(f"{m} {t * 1000:.2g} ms{' (both flip views)' if tta[m] else ''}"  # 0.02 ms, 5.1 ms, 12 ms
+                          for m, t in predict.items())
     data_text = (f"all {n_train:,} training images" if choice["train_subset"] is None
                  else f"a stratified subset of {choice['train_subset']:,} of the {n_train:,} training images")
     if choice["val_subset"] is not None:
@@ -175,8 +187,10 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print) -> lis
     epochs = f"{choice['epochs']} epoch{'s' if choice['epochs'] != 1 else ''}"
     over = (f"; more than the box: the smallest job --quick makes (the {n_test:,} test images are always evaluated "
             f"whole)" if choice["estimate_seconds"] > 60 * minutes else "")
+    suite = (f", the corruption suite included ({passes - 1} corrupted copies of each test image, "
+             f"{corrupt * 1000:.2g} ms an image to make),") if corruptions else ""
     log(f"quick: one training step here takes {timed} (batch {configs[0].batch_size}) and predicting an image "
-        f"{predicted}{tta}; {len(configs)} runs of {epochs} on {data_text} should train and evaluate in about "
+        f"{predicted}; {len(configs)} runs of {epochs} on {data_text} should train and evaluate{suite} in about "
         f"{choice['estimate_seconds'] / 60:.1f} min, timing included (--quick-minutes {minutes:g}){over}")
     return [dataclasses.replace(c, epochs=choice["epochs"], train_subset=choice["train_subset"],
                                 val_subset=choice["val_subset"]) for c in configs]
@@ -208,7 +222,8 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
     if corruptions:
         check_corruptions(data)
     if quick and epochs is None:
-        configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, data)]
+        configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, data,
+                                                  corruptions=corruptions)]
     make_folder(out_dir)
     runs = []
     for cfg in configs:
