@@ -88,23 +88,33 @@ def measure_step_seconds(cfg, device=None, *, warmup: int = 3, steps: int = 5,
 
 
 def measure_predict_seconds(cfg, device=None, *, images: int = 256, shape: tuple[int, int, int] = (1, 28, 28),
-                            n_classes: int = 10) -> float:
+                            n_classes: int = 10, evaluation_images: int | None = None) -> float:
     """Seconds to predict one image with cfg's model as training's validation does (evaluate.predict_logits, eager,
     at the inference batch, in cfg's precision and memory format; both views with --tta), on `images` random
-    inputs of `shape` after one untimed batch. The test evaluation runs a fused graph on a CPU, so for it this is an
-    upper bound. Leaves the global random state as it found it."""
+    inputs of `shape` after one untimed batch; with evaluation_images, as `evaluate` predicts that many (the test
+    set): through the fused CPU graph where cpugraph builds one for them (built before the timing), else eagerly.
+    Leaves the global random state as it found it."""
     import torch
 
+    from fashionlab.cpugraph import CpuGraph
+    from fashionlab.data import as_input
     from fashionlab.evaluate import inference_batch, predict_logits
 
     with _timing_model(cfg, device, shape, n_classes) as (model, device, precision, one, sync):
         x = torch.randint(0, 256, (images, *one), dtype=torch.uint8)
+        batch = inference_batch(device)
+        graph = CpuGraph(model) if evaluation_images else None
+        if graph is not None:  # built as predict_logits builds it, from its first batch, for the whole test set
+            model.eval()
+            example = as_input(x[:batch].to(device))
+            graph.get(example.contiguous(memory_format=torch.channels_last) if cfg.channels_last else example,
+                      precision, evaluation_images)
 
         def predict(part: torch.Tensor) -> None:
             predict_logits(model, part, device=device, precision=precision, tta=cfg.tta,
-                           channels_last=cfg.channels_last)
+                           channels_last=cfg.channels_last, graph=graph)
 
-        predict(x[:inference_batch(device)])
+        predict(x[:batch])
         sync()
         t0 = time.perf_counter()
         predict(x)

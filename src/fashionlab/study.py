@@ -97,30 +97,32 @@ def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epo
 def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], predict_seconds: dict[str, float],
                  minutes: float, *, n_train: int, n_val: int, n_test: int, train_limit: int | None = None,
                  val_limit: int | None = None, spent: float = 0.0, test_passes: int = 1,
-                 corrupt_seconds: float = 0.0) -> dict[str, Any]:
+                 corrupt_seconds: float = 0.0, eval_predict_seconds: dict[str, float] | None = None
+                 ) -> dict[str, Any]:
     """What lets the whole job fit in `minutes`: every run's training, its validation after each epoch, and its
     test evaluation (the test set, and the validation split again for the calibration temperature), from the
     seconds of one training step and of predicting one image (both views with TTA) of each run's model, measured
-    here. In order: the most epochs (1 to QUICK's) on all training images that fit; else 2 epochs (then 1) on the
-    largest stratified subset of at least MIN_SUBSET training images, and MIN_STEPS steps, that fits; else the
-    same on a stratified
-    subset of the validation split (at least MIN_VAL images); else the smallest of these, over the box (the
-    estimate says so). The test set stays whole: the runs are compared on it. train_limit, val_limit: the largest
-    class-balanced subsets the splits allow (data.stratified_subset). spent: seconds the job has already taken
-    (timing these), counted in the box and in the estimate. test_passes: passes over the test set each run
+    here: predict_seconds as training validates, eval_predict_seconds as `evaluate` predicts (default: the same).
+    In order: the most epochs (1 to QUICK's) on all training images that fit; else 2 epochs (then 1) on the largest
+    stratified subset of at least MIN_SUBSET training images, and MIN_STEPS steps, that fits; else the same on a
+    stratified subset of the validation split (at least MIN_VAL images); else the smallest of these, over the box
+    (the estimate says so). The test set stays whole: the runs are compared on it. train_limit, val_limit: the
+    largest class-balanced subsets the splits allow (data.stratified_subset). spent: seconds the job has already
+    taken (timing these), counted in the box and in the estimate. test_passes: passes over the test set each run
     predicts (1; with the corruption suite, 1 + its corruptions × severities), and corrupt_seconds the seconds each
     run takes to make one test image's corrupted copies. Every run gets the same choice, so the comparison stays
     fair."""
     box = 60 * minutes
-    predict = sum(predict_seconds[c.model] for c in configs)  # one image, predicted by every run
-    test = n_test * (predict * test_passes + len(configs) * corrupt_seconds)  # whatever the choice
+    predict = sum(predict_seconds[c.model] for c in configs)  # one image, validated by every run
+    evaluated = sum((eval_predict_seconds or predict_seconds)[c.model] for c in configs)
+    test = n_test * (evaluated * test_passes + len(configs) * corrupt_seconds)  # whatever the choice
     per_image = sum(OVERHEAD * step_seconds[c.model] / c.batch_size for c in configs)  # one image trained on by each
     train_limit = min(n_train, train_limit or n_train)
     val_limit = min(n_val, val_limit or n_val)
 
     def seconds(epochs: int, n: int, v: int) -> float:
         train = sum(OVERHEAD * epochs * -(-n // c.batch_size) * step_seconds[c.model] for c in configs)
-        return spent + train + predict * (epochs * v + v) + test
+        return spent + train + (predict * epochs + evaluated) * v + test
 
     def choice(epochs: int, n: int, v: int) -> dict[str, Any]:
         return {"epochs": epochs, "train_subset": None if n == n_train else n,
@@ -136,11 +138,11 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
 
     smallest_v = min(MIN_VAL, val_limit)
     # the validation images that fit beside the smallest training (validated after its epoch, then once more)
-    fitting_v = int((box - seconds(1, smallest_n(1), 0)) / (2 * predict)) if predict else n_val
+    fitting_v = int((box - seconds(1, smallest_n(1), 0)) / (predict + evaluated)) if predict + evaluated else n_val
     for v in (n_val, max(smallest_v, min(val_limit, fitting_v))):
         for epochs in (2, 1):
             least = smallest_n(epochs)
-            n = min(train_limit, max(least, int((box - spent - predict * (epochs + 1) * v - test)
+            n = min(train_limit, max(least, int((box - spent - (predict * epochs + evaluated) * v - test)
                                                 / (epochs * per_image))))
             while n > least and seconds(epochs, n, v) > box:  # a last, partial batch is a whole step
                 n = max(least, n - batch)
@@ -162,24 +164,29 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
     from fashionlab.data.load import split_for
 
     s = split_for(configs[0], data)  # the split of every run, but for a variant's --exclude
-    shape, n_classes = (data.channels, *data.size), len(data.classes)
-    step, predict = {}, {}
+    shape, n_classes, n_test = (data.channels, *data.size), len(data.classes), len(data.test_y)
+    step, predict, evaluated = {}, {}, {}
     t0 = time.perf_counter()
     for cfg in configs:
         if cfg.model not in step:
             step[cfg.model] = measure_step_seconds(cfg, shape=shape, n_classes=n_classes)
             predict[cfg.model] = measure_predict_seconds(cfg, shape=shape, n_classes=n_classes)
+            evaluated[cfg.model] = measure_predict_seconds(cfg, shape=shape, n_classes=n_classes,
+                                                           evaluation_images=n_test)
     passes = 1 + len(CORRUPTIONS) * len(SEVERITIES) if corruptions else 1
     # test_x[:n] is a tensor, decoded if the test set is streamed from files
     corrupt = measure_corruption_seconds(data.test_x[:CORRUPTION_SAMPLE]) if corruptions else 0.0
-    n_train, n_val, n_test = len(s.train_y), len(s.val_y), len(data.test_y)
+    n_train, n_val = len(s.train_y), len(s.val_y)
     choice = quick_choice(configs, step, predict, minutes, n_train=n_train, n_val=n_val, n_test=n_test,
                           train_limit=balanced_limit(s.train_y), val_limit=balanced_limit(s.val_y),
-                          spent=time.perf_counter() - t0, test_passes=passes, corrupt_seconds=corrupt)
+                          spent=time.perf_counter() - t0, test_passes=passes, corrupt_seconds=corrupt,
+                          eval_predict_seconds=evaluated)
     timed = ", ".join(f"{m} {t * 1000:.0f} ms" for m, t in step.items())
     tta = {c.model: c.tta for c in reversed(configs)}  # as timed: each model's first run
     predicted = ", ".join(f"{m} {t * 1000:.2g} ms{' (both flip views)' if tta[m] else ''}"  # 0.02 ms, 5.1 ms, 12 ms
                           for m, t in predict.items())
+    predicted += f" in validation, {', '.join(f'{m} {t * 1000:.2g} ms' for m, t in evaluated.items())} in the test " \
+                 "evaluation"  # on a CPU through the fused graph
     data_text = (f"all {n_train:,} training images" if choice["train_subset"] is None
                  else f"a stratified subset of {choice['train_subset']:,} of the {n_train:,} training images")
     if choice["val_subset"] is not None:
