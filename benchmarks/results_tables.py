@@ -2587,6 +2587,50 @@ def perf_predict_int8() -> str:
         "faster here than eager bf16 at batch 128 (not committed).")
 
 
+@region("perf-quick-epochs", "docs/performance.md")
+def perf_quick_epochs() -> str:
+    """benchmarks/quick_epochs.py: best validation accuracy of each way to spend a box that fits one epoch on every
+    training image, per model (seed mean and per-seed differences with the seed-level test), and what it decided."""
+    from fashionlab.stats import format_p, seed_p
+
+    d = bench("quick_epochs.json")
+    arms = list(d["arms"])
+    by = {(r["model"], r["arm"], r["seed"]): r for r in d["results"]}
+    models = list(dict.fromkeys(r["model"] for r in d["results"]))
+    seeds = sorted({r["seed"] for r in d["results"]})
+    rows, diffs = [], {}
+    for m in models:
+        acc = {a: [by[m, a, s]["best_val_acc"] for s in seeds] for a in arms}
+        for other in arms[1:]:
+            diffs[m, other] = [100 * (b - a) for a, b in zip(acc[arms[0]], acc[other])]
+        cells = [f"{numfmt.percent(sum(acc[a]) / len(seeds))}" for a in arms]
+        for other in arms[1:]:
+            dd = diffs[m, other]
+            p, _, _ = seed_p(dd)
+            cells.append(f"{sum(dd) / len(dd):+.2f} ({', '.join(f'{x:+.2f}' for x in dd)}; {format_p(p)})")
+        rows.append([f"`{m}`", *cells])
+    heads = [f"{a}: {d['arms'][a]['epochs']} epoch{'s' if d['arms'][a]['epochs'] > 1 else ''} on "
+             f"{numfmt.percent(d['arms'][a]['fraction'], 0)} of the training images" for a in arms]
+    heads += [f"{o} − {arms[0]}, points (per seed; seed-level p)" for o in arms[1:]]
+    more = [x for m in models for x in diffs[m, arms[2]]]
+    same = [x for m in models for x in diffs[m, arms[1]]]
+    p_more, _, _ = seed_p(more)
+    p_same, _, _ = seed_p(same)
+    prose_require(p_more < 0.05 and min(more) > 0, "that the filled box trained better in every seed")
+    prose_require(p_same >= 0.05, "no difference at equal steps")
+    return (
+        f"Best validation accuracy, mean of {len(seeds)} seeds; {d['date']} {d['time_utc']} UTC, {cpu_text(d['cpu'])}, "
+        f"torch {d['torch']}, {d['torch_threads']} threads. `{d['command']}` "
+        "([JSON](benchmarks/quick_epochs.json))\n\n"
+        + table(["model", *heads], ["---"] + ["---:"] * (len(heads)), rows)
+        + f"\n\nOver both models' {len(more)} seed pairs, {arms[2]} beat {arms[0]} in every one "
+        f"({sum(more) / len(more):+.2f} points, {format_p(p_more)}), while at the same number of steps "
+        f"half the distinct images made no difference that the seeds can tell ({sum(same) / len(same):+.2f} points, "
+        f"{format_p(p_same)}). So `--quick` spends the box on the most training (epochs × images), and at a tie on "
+        "the most distinct images: where one epoch on every image fits with room to spare, it trains 2 or 3 epochs "
+        "on a stratified subset that uses the room.")
+
+
 @region("perf-int8", "docs/performance.md")
 def perf_int8() -> str:
     """CNN_2 inference at batch 1024: floating point (the grid) against int8 (one run), and int8's accuracy."""

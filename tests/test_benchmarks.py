@@ -191,7 +191,17 @@ def test_predict_speed_times_decode_and_each_batch_size(real_data_dir):
     (row,) = d["results"]
     assert d["images"] == 40 and row["recipe"] == "cnn1" and set(row["model_seconds_by_batch"]) == {"16", "64"}
     assert row["decode_seconds"] > 0 and row["predict_model_seconds"] > 0 and row["fp32_seconds"] > 0
-    assert row["eager_seconds"] > 0 and row["fp32_eager_seconds"] > 0
+    assert row["eager_seconds"] > 0 and row["fp32_eager_seconds"] > 0 and row["int8_seconds"] > 0
     assert set(row["break_even"]) == {"8", "40"} and all(v["eager"] > 0 and v["graph"] > 0
                                                           for v in row["break_even"].values())
     assert row["default_batch"] == 128 and d["cpu"]["model_name"]
+
+
+@pytest.mark.realdata
+def test_quick_epochs_trains_each_arm_on_its_share_and_records_its_best_validation_accuracy(real_data_dir):
+    d = run_script("quick_epochs.py", "--models", "cnn1", "--seeds", "1", "--train-images", "400", "--data-dir",
+                   str(real_data_dir))
+    got = {r["arm"]: (r["epochs"], r["train_images"]) for r in d["results"]}
+    assert got == {"one-epoch-all": (1, 400), "two-epochs-half": (2, 200), "two-epochs-90": (2, 360)}
+    assert all(0 < r["best_val_acc"] <= 1 and r["model"] == "cnn1" and r["seed"] == 0 for r in d["results"])
+    assert d["cpu"]["model_name"] and set(d["arms"]) == set(got)

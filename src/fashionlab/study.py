@@ -25,6 +25,10 @@ MIN_SUBSET = 1000  # 100 images a class: fewer and a 'comparison' is noise
 # values (measured, AVX2-capped CPU at 0.3 CPU: cnn2 validated at 10% after 8 steps, at 68% after 26).
 MIN_STEPS = 24
 MIN_VAL = 1000  # 100 a class: the best epoch and the calibration temperature are chosen on these
+# The box buys the most training (epochs x images), and within this fraction of the most, the most distinct images:
+# benchmarks/quick_epochs.py (docs/performance.md) found two epochs on 90% of the images better than one on all of
+# them in every seed, and at equal steps no difference between half the images twice and all of them once.
+TIE = 0.1
 CORRUPTION_SAMPLE = 64  # test images --quick --corruptions corrupts to time the suite (one of its random blocks)
 # What a variant may not set: the job sets these per run.
 NOT_VARIANT_KEYS = {"label", "seed", "out", "data_dir", "device", "model", "recipe"}
@@ -103,15 +107,15 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
     test evaluation (the test set, and the validation split again for the calibration temperature), from the
     seconds of one training step and of predicting one image (both views with TTA) of each run's model, measured
     here: predict_seconds as training validates, eval_predict_seconds as `evaluate` predicts (default: the same).
-    In order: the most epochs (1 to QUICK's) on all training images that fit; else 2 epochs (then 1) on the largest
-    stratified subset of at least MIN_SUBSET training images, and MIN_STEPS steps, that fits; else the same on a
-    stratified subset of the validation split (at least MIN_VAL images); else the smallest of these, over the box
-    (the estimate says so). The test set stays whole: the runs are compared on it. train_limit, val_limit: the
-    largest class-balanced subsets the splits allow (data.stratified_subset). spent: seconds the job has already
-    taken (timing these), counted in the box and in the estimate. test_passes: passes over the test set each run
-    predicts (1; with the corruption suite, 1 + its corruptions × severities), and corrupt_seconds the seconds each
-    run takes to make one test image's corrupted copies. Every run gets the same choice, so the comparison stays
-    fair."""
+    For each number of epochs (1 to QUICK's), all the training images or the largest stratified subset that fits
+    (at least MIN_SUBSET images and MIN_STEPS steps); of these, the one with the most distinct images among those
+    within TIE of the most training (epochs × images). If none fits, the same with a stratified subset of the
+    validation split (at least MIN_VAL images); else the smallest job, over the box (the estimate says so). The
+    test set stays whole: the runs are compared on it. train_limit, val_limit: the largest class-balanced subsets
+    the splits allow (data.stratified_subset). spent: seconds the job has already taken (timing these), counted in
+    the box and in the estimate. test_passes: passes over the test set each run predicts (1; with the corruption
+    suite, 1 + its corruptions × severities), and corrupt_seconds the seconds each run takes to make one test
+    image's corrupted copies. Every run gets the same choice, so the comparison stays fair."""
     box = 60 * minutes
     predict = sum(predict_seconds[c.model] for c in configs)  # one image, validated by every run
     evaluated = sum((eval_predict_seconds or predict_seconds)[c.model] for c in configs)
@@ -128,26 +132,32 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
         return {"epochs": epochs, "train_subset": None if n == n_train else n,
                 "val_subset": None if v == n_val else v, "estimate_seconds": seconds(epochs, n, v)}
 
-    for epochs in range(QUICK["epochs"], 0, -1):
-        if seconds(epochs, n_train, n_val) <= box:
-            return choice(epochs, n_train, n_val)
     batch = max(c.batch_size for c in configs)
 
     def smallest_n(epochs: int) -> int:
         return min(train_limit, max(MIN_SUBSET, -(-MIN_STEPS // epochs) * batch))
 
+    def largest_n(epochs: int, v: int) -> int | None:
+        """All the training images, or the largest stratified subset (at least smallest_n), that `epochs` epochs
+        validated on v images fit; None: not even the smallest."""
+        if seconds(epochs, n_train, v) <= box:
+            return n_train
+        least = smallest_n(epochs)
+        n = min(train_limit, max(least, int((box - spent - (predict * epochs + evaluated) * v - test)
+                                            / (epochs * per_image))))
+        while n > least and seconds(epochs, n, v) > box:  # a last, partial batch is a whole step
+            n = max(least, n - batch)
+        return n if seconds(epochs, n, v) <= box else None
+
     smallest_v = min(MIN_VAL, val_limit)
     # the validation images that fit beside the smallest training (validated after its epoch, then once more)
     fitting_v = int((box - seconds(1, smallest_n(1), 0)) / (predict + evaluated)) if predict + evaluated else n_val
     for v in (n_val, max(smallest_v, min(val_limit, fitting_v))):
-        for epochs in (2, 1):
-            least = smallest_n(epochs)
-            n = min(train_limit, max(least, int((box - spent - (predict * epochs + evaluated) * v - test)
-                                                / (epochs * per_image))))
-            while n > least and seconds(epochs, n, v) > box:  # a last, partial batch is a whole step
-                n = max(least, n - batch)
-            if seconds(epochs, n, v) <= box:
-                return choice(epochs, n, v)
+        fits = [(epochs, n) for epochs in range(QUICK["epochs"], 0, -1) if (n := largest_n(epochs, v)) is not None]
+        if fits:  # the most distinct images of those within TIE of the most training (epochs x images)
+            most = max(e * n for e, n in fits)
+            epochs, n = max((f for f in fits if f[0] * f[1] >= (1 - TIE) * most), key=lambda f: (f[1], -f[0]))
+            return choice(epochs, n, v)
     return choice(1, smallest_n(1), smallest_v)
 
 
