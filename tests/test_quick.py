@@ -149,6 +149,13 @@ def test_run_quick_corruptions_times_the_suite_and_says_so(synthetic_env, monkey
     assert sample == [(CORRUPTION_SAMPLE, 28, 28)]  # real test images, as the dataset holds them
     assert ", the corruption suite included (60 corrupted copies of each test image, 2 ms an image to make), in " \
            "about" in said[1]
+    # the job's start, its imports and the reading of the data count too (run_study passes when it began)
+    import time
+
+    chosen = time_box(c, 1, data, said.append, started=time.perf_counter() - 59.9)
+    assert "startup and timing included" in said[2] and "startup" not in said[0]
+    assert chosen[0].epochs == 1 and "more than the box" in said[2]  # 3 epochs fit the minute (said[0]), not 0.1 s
+    assert c[0].epochs == 3 and "3 epochs" in said[0]
 
 
 def test_subsets_stay_within_what_the_classes_allow():
@@ -163,10 +170,16 @@ def test_subsets_stay_within_what_the_classes_allow():
 
 
 def test_the_cli_says_what_it_chose_and_the_runs_follow(tmp_path, synthetic_env, capsys, monkeypatch):
+    from types import SimpleNamespace
+
     import fashionlab.budget as budget
+    import fashionlab.study as study
     from fashionlab.cli import main
 
     monkeypatch.setattr(budget, "measure_step_seconds", lambda cfg, **k: {"cnn1": 0.05, "cnn2": 0.2}[cfg.model])
+    # the box counts the job's own start too (imports, reading the data): held at 0 s here, so the choice is the
+    # timings' alone
+    monkeypatch.setattr(study, "time", SimpleNamespace(perf_counter=lambda: 0.0))
     test_sets = []
     monkeypatch.setattr(budget, "measure_predict_seconds", lambda cfg, evaluation_images=None, **k: test_sets.append(
         evaluation_images) or {"cnn1": 1e-4, "cnn2": 4e-4}[cfg.model] / (2 if evaluation_images else 1))

@@ -112,10 +112,11 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
     within TIE of the most training (epochs × images). If none fits, the same with a stratified subset of the
     validation split (at least MIN_VAL images); else the smallest job, over the box (the estimate says so). The
     test set stays whole: the runs are compared on it. train_limit, val_limit: the largest class-balanced subsets
-    the splits allow (data.stratified_subset). spent: seconds the job has already taken (timing these), counted in
-    the box and in the estimate. test_passes: passes over the test set each run predicts (1; with the corruption
-    suite, 1 + its corruptions × severities), and corrupt_seconds the seconds each run takes to make one test
-    image's corrupted copies. Every run gets the same choice, so the comparison stays fair."""
+    the splits allow (data.stratified_subset). spent: seconds the job has already taken (its start, reading the
+    data, timing these), counted in the box and in the estimate. test_passes: passes over the test set each run
+    predicts (1; with the corruption suite, 1 + its corruptions × severities), and corrupt_seconds the seconds each
+    run takes to make one test image's corrupted copies. Every run gets the same choice, so the comparison stays
+    fair."""
     box = 60 * minutes
     predict = sum(predict_seconds[c.model] for c in configs)  # one image, validated by every run
     evaluated = sum((eval_predict_seconds or predict_seconds)[c.model] for c in configs)
@@ -162,10 +163,11 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
 
 
 def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
-             corruptions: bool = False) -> list[TrainConfig]:
+             corruptions: bool = False, started: float | None = None) -> list[TrainConfig]:
     """--quick: time a few training steps and predictions of each model here (as --budget does) on images of the
     dataset's shape, and with `corruptions` the making of the corruption suite's copies of a few test images,
-    then fit the job into `minutes`."""
+    then fit the job into `minutes`. started: time.perf_counter() when the job began (its imports and the reading
+    of the data then count in the box too); default: when this timing begins."""
     import dataclasses
 
     from fashionlab.budget import measure_corruption_seconds, measure_predict_seconds, measure_step_seconds
@@ -176,7 +178,7 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
     s = split_for(configs[0], data)  # the split of every run, but for a variant's --exclude
     shape, n_classes, n_test = (data.channels, *data.size), len(data.classes), len(data.test_y)
     step, predict, evaluated = {}, {}, {}
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if started is None else started
     for cfg in configs:
         if cfg.model not in step:
             step[cfg.model] = measure_step_seconds(cfg, shape=shape, n_classes=n_classes)
@@ -208,7 +210,8 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
              f"{corrupt * 1000:.2g} ms an image to make),") if corruptions else ""
     log(f"quick: one training step here takes {timed} (batch {configs[0].batch_size}) and predicting an image "
         f"{predicted}; {len(configs)} runs of {epochs} on {data_text} should train and evaluate{suite} in about "
-        f"{choice['estimate_seconds'] / 60:.1f} min, timing included (--quick-minutes {minutes:g}){over}")
+        f"{choice['estimate_seconds'] / 60:.1f} min, {'startup and ' if started is not None else ''}timing included "
+        f"(--quick-minutes {minutes:g}){over}")
     return [dataclasses.replace(c, epochs=choice["epochs"], train_subset=choice["train_subset"],
                                 val_subset=choice["val_subset"]) for c in configs]
 
@@ -220,6 +223,7 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
               corruptions: bool = False) -> Path:
     """data_options: the data flags (dataset, image_size, channels, skip_bad), the same for every run.
     corruptions: each run is also evaluated on the corruption suite, and the report compares robustness."""
+    started = time.perf_counter()  # --quick's box counts the job from here: imports, reading the data, timing
     from fashionlab.data.load import check_exclude, load_for
     from fashionlab.evaluate import check_corruptions
     from fashionlab.report import compare_runs, print_summary
@@ -240,7 +244,7 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
         check_corruptions(data)
     if quick and epochs is None:
         configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, data,
-                                                  corruptions=corruptions)]
+                                                  corruptions=corruptions, started=started)]
     make_folder(out_dir)
     runs = []
     for cfg in configs:
