@@ -97,8 +97,8 @@ def measure_predict_seconds(cfg, device=None, *, images: int = 256, shape: tuple
     import torch
 
     from fashionlab.cpugraph import CpuGraph
-    from fashionlab.data import as_input
     from fashionlab.evaluate import inference_batch, predict_logits
+    from fashionlab.trainsetup import to_input
 
     with _timing_model(cfg, device, shape, n_classes) as (model, device, precision, one, sync):
         x = torch.randint(0, 256, (images, *one), dtype=torch.uint8)
@@ -106,9 +106,7 @@ def measure_predict_seconds(cfg, device=None, *, images: int = 256, shape: tuple
         graph = CpuGraph(model) if evaluation_images else None
         if graph is not None:  # built as predict_logits builds it, from its first batch, for the whole test set
             model.eval()
-            example = as_input(x[:batch].to(device))
-            graph.get(example.contiguous(memory_format=torch.channels_last) if cfg.channels_last else example,
-                      precision, evaluation_images)
+            graph.get(to_input(x[:batch].to(device), cfg, None), precision, evaluation_images)
 
         def predict(part: torch.Tensor) -> None:
             predict_logits(model, part, device=device, precision=precision, tta=cfg.tta,
