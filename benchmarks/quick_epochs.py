@@ -3,12 +3,12 @@
     python benchmarks/quick_epochs.py > docs/benchmarks/quick_epochs.json && python benchmarks/results_tables.py
 
 Trains each model with its recipe (as `run --quick` does) three ways per seed, and records the best validation
-accuracy of each (the split `run` uses; the test set is not looked at):
+accuracy of each (the split `run` uses; the test evaluation each training ends with is not read):
   one-epoch-all      1 epoch on all training images: what the box chose before
   two-epochs-half    2 epochs on a stratified half: the same number of steps, half the distinct images
   two-epochs-90      2 epochs on a stratified 90%: 1.8x the steps, the box filled
-study.quick_choice picks the epochs and subset that train on the most images (epochs x images), and at a tie the
-most distinct images; this measures both halves of that rule. Wall times are per run (training and evaluation);
+study.quick_choice picks the epochs and subset that train on the most images (epochs x images), and within TIE of
+that the most distinct images; this measures both halves of that rule. Wall times are per run (training and evaluation);
 run it idle.
 """
 
@@ -38,14 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import fashionlab
+    from fashionlab.budget import recipe_config
     from fashionlab.data import load_fashion_mnist
+    from fashionlab.data.load import split_for
 
     data = load_fashion_mnist(a.data_dir, download=False, progress=False)
-    every = round(len(data.train_y) * 0.9)  # the recipes' val_fraction 0.1
-    n_train = min(every, a.train_images or every)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fashionlab-quick-epochs-") as tmp:
         for model in a.models.split(","):
+            every = len(split_for(recipe_config(model), data).train_y)  # the recipe's own split
+            n_train = min(every, a.train_images or every)
             for seed in range(a.seeds):
                 for arm, (epochs, fraction) in ARMS.items():
                     subset = None if fraction == 1.0 and n_train == every else int(n_train * fraction)
