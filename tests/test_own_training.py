@@ -241,11 +241,17 @@ def test_nothing_is_ever_written_into_the_dataset_folder(tmp_path, capsys, monke
     assert snapshot(root) == before
 
 
-def test_run_on_a_folder_makes_the_full_report_with_the_dataset_card(tmp_path, capsys):
+def test_run_on_a_folder_makes_the_full_report_with_the_dataset_card(tmp_path, capsys, monkeypatch):
     """The issue's 'done when': `fashionlab run --data DIR --models cnn1,cnn2` on a folder of class folders (no
-    test split: a holdout) gives the Fashion-MNIST report's kind, about this dataset."""
+    test split: a holdout) gives the Fashion-MNIST report's kind, about this dataset. The folder is read once: the
+    runs and the report use the dataset `run` read."""
     root = write_digits(tmp_path / "digits", splits=False, indices=range(400))
     out = tmp_path / "study"
+
+    def read_again(*args, **kwargs):
+        raise AssertionError("the dataset was read a second time")
+
+    monkeypatch.setattr("fashionlab.data.load.load_for_run", read_again)
     assert main(["run", "--data", str(root), "--image-size", "16", "--models", "cnn1,cnn2", "--epochs", "1",
                  "--out", str(out)]) == 0
     summary = json.loads((out / "report" / "summary.json").read_text())

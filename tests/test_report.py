@@ -202,6 +202,26 @@ def test_without_test_images_the_report_still_renders(data, tmp_path, fast_figur
     assert "could not be loaded" in html and '<section id="mistakes">' in html
 
 
+def test_a_dataset_the_caller_holds_is_used_not_read_again(data, tmp_path, monkeypatch, fast_figures):
+    """`run` hands the report the dataset it trained on: the same report, without reading the data again; a dataset
+    with another test set is not used."""
+    from fashionlab.data import load_fashion_mnist
+
+    monkeypatch.setenv("FASHIONLAB_SKIP_VERIFY", "1")
+    copy = Dataset(tmp_path / "data", data.labels, data.test_sha256)
+    shutil.copytree(data.path, copy.path)
+    runs = make_runs(tmp_path / "runs", copy)
+    held = load_fashion_mnist(copy.path, download=False, progress=False)
+    read = compare_runs(runs, tmp_path / "read", n_boot=200)
+    shutil.rmtree(copy.path)  # reading the data again would now fail
+    given = compare_runs(runs, tmp_path / "given", n_boot=200, data=held)
+    assert given["labels_available"] and given["dataset"]["test_sha256"] == data.test_sha256
+    assert {**given, "generated": None} == {**read, "generated": None}
+    another = load_fashion_mnist(make_dataset(tmp_path / "another", seed=1).path, download=False, progress=False)
+    other = compare_runs(runs, tmp_path / "other", n_boot=200, data=another)  # read from the runs' source: gone
+    assert not other["labels_available"] and "no such directory" in other["labels_note"]
+
+
 def test_labels_same_model_different_recipe_and_escaping(data, tmp_path, fast_figures):
     wrong = wrong_indices(300, "cnn1", 0)
     runs = [make_run(tmp_path, data, model="cnn1", seed=0, wrong=wrong, recipe=r) for r in ("fast", "<big>")]

@@ -251,7 +251,7 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
         print(f"== {cfg.label or cfg.model} seed {cfg.seed}: {cfg.epochs} epochs -> {cfg.out}")
         train(cfg, command=command, data=data, corruptions=corruptions)
         runs.append(Path(cfg.out))
-    summary = compare_runs(runs, out_dir / "report", family=family)
+    summary = compare_runs(runs, out_dir / "report", family=family, data=data)
     print_summary(summary)
     print(f"report: {out_dir / 'report' / 'report.html'}")
     return out_dir

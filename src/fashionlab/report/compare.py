@@ -165,15 +165,18 @@ def _history(folder: RunFolder) -> dict[str, np.ndarray]:
     return {col: np.array([float(r[col]) for r in rows]) for col in HISTORY_COLUMNS}
 
 
-def load_test_data(runs: Sequence[RunResults]) -> TestData:
-    """The test images and labels the runs were evaluated on, read again from the data their config.json names
-    (Fashion-MNIST's verified files, or the user's own dataset, checked against its fingerprint)."""
+def load_test_data(runs: Sequence[RunResults], data=None) -> TestData:
+    """The test images and labels the runs were evaluated on: those of `data`, the dataset they were just trained
+    on (`run`: not read and checked a second time), when its test set is theirs; else read again from the data
+    their config.json names (Fashion-MNIST's verified files, or the user's own dataset, checked against its
+    fingerprint)."""
+    expected = runs[0].metrics["test_sha256"]
+    if data is not None and data.test_sha256 == expected:
+        return _test_data(data, runs[0].config)
     try:
         from fashionlab.data.load import load_for_run
-        from fashionlab.data.stream import materialize
     except ImportError as e:
         return TestData(note=f"the data package cannot be imported ({e})")
-    expected = runs[0].metrics["test_sha256"]
     problems = []
     seen = set()
     for run in runs:
@@ -190,9 +193,15 @@ def load_test_data(runs: Sequence[RunResults]) -> TestData:
         if ds.test_sha256 != expected:
             problems.append(f"{where}: holds a different test set than the runs were evaluated on")
             continue
-        return TestData(labels=ds.test_y.numpy().astype(np.int64), images=materialize(ds.test_x).numpy(),
-                        card=_card(ds, run.config))
+        return _test_data(ds, run.config)
     return TestData(note="; ".join(problems) or "no run records its data source in config.json")
+
+
+def _test_data(ds, config: dict[str, Any]) -> TestData:
+    from fashionlab.data.stream import materialize
+
+    return TestData(labels=ds.test_y.numpy().astype(np.int64), images=materialize(ds.test_x).numpy(),
+                    card=_card(ds, config))
 
 
 def _card(ds, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -271,11 +280,13 @@ def group_runs(runs: Sequence[RunResults]) -> list[Group]:
 
 
 def build_comparison(
-    run_dirs: Sequence[Path | str], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0, family: str | None = None
+    run_dirs: Sequence[Path | str], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0, family: str | None = None,
+    data=None,
 ) -> Comparison:
     """Load, check and group the runs, and compute the summary (sections 1 and 2 of the report).
 
     family: "base" (each group against the first), "all-pairs", or None for default_family's choice.
+    data: the dataset the runs were trained on, when the caller holds it (see load_test_data).
     """
     if family is not None and family not in FAMILIES:
         raise ConfigError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
@@ -296,14 +307,14 @@ def build_comparison(
                 "evaluate them on the same data to compare them"
             )
     groups = group_runs(runs)
-    data = load_test_data(runs)
+    test = load_test_data(runs, data)
     n_classes = len(first.metrics["confusion_matrix"])
     names = list(first.metrics["per_class"])  # the class names, in output order (JSON keeps the order)
     if len(names) != n_classes:
         names = list(CLASSES) if n_classes == len(CLASSES) else [str(i) for i in range(n_classes)]
-    comp = Comparison(groups, data, names)
-    if data.labels is not None:
-        comp.correct = {r.path: r.predictions == data.labels for r in runs}
+    comp = Comparison(groups, test, names)
+    if test.labels is not None:
+        comp.correct = {r.path: r.predictions == test.labels for r in runs}
     comp.summary = _summarise(comp, n_boot, alpha, seed, family or default_family(groups))
     return comp
 
