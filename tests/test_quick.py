@@ -140,6 +140,7 @@ def test_run_quick_corruptions_times_the_suite_and_says_so(synthetic_env, monkey
     monkeypatch.setattr(budget, "measure_predict_seconds", lambda cfg, **k: 1e-4)
     sample = []
     monkeypatch.setattr(budget, "measure_corruption_seconds", lambda x: sample.append(x.shape) or 2e-3)
+    monkeypatch.setattr(budget, "measure_output_seconds", lambda *a: 0.0)
     c = plan(["cnn1"], [], seeds=1, quick=True, epochs=None, out_dir=Path("/tmp/unused"), device="cpu",
              data_dir=None)
     data, said = load_for(c[0]), []
@@ -153,9 +154,56 @@ def test_run_quick_corruptions_times_the_suite_and_says_so(synthetic_env, monkey
     import time
 
     chosen = time_box(c, 1, data, said.append, started=time.perf_counter() - 59.9)
-    assert "startup and timing included" in said[2] and "startup" not in said[0]
+    assert "startup, timing, figures and report included" in said[2] and "startup" not in said[0]
     assert chosen[0].epochs == 1 and "more than the box" in said[2]  # 3 epochs fit the minute (said[0]), not 0.1 s
     assert c[0].epochs == 3 and "3 epochs" in said[0]
+
+
+def test_each_runs_figures_and_the_report_count_in_the_box(synthetic_env, monkeypatch):
+    """What follows the predictions (each run's figures and files, the report) is counted in units of one run's
+    evaluation figures timed here: FIXED_UNITS a run and a model (the report's groups)."""
+    import fashionlab.budget as budget
+    import fashionlab.study as study
+    from fashionlab.data.load import load_for
+
+    c = configs("cnn1", "cnn2")
+    step, predict = {"cnn1": 0.02, "cnn2": 0.04}, {"cnn1": 1e-5, "cnn2": 2e-5}
+    free = quick_choice(c, step, predict, minutes=2, **FM)
+    fixed = quick_choice(c, step, predict, minutes=2, fixed_seconds=30, **FM)
+    # by hand: 3 epochs on all (540 steps of 60 ms with the 1.1 overhead) and 34,000 predictions at 0.03 ms take
+    # 107.9 s; with 30 s more, three epochs on the 44,839 images (449 steps) that fit (two on all train on 20% fewer)
+    assert (free["epochs"], free["train_subset"]) == (3, None)
+    assert (fixed["epochs"], fixed["train_subset"]) == (3, 44_839)
+    assert fixed["estimate_seconds"] == pytest.approx(30 + OVERHEAD * 3 * 449 * 0.06 + (4 * 6_000 + 10_000) * 3e-5)
+
+    monkeypatch.setattr(budget, "measure_step_seconds", lambda cfg, **k: 0.05)
+    monkeypatch.setattr(budget, "measure_predict_seconds", lambda cfg, **k: 1e-4)
+    timed, seen = [], {}
+    monkeypatch.setattr(budget, "measure_output_seconds", lambda classes, n, epochs: timed.append((classes, n, epochs))
+                        or 0.5)
+    real = study.quick_choice
+    monkeypatch.setattr(study, "quick_choice", lambda *a, **k: seen.update(k) or real(*a, **k))
+    runs = study.plan(["cnn1", "cnn2"], [], seeds=3, quick=True, epochs=None, out_dir=Path("/tmp/unused"),
+                      device="cpu", data_dir=None)
+    data = load_for(runs[0])
+    study.time_box(runs, 1, data, lambda line: None)
+    assert timed == [(list(data.classes), len(data.test_y), 3)]
+    # 6 runs of 2 models
+    assert seen["fixed_seconds"] == pytest.approx(0.5 * (6 * study.FIXED_UNITS["run"] + 2 * study.FIXED_UNITS["model"]))
+
+
+def test_the_figure_unit_renders_what_a_run_writes(monkeypatch):
+    import fashionlab.files as files
+    from fashionlab.budget import measure_output_seconds
+
+    figures = []
+    real = files.figure_png
+    monkeypatch.setattr(files, "figure_png", lambda fig: figures.append(fig) or real(fig))
+    classes = [f"class {i}" for i in range(7)]
+    assert measure_output_seconds(classes, 500, 3) > 0
+    confusion, curves = figures  # a run's confusion matrix (counts and recall) and its curves, as write_outputs draws
+    assert [t.get_text() for t in confusion.axes[0].get_yticklabels()] == classes
+    assert len(confusion.axes[0].texts) == 7 * 7 and list(curves.axes[0].lines[0].get_xdata()) == [1, 2, 3]
 
 
 def test_subsets_stay_within_what_the_classes_allow():
@@ -180,6 +228,7 @@ def test_the_cli_says_what_it_chose_and_the_runs_follow(tmp_path, synthetic_env,
     # the box counts the job's own start too (imports, reading the data): held at 0 s here, so the choice is the
     # timings' alone
     monkeypatch.setattr(study, "time", SimpleNamespace(perf_counter=lambda: 0.0))
+    monkeypatch.setattr(budget, "measure_output_seconds", lambda *a: 0.0)  # the figures and report: counted apart
     test_sets = []
     monkeypatch.setattr(budget, "measure_predict_seconds", lambda cfg, evaluation_images=None, **k: test_sets.append(
         evaluation_images) or {"cnn1": 1e-4, "cnn2": 4e-4}[cfg.model] / (2 if evaluation_images else 1))

@@ -133,6 +133,32 @@ def measure_corruption_seconds(images) -> float:
     return (time.perf_counter() - t0) / len(images)
 
 
+def measure_output_seconds(classes: list[str], n_test: int, epochs: int) -> float:
+    """Seconds to make what a run's test evaluation writes besides numbers (evaluate.run_outputs: its classification
+    report, and its confusion and curves figures rendered as files.figure_png renders them), for n_test placeholder
+    predictions in these classes and `epochs` rows of history. Their imports are made first, untimed: a process
+    makes them once. `run --quick` counts each run's and the report's fixed costs in this unit."""
+    import numpy as np
+    from matplotlib.figure import Figure  # noqa: F401 (imported untimed)
+    from sklearn.metrics import classification_report  # noqa: F401 (imported untimed)
+
+    from fashionlab.evaluate import run_outputs
+    from fashionlab.files import figure_png
+
+    k = len(classes)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, k, n_test)
+    pred = np.where(rng.random(n_test) < 0.9, y, rng.integers(0, k, n_test))
+    history = [{"epoch": str(e), "train_loss": "0.5", "val_loss": "0.4", "train_acc": "0.8", "val_acc": "0.85"}
+               for e in range(1, epochs + 1)]
+    t0 = time.perf_counter()
+    cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    _, *figures = run_outputs(y, pred, {"model": "timing", "confusion_matrix": cm.tolist()}, history, classes)
+    for fig in figures:
+        figure_png(fig)
+    return time.perf_counter() - t0
+
+
 @contextlib.contextmanager
 def _timing_model(cfg, device, shape: tuple[int, int, int], n_classes: int):
     """cfg's model built as training builds it, for inputs of `shape` in `n_classes` classes, inside a fork of the

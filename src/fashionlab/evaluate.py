@@ -298,13 +298,19 @@ def checkpoint_val_acc(ckpt: dict) -> float | None:
 
 def write_outputs(folder: RunFolder, y: np.ndarray, pred: np.ndarray, probs: np.ndarray, metrics: dict,
                   classes: list[str] = CLASSES) -> None:
+    folder.write_test_outputs(metrics, pred, probs, *run_outputs(y, pred, metrics, folder.history(), classes))
+
+
+def run_outputs(y: np.ndarray, pred: np.ndarray, metrics: dict, history: list[dict[str, str]],
+                classes: list[str] = CLASSES) -> tuple[str, Any, Any]:
+    """What a run's test evaluation writes besides numbers: its classification report (text), and its confusion
+    matrix and training curves (matplotlib Figures), from the labels, predictions, metrics and metrics.csv rows."""
     from sklearn.metrics import classification_report
 
     report = classification_report(y, pred, labels=range(len(classes)), target_names=classes, digits=4,
                                    zero_division=0)
-    folder.write_test_outputs(metrics, report, pred, probs,
-                              confusion_figure(np.array(metrics["confusion_matrix"]), metrics["model"], classes),
-                              curves_figure(folder.history(), metrics["model"]))
+    return (report, confusion_figure(np.array(metrics["confusion_matrix"]), metrics["model"], classes),
+            curves_figure(history, metrics["model"]))
 
 
 def confusion_figure(cm: np.ndarray, title: str, classes: list[str] = CLASSES):

@@ -101,9 +101,14 @@ def atomic_torch_save(path: Path | str, obj: Any) -> None:
 
 
 def atomic_save_figure(path: Path | str, fig) -> None:
+    atomic_write_bytes(path, figure_png(fig))
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib Figure as the PNG every figure file of a run holds."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
 MARKER = ".fashionlab"  # written into every folder fashionlab makes: the only folders it cleans or overwrites in

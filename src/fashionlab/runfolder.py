@@ -261,7 +261,7 @@ class RunFolder:
             return None, f"no temperature was fitted: {reason or 'no validation split'}"
         return float(t), ""
 
-    def write_test_outputs(self, metrics: dict[str, Any], report: str, predictions: np.ndarray, probs: np.ndarray,
+    def write_test_outputs(self, metrics: dict[str, Any], predictions: np.ndarray, probs: np.ndarray, report: str,
                            confusion_figure, curves_figure) -> None:
         atomic_write_json(self.file(self.TEST_METRICS), metrics)
         atomic_write_text(self.file(self.REPORT), report)

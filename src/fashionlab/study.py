@@ -30,6 +30,12 @@ MIN_VAL = 1000  # 100 a class: the best epoch and the calibration temperature ar
 # them in every seed, and at equal steps no difference between half the images twice and all of them once.
 TIE = 0.1
 CORRUPTION_SAMPLE = 64  # test images --quick --corruptions corrupts to time the suite (one of its random blocks)
+# What the job does after each run's test predictions (its figures, metrics and logits written) and in the report
+# (for each run: its results read and bootstrapped; for each model: its figures), in units of one run's evaluation
+# figures timed here (budget.measure_output_seconds). Measured natively (Xeon, AVX-512, 2026-12-06) in `run --quick`
+# jobs of 2 and 6 runs of 2 models, the unit 0.75 s: 1.4 units a run after its predictions, and a report of 4.3
+# units for 2 runs and 6.2 for 6 (about 0.5 a run and 1.7 a model).
+FIXED_UNITS = {"run": 1.9, "model": 1.7}
 # What a variant may not set: the job sets these per run.
 NOT_VARIANT_KEYS = {"label", "seed", "out", "data_dir", "device", "model", "recipe"}
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -101,8 +107,8 @@ def plan(models: list[str], variants: list[str], *, seeds: int, quick: bool, epo
 def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], predict_seconds: dict[str, float],
                  minutes: float, *, n_train: int, n_val: int, n_test: int, train_limit: int | None = None,
                  val_limit: int | None = None, spent: float = 0.0, test_passes: int = 1,
-                 corrupt_seconds: float = 0.0, eval_predict_seconds: dict[str, float] | None = None
-                 ) -> dict[str, Any]:
+                 corrupt_seconds: float = 0.0, eval_predict_seconds: dict[str, float] | None = None,
+                 fixed_seconds: float = 0.0) -> dict[str, Any]:
     """What lets the whole job fit in `minutes`: every run's training, its validation after each epoch, and its
     test evaluation (the test set, and the validation split again for the calibration temperature), from the
     seconds of one training step and of predicting one image (both views with TTA) of each run's model, measured
@@ -115,12 +121,12 @@ def quick_choice(configs: list[TrainConfig], step_seconds: dict[str, float], pre
     the splits allow (data.stratified_subset). spent: seconds the job has already taken (its start, reading the
     data, timing these), counted in the box and in the estimate. test_passes: passes over the test set each run
     predicts (1; with the corruption suite, 1 + its corruptions × severities), and corrupt_seconds the seconds each
-    run takes to make one test image's corrupted copies. Every run gets the same choice, so the comparison stays
-    fair."""
+    run takes to make one test image's corrupted copies. fixed_seconds: what the job takes whatever the choice
+    besides these (each run's figures, the report). Every run gets the same choice, so the comparison stays fair."""
     box = 60 * minutes
     predict = sum(predict_seconds[c.model] for c in configs)  # one image, validated by every run
     evaluated = sum((eval_predict_seconds or predict_seconds)[c.model] for c in configs)
-    test = n_test * (evaluated * test_passes + len(configs) * corrupt_seconds)  # whatever the choice
+    test = n_test * (evaluated * test_passes + len(configs) * corrupt_seconds) + fixed_seconds  # whatever the choice
     per_image = sum(OVERHEAD * step_seconds[c.model] / c.batch_size for c in configs)  # one image trained on by each
     train_limit = min(n_train, train_limit or n_train)
     val_limit = min(n_val, val_limit or n_val)
@@ -170,7 +176,12 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
     of the data then count in the box too); default: when this timing begins."""
     import dataclasses
 
-    from fashionlab.budget import measure_corruption_seconds, measure_predict_seconds, measure_step_seconds
+    from fashionlab.budget import (
+        measure_corruption_seconds,
+        measure_output_seconds,
+        measure_predict_seconds,
+        measure_step_seconds,
+    )
     from fashionlab.corruptions import CORRUPTIONS, SEVERITIES
     from fashionlab.data import balanced_limit
     from fashionlab.data.load import split_for
@@ -188,11 +199,14 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
     passes = 1 + len(CORRUPTIONS) * len(SEVERITIES) if corruptions else 1
     # test_x[:n] is a tensor, decoded if the test set is streamed from files
     corrupt = measure_corruption_seconds(data.test_x[:CORRUPTION_SAMPLE]) if corruptions else 0.0
+    unit = measure_output_seconds(list(data.classes), n_test, QUICK["epochs"])
+    models = len({c.label or c.model for c in configs})  # the report's groups
+    fixed = unit * (FIXED_UNITS["run"] * len(configs) + FIXED_UNITS["model"] * models)
     n_train, n_val = len(s.train_y), len(s.val_y)
     choice = quick_choice(configs, step, predict, minutes, n_train=n_train, n_val=n_val, n_test=n_test,
                           train_limit=balanced_limit(s.train_y), val_limit=balanced_limit(s.val_y),
                           spent=time.perf_counter() - t0, test_passes=passes, corrupt_seconds=corrupt,
-                          eval_predict_seconds=evaluated)
+                          eval_predict_seconds=evaluated, fixed_seconds=fixed)
     timed = ", ".join(f"{m} {t * 1000:.0f} ms" for m, t in step.items())
     tta = {c.model: c.tta for c in reversed(configs)}  # as timed: each model's first run
     predicted = ", ".join(f"{m} {t * 1000:.2g} ms{' (both flip views)' if tta[m] else ''}"  # 0.02 ms, 5.1 ms, 12 ms
@@ -210,7 +224,8 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
              f"{corrupt * 1000:.2g} ms an image to make),") if corruptions else ""
     log(f"quick: one training step here takes {timed} (batch {configs[0].batch_size}) and predicting an image "
         f"{predicted}; {len(configs)} runs of {epochs} on {data_text} should train and evaluate{suite} in about "
-        f"{choice['estimate_seconds'] / 60:.1f} min, {'startup and ' if started is not None else ''}timing included "
+        f"{choice['estimate_seconds'] / 60:.1f} min, {'startup, ' if started is not None else ''}timing, figures and "
+        "report included "
         f"(--quick-minutes {minutes:g}){over}")
     return [dataclasses.replace(c, epochs=choice["epochs"], train_subset=choice["train_subset"],
                                 val_subset=choice["val_subset"]) for c in configs]
