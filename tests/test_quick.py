@@ -367,4 +367,9 @@ def test_quick_on_your_own_folder_with_its_own_validation_split(tmp_path, capsys
         assert cfg["epochs"] == 1
         assert cfg["train_subset"] == 10 * min(train_counts) and cfg["data"]["n_train"] == 10 * min(train_counts)
         assert cfg["val_subset"] == 10 * min(val_counts) and cfg["data"]["n_val"] == 10 * min(val_counts)
-    assert (out / "report" / "report.html").exists()
+    # the report states what the box chose
+    trained = (f"Trained: every run 1 epoch on a stratified subset of {10 * min(train_counts):,} training images, "
+               f"validated on a stratified subset of {10 * min(val_counts):,}.")
+    assert trained in (out / "report" / "summary.md").read_text()
+    assert trained in (out / "report" / "report.html").read_text()
+    assert trained.split(",")[0] in said

@@ -202,6 +202,35 @@ def test_without_test_images_the_report_still_renders(data, tmp_path, fast_figur
     assert "could not be loaded" in html and '<section id="mistakes">' in html
 
 
+def test_the_report_states_what_each_model_trained_on(one_seed):
+    from fashionlab.report.tables import training_text
+
+    runs, out, summary = one_seed
+    # synthetic runs record no image counts (as runs from before data.n_train): their epochs from metrics.csv
+    assert [m["training"] for m in summary["models"]] == [
+        [{"epochs": 6, "n_train": None, "n_val": None, "train_subset": False, "val_subset": False}]] * 2
+    assert "Trained: every run 6 epochs." in (out / "report.html").read_text()
+
+    def run(epochs=2, n_train=46_817, n_val=6_000, train_subset=True, val_subset=False):
+        return {"epochs": epochs, "n_train": n_train, "n_val": n_val, "train_subset": train_subset,
+                "val_subset": val_subset}
+
+    def said(*models):
+        return training_text({"models": [{"label": label, "training": t} for label, t in models]})
+
+    assert said(("cnn1", [run()]), ("cnn2", [run()])) == \
+        "Trained: every run 2 epochs on a stratified subset of 46,817 training images, validated on 6,000."
+    assert said(("cnn1", [run(1, 54_000, 1_000, False, True)])) == \
+        "Trained: 1 epoch on 54,000 training images, validated on a stratified subset of 1,000."
+    # early stopping, or runs of other settings: each model its own
+    assert said(("cnn1", [run(), run(epochs=3)]), ("cnn2", [run()])) == \
+        "Trained: cnn1 2 epochs on a stratified subset of 46,817 training images, validated on 6,000 or 3 epochs on " \
+        "a stratified subset of 46,817 training images, validated on 6,000; cnn2 2 epochs on a stratified subset " \
+        "of 46,817 training images, validated on 6,000."
+    assert said(("cnn1", [run(n_val=None)])) == "Trained: 2 epochs on a stratified subset of 46,817 training images."
+    assert training_text({"models": [{"label": "old"}]}) == ""  # a summary.json from before the field
+
+
 def test_a_dataset_the_caller_holds_is_used_not_read_again(data, tmp_path, monkeypatch, fast_figures):
     """`run` hands the report the dataset it trained on: the same report, without reading the data again; a dataset
     with another test set is not used."""

@@ -399,10 +399,23 @@ def _model_summary(group: Group, comp: Comparison, n_boot: int, alpha: float, se
         "best_epoch": _stat(metric("best_epoch")),
         "train_val_gap": _stat([_final_gap(r) for r in runs]),
         "epochs_to_threshold": _stat([_epochs_to(r, CONVERGENCE_THRESHOLD) for r in runs]),
+        "training": [_training(r) for r in runs],
         "hardest_classes": [{"class": c, "f1": f1} for c, f1 in hardest_classes(group, comp.class_names)],
         "top_confusions": top_confusions(group, comp.class_names),
         "calibration": group_calibration(runs, comp.data.labels, n_boot, alpha, seed),
     }
+
+
+def _training(run: RunResults) -> dict[str, Any]:
+    """What the run trained on: its epochs (as metrics.csv records them: early stopping may end a run sooner), the
+    training and validation images (config.json's data record; None for a run from before it kept them), and
+    whether they were stratified subsets (--train-subset, --val-subset, or `run --quick`'s choice)."""
+    record = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
+    return {"epochs": int(len(run.history["epoch"])),
+            "n_train": record.get("n_train") if is_int(record.get("n_train")) else None,
+            "n_val": record.get("n_val") if is_int(record.get("n_val")) else None,
+            "train_subset": run.config.get("train_subset") is not None,
+            "val_subset": run.config.get("val_subset") is not None}
 
 
 def _final_gap(run: RunResults) -> float | None:

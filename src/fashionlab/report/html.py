@@ -42,6 +42,7 @@ from fashionlab.report.tables import (
     robustness_rows,
     significance_note,
     summary_rows,
+    training_text,
     warnings,
 )
 
@@ -204,7 +205,8 @@ def _figure(png: bytes, alt: str, caption: str) -> str:
 def _summary(s: dict[str, Any], cmap: dict[str, str]) -> str:
     rows = [[_label(row[0], cmap), *map(escape, row[1:])] for row in summary_rows(s)]
     threshold = round(100 * s["convergence_threshold"])
-    return _table(SUMMARY_HEADER, rows, NUMERIC_SUMMARY) + f"""
+    trained = training_text(s)
+    return _table(SUMMARY_HEADER, rows, NUMERIC_SUMMARY) + (f"<p>{escape(trained)}</p>" if trained else "") + f"""
 <p class="note">One row per model; with several runs (seeds) each number is the mean ± sample sd over them.
 Test accuracy is recomputed from <code>test_predictions.npy</code> when the test labels can be loaded; its 95% CI is a
 percentile bootstrap over the test images ({s["n_boot"]} resamples; for several seeds, of the seed-mean accuracy,

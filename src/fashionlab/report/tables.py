@@ -124,6 +124,27 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def training_text(summary: dict[str, Any]) -> str:
+    """What each model trained on, in one sentence: "Trained: every run 2 epochs on a stratified subset of 46,817
+    training images, validated on 6,000." (each model's own when they differ; "" for a summary without it)."""
+    def said(t: dict[str, Any]) -> str:
+        text = f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}"
+        if t.get("n_train") is not None:
+            text += f" on {'a stratified subset of ' if t['train_subset'] else ''}{t['n_train']:,} training images"
+        if t.get("n_val"):
+            text += f", validated on {'a stratified subset of ' if t['val_subset'] else ''}{t['n_val']:,}"
+        return text
+
+    models = [m for m in summary["models"] if m.get("training")]
+    per_model = [(m["label"], sorted({said(t) for t in m["training"]})) for m in models]
+    if not per_model:
+        return ""
+    if len({tuple(texts) for _, texts in per_model}) == 1 and len(per_model[0][1]) == 1:
+        return f"Trained: {'every run ' if len(per_model) > 1 or len(models[0]['training']) > 1 else ''}" \
+               f"{per_model[0][1][0]}."
+    return "Trained: " + "; ".join(f"{label} {' or '.join(texts)}" for label, texts in per_model) + "."
+
+
 def choice_rows(summary: dict[str, Any]) -> list[list[str]]:
     """Does this training choice differ: one row per pair of the family, seed level."""
     rows = []
@@ -260,6 +281,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
            + md("; ".join(card_problems(card)) or "none found") + ".", ""] if card else []),
         "## Summary", "",
         *table(SUMMARY_HEADER, summary_rows(summary), NUMERIC_SUMMARY), "",
+        *([md(training_text(summary)), ""] if training_text(summary) else []),
         "Several runs of a model: mean ± sd over seeds. 95% CI: percentile bootstrap over the test images "
         f"({summary['n_boot']} resamples). Train − val gap: last epoch, in accuracy points.", "",
         "## Significance", "",
@@ -322,6 +344,8 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
              _convergence(m["epochs_to_threshold"])] for m in summary["models"]]
     console.print(table(f"{summary['n_test']} test images", ["Group", "Seeds", "Test accuracy", "95% CI",
                                                              "Train time", "Ep. to 90%"], rows))
+    if training_text(summary):
+        console.print(Text(training_text(summary)))
     note = significance_note(summary)
     if note:
         console.print(Text(note, style="yellow"))
