@@ -69,7 +69,14 @@ def test_run_with_variants_end_to_end(tmp_path, synthetic_env, capsys):
     out = tmp_path / "job"
     code = main(["run", "--models", "cnn2", "--seeds", "2", "--epochs", "1", "--device", "cpu", "--out", str(out),
                  "--variant", "no-bn=bn=false", "--variant", "no-aug=augment=none,dropout=0", "--family", "all-pairs"])
-    assert code == 0, capsys.readouterr().err
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    # each run says where it stands in the job, and once every run left has a finished run of its kind, the time left
+    heads = [line for line in said.out.splitlines() if line.startswith("== ")]
+    assert [h.split(" -> ")[0] for h in heads] == [
+        f"== {name} seed {seed} (run {i + 1} of 6): 1 epoch"
+        for i, (name, seed) in enumerate((n, s) for n in ("cnn2", "no-bn", "no-aug") for s in (0, 1))]
+    assert ["left in the runs" in h for h in heads] == [False] * 5 + [True]
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert [m["label"] for m in summary["models"]] == ["cnn2", "no-bn", "no-aug"]
     assert summary["base"] == "cnn2"
@@ -88,6 +95,20 @@ def test_run_with_variants_end_to_end(tmp_path, synthetic_env, capsys):
     md = (out / "report" / "summary.md").read_text()
     assert "Every pair of the 3 groups" in md and "Holm" in md
     assert (out / "cnn2-no-bn-seed1" / "test_metrics.json").is_file()
+
+
+def test_the_time_left_in_the_runs_goes_by_the_finished_runs_of_each_kind():
+    from fashionlab.config import build_config
+    from fashionlab.study import runs_left
+
+    c = [build_config({"model": m, "out": "/tmp/x", **({"label": label} if label else {})})
+         for m, label in (("cnn1", None), ("cnn2", None), ("cnn2", "no-bn"), ("cnn2", "no-bn"))]
+    assert runs_left(c, {}) == "" and runs_left([], {"cnn1": [5.0]}) == ""
+    assert runs_left(c[1:], {"cnn1": [5.0], "cnn2": [40.0]}) == ""  # no-bn (cnn2 with a change) has not run
+    # two no-bn runs at the mean of the finished one's seeds, and a cnn2 run: 2 x 50 + 40 s
+    took = {"cnn1": [5.0], "cnn2": [40.0], "no-bn": [45.0, 55.0]}
+    assert runs_left(c[1:], took) == " | ~2 min 20 s left in the runs"
+    assert runs_left(c[3:], took) == " | ~50 s left in the runs"
 
 
 def test_run_refuses_an_existing_run_folder_before_training(tmp_path, synthetic_env, capsys):

@@ -11,6 +11,7 @@ from fashionlab.config import FIELD_NAMES, TrainConfig, build_config, own_data_a
 from fashionlab.errors import ConfigError
 from fashionlab.files import check_new_folder, check_outside, make_folder
 from fashionlab.models import known_model, model_names
+from fashionlab.numfmt import duration
 from fashionlab.recipes import RECIPES, recipe_for
 
 # --quick: at most this many epochs each; fewer, a stratified subset of the training images, then of the validation
@@ -231,6 +232,16 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
                                 val_subset=choice["val_subset"]) for c in configs]
 
 
+def runs_left(remaining: list[TrainConfig], took: dict[str, list[float]]) -> str:
+    """' | ~2 min 5 s left in the runs': the remaining runs (this one included), each at the mean time of the finished
+    runs of its model or variant (its seeds train alike); "" while one of them has no finished run to go by."""
+    names = [c.label or c.model for c in remaining]
+    if not names or any(n not in took for n in names):
+        return ""
+    left = sum(sum(took[n]) / len(took[n]) for n in names)
+    return f" | ~{duration(left)} left in the runs"
+
+
 def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: str | None = None,
               data_dir: str | None = None, device: str = "auto", command: str = "",
               variants: list[str] | None = None, epochs: int | None = None, family: str | None = None,
@@ -261,10 +272,13 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
         configs = [c.validate() for c in time_box(configs, quick_minutes or QUICK_MINUTES, data,
                                                   corruptions=corruptions, started=started)]
     make_folder(out_dir)
-    runs = []
-    for cfg in configs:
-        print(f"== {cfg.label or cfg.model} seed {cfg.seed}: {cfg.epochs} epochs -> {cfg.out}")
+    runs, took = [], {}
+    for i, cfg in enumerate(configs):
+        print(f"== {cfg.label or cfg.model} seed {cfg.seed} (run {i + 1} of {len(configs)}): {cfg.epochs} "
+              f"epoch{'s' if cfg.epochs != 1 else ''} -> {cfg.out}{runs_left(configs[i:], took)}", flush=True)
+        t0 = time.perf_counter()
         train(cfg, command=command, data=data, corruptions=corruptions)
+        took.setdefault(cfg.label or cfg.model, []).append(time.perf_counter() - t0)
         runs.append(Path(cfg.out))
     summary = compare_runs(runs, out_dir / "report", family=family, data=data)
     print_summary(summary)
