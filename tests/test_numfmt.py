@@ -26,6 +26,7 @@ from fashionlab.numfmt import (
     points_ci,
     seconds,
     signed,
+    time_left,
     true_minus,
 )
 
@@ -39,6 +40,11 @@ NOTHING = [None, math.nan, math.inf, -math.inf]
 ])
 def test_duration_in_words(value, text):
     assert duration(value) == text
+
+
+def test_time_left_never_reads_as_done():
+    assert [time_left(0.2), time_left(0.6), time_left(65), time_left(20, " in the runs")] == [
+        " | ~1 s left", " | ~1 s left", " | ~1 min 5 s left", " | ~20 s left in the runs"]
 
 
 @pytest.mark.parametrize("value, text", [

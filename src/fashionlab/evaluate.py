@@ -30,7 +30,7 @@ from fashionlab.models import (
     model_names,
 )
 from fashionlab.models.external import is_external
-from fashionlab.numfmt import duration
+from fashionlab.numfmt import time_left
 from fashionlab.runfolder import RunFolder
 
 # Images per forward pass when predicting. On a CPU, small batches keep each layer's activations in cache: batch
@@ -223,7 +223,7 @@ def evaluate_corruptions(folder: RunFolder, model: nn.Module, data, device, prec
         if verbose and label.endswith(f"/{suite.SEVERITIES[-1]}"):
             left = (time.perf_counter() - start) / done * (total - done)  # the mean pass so far, times those to go
             print(f"corruptions: {done}/{total} passes ({label.split('/')[0]} done)"
-                  + (f" | ~{duration(left)} left" if done < total else ""), flush=True)
+                  + (time_left(left) if done < total else ""), flush=True)
 
     correct = suite.corruption_correctness(predict, materialize(data.test_x), data.test_y.cpu(), progress=progress)
     summary = suite.summarize_corruptions(correct) | {"checkpoint": checkpoint, "test_sha256": data.test_sha256}

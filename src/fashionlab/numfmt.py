@@ -142,6 +142,12 @@ def duration(secs: float | None) -> str:
     return _duration_text(fmt, secs)
 
 
+def time_left(secs: float, what: str = "") -> str:
+    """' | ~1 min 5 s left' (what: ' in the runs' and the like) for progress lines; at least a second, where
+    '~0 s left' would read as done."""
+    return f" | ~{duration(max(secs, 1.0))} left{what}"
+
+
 def minutes_seconds(secs: float | None) -> str:
     """Tenths of a second below a minute, minutes and whole seconds from one (no hours): '45.8 s', '1 min 0 s',
     '11 min 22 s', '75 min 3 s' (the benchmarks' generated tables)."""

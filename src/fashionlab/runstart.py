@@ -122,7 +122,7 @@ class Logger:
               epochs: int | None = None) -> None:
         """rows, epochs: the run's rows so far and its length, for the estimate of the time left (the mean epoch
         so far times the epochs to go)."""
-        from fashionlab.numfmt import duration
+        from fashionlab.numfmt import time_left
 
         mark = " *" if improved else ""  # a new best.pt
         skipped = f" | {nan_skipped} non-finite batches skipped" if nan_skipped else ""
@@ -130,7 +130,7 @@ class Logger:
                else f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}{mark}")
         left = ""
         if rows and epochs and epochs > r["epoch"]:
-            left = f" | ~{duration(sum(x['seconds'] for x in rows) / len(rows) * (epochs - r['epoch']))} left"
+            left = time_left(sum(x['seconds'] for x in rows) / len(rows) * (epochs - r['epoch']))
         self(f"epoch {r['epoch']:>3} | train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f} | "
              f"{val} | lr {r['lr']:.2e} | {r['seconds']:.1f}s{left}{skipped}")
 

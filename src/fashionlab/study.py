@@ -11,7 +11,7 @@ from fashionlab.config import FIELD_NAMES, TrainConfig, build_config, own_data_a
 from fashionlab.errors import ConfigError
 from fashionlab.files import check_new_folder, check_outside, make_folder
 from fashionlab.models import known_model, model_names
-from fashionlab.numfmt import duration
+from fashionlab.numfmt import time_left
 from fashionlab.recipes import RECIPES, recipe_for
 
 # --quick: at most this many epochs each; fewer, a stratified subset of the training images, then of the validation
@@ -239,7 +239,7 @@ def runs_left(remaining: list[TrainConfig], took: dict[str, list[float]]) -> str
     if not names or any(n not in took for n in names):
         return ""
     left = sum(sum(took[n]) / len(took[n]) for n in names)
-    return f" | ~{duration(left)} left in the runs"
+    return time_left(left, " in the runs")
 
 
 def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: str | None = None,

@@ -32,7 +32,7 @@ import PIL
 
 from fashionlab.data.sources import cache_home
 from fashionlab.imageprep import DatasetImage, read_dataset_image, read_dataset_images
-from fashionlab.numfmt import duration
+from fashionlab.numfmt import time_left
 from fashionlab.reading import MiB, read_bytes
 
 CACHE_FORMAT = 1  # bump when what an entry holds changes: older entries are then ignored
@@ -123,7 +123,7 @@ class _Bar:
         elif self.lines and self.done < self.total and (now := time.perf_counter()) - self.last >= LINE_SECONDS:
             self.last = now
             left = (now - self.start) / self.done * (self.total - self.done)  # the mean rate so far
-            print(f"{self.label}: {self.done:,}/{self.total:,} | ~{duration(left)} left", file=sys.stderr, flush=True)
+            print(f"{self.label}: {self.done:,}/{self.total:,}{time_left(left)}", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
