@@ -22,6 +22,7 @@ from fashionlab.numfmt import (
     p_value,
     percent,
     percent_number,
+    plural,
     points,
     points_ci,
     seconds,
@@ -40,6 +41,10 @@ NOTHING = [None, math.nan, math.inf, -math.inf]
 ])
 def test_duration_in_words(value, text):
     assert duration(value) == text
+
+
+def test_plural():
+    assert [plural(1, "epoch"), plural(3, "epoch"), plural(0, "run")] == ["1 epoch", "3 epochs", "0 runs"]
 
 
 def test_time_left_never_reads_as_done():

@@ -142,6 +142,11 @@ def duration(secs: float | None) -> str:
     return _duration_text(fmt, secs)
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 epoch', '3 epochs', '0 runs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def time_left(secs: float, what: str = "") -> str:
     """' | ~1 min 5 s left' (what: ' in the runs' and the like) for progress lines; at least a second, where
     '~0 s left' would read as done."""

@@ -11,7 +11,7 @@ from fashionlab.config import FIELD_NAMES, TrainConfig, build_config, own_data_a
 from fashionlab.errors import ConfigError
 from fashionlab.files import check_new_folder, check_outside, make_folder
 from fashionlab.models import known_model, model_names
-from fashionlab.numfmt import time_left
+from fashionlab.numfmt import plural, time_left
 from fashionlab.recipes import RECIPES, recipe_for
 
 # --quick: at most this many epochs each; fewer, a stratified subset of the training images, then of the validation
@@ -201,7 +201,7 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
     # test_x[:n] is a tensor, decoded if the test set is streamed from files
     corrupt = measure_corruption_seconds(data.test_x[:CORRUPTION_SAMPLE]) if corruptions else 0.0
     unit = measure_output_seconds(list(data.classes), n_test, QUICK["epochs"])
-    models = len({c.label or c.model for c in configs})  # the report's groups
+    models = len({group_of(c) for c in configs})
     fixed = unit * (FIXED_UNITS["run"] * len(configs) + FIXED_UNITS["model"] * models)
     n_train, n_val = len(s.train_y), len(s.val_y)
     choice = quick_choice(configs, step, predict, minutes, n_train=n_train, n_val=n_val, n_test=n_test,
@@ -218,7 +218,7 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
                  else f"a stratified subset of {choice['train_subset']:,} of the {n_train:,} training images")
     if choice["val_subset"] is not None:
         data_text += f", validated on a stratified {choice['val_subset']:,} of the {n_val:,} validation images"
-    epochs = f"{choice['epochs']} epoch{'s' if choice['epochs'] != 1 else ''}"
+    epochs = plural(choice["epochs"], "epoch")
     over = (f"; more than the box: the smallest job --quick makes (the {n_test:,} test images are always evaluated "
             f"whole)" if choice["estimate_seconds"] > 60 * minutes else "")
     suite = (f", the corruption suite included ({passes - 1} corrupted copies of each test image, "
@@ -226,16 +226,20 @@ def time_box(configs: list[TrainConfig], minutes: float, data, log=print, *,
     log(f"quick: one training step here takes {timed} (batch {configs[0].batch_size}) and predicting an image "
         f"{predicted}; {len(configs)} runs of {epochs} on {data_text} should train and evaluate{suite} in about "
         f"{choice['estimate_seconds'] / 60:.1f} min, {'startup, ' if started is not None else ''}timing, figures and "
-        "report included "
-        f"(--quick-minutes {minutes:g}){over}")
+        f"report included (--quick-minutes {minutes:g}){over}")
     return [dataclasses.replace(c, epochs=choice["epochs"], train_subset=choice["train_subset"],
                                 val_subset=choice["val_subset"]) for c in configs]
+
+
+def group_of(cfg: TrainConfig) -> str:
+    """The report's group of a run: its label (a variant), else its model. Runs of one group train alike."""
+    return cfg.label or cfg.model
 
 
 def runs_left(remaining: list[TrainConfig], took: dict[str, list[float]]) -> str:
     """' | ~2 min 5 s left in the runs': the remaining runs (this one included), each at the mean time of the finished
     runs of its model or variant (its seeds train alike); "" while one of them has no finished run to go by."""
-    names = [c.label or c.model for c in remaining]
+    names = [group_of(c) for c in remaining]
     if not names or any(n not in took for n in names):
         return ""
     left = sum(sum(took[n]) / len(took[n]) for n in names)
@@ -274,11 +278,11 @@ def run_study(models: list[str], *, seeds: int = 1, quick: bool = False, out: st
     make_folder(out_dir)
     runs, took = [], {}
     for i, cfg in enumerate(configs):
-        print(f"== {cfg.label or cfg.model} seed {cfg.seed} (run {i + 1} of {len(configs)}): {cfg.epochs} "
-              f"epoch{'s' if cfg.epochs != 1 else ''} -> {cfg.out}{runs_left(configs[i:], took)}", flush=True)
+        print(f"== {group_of(cfg)} seed {cfg.seed} (run {i + 1} of {len(configs)}): {plural(cfg.epochs, 'epoch')} "
+              f"-> {cfg.out}{runs_left(configs[i:], took)}", flush=True)
         t0 = time.perf_counter()
         train(cfg, command=command, data=data, corruptions=corruptions)
-        took.setdefault(cfg.label or cfg.model, []).append(time.perf_counter() - t0)
+        took.setdefault(group_of(cfg), []).append(time.perf_counter() - t0)
         runs.append(Path(cfg.out))
     summary = compare_runs(runs, out_dir / "report", family=family, data=data)
     print_summary(summary)

@@ -411,7 +411,7 @@ def _training(run: RunResults) -> dict[str, Any]:
     training and validation images (config.json's data record; None for a run from before it kept them), and
     whether they were stratified subsets (--train-subset, --val-subset, or `run --quick`'s choice)."""
     record = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
-    return {"epochs": int(len(run.history["epoch"])),
+    return {"epochs": len(run.history["epoch"]),
             "n_train": record.get("n_train") if is_int(record.get("n_train")) else None,
             "n_val": record.get("n_val") if is_int(record.get("n_val")) else None,
             "train_subset": run.config.get("train_subset") is not None,

@@ -10,7 +10,7 @@ from typing import Any
 
 from fashionlab.data.inspect import card_problems
 from fashionlab.explain import overlay_png
-from fashionlab.numfmt import count, percent
+from fashionlab.numfmt import count, percent, plural
 from fashionlab.report import figures
 from fashionlab.report.compare import Comparison, Group, hardest_classes, top_confusions, worst_mistakes
 from fashionlab.report.explanations import confused_examples
@@ -152,7 +152,7 @@ def render_report(comp: Comparison) -> str:
 <main>
 <header>
 <h1>{escape(dataset_name(s))} model comparison</h1>
-<p class="meta">{_plural(len(comp.groups), "model")} ({_plural(n_runs, "run")})
+<p class="meta">{plural(len(comp.groups), "model")} ({plural(n_runs, "run")})
  · test set of {s["n_test"]} images, sha256 <code>{escape(s["test_sha256"][:16])}…</code>
  · generated {escape(s["generated"])} by fashionlab {escape(s["fashionlab"])}</p>
 <nav>{nav}</nav>
@@ -166,10 +166,6 @@ def render_report(comp: Comparison) -> str:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _data_uri(png: bytes) -> str:

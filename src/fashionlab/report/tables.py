@@ -15,6 +15,7 @@ from fashionlab.numfmt import (
     mflops,
     p_value,
     percent_number,
+    plural,
     points,
     points_ci,
 )
@@ -128,7 +129,7 @@ def training_text(summary: dict[str, Any]) -> str:
     """What each model trained on, in one sentence: "Trained: every run 2 epochs on a stratified subset of 46,817
     training images, validated on 6,000." (each model's own when they differ; "" for a summary without it)."""
     def said(t: dict[str, Any]) -> str:
-        text = f"{t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}"
+        text = plural(t["epochs"], "epoch")
         if t.get("n_train") is not None:
             text += f" on {'a stratified subset of ' if t['train_subset'] else ''}{t['n_train']:,} training images"
         if t.get("n_val"):
